@@ -1,0 +1,203 @@
+import Foundation
+
+/// Batch normalisation over `x: (N, C, HW)` (NCHW with H·W flattened), PyTorch semantics:
+///
+///     y = γ·(x − μ)·invStd + β,   invStd = 1/√(σ² + eps)
+///
+/// In batch-statistics modes μ and σ² are the batch mean and the **biased** batch variance over
+/// (N, H, W); the running-variance update (done by the layer) uses the unbiased one, σ²·M/(M−1).
+/// Statistics are accumulated in Double so that they match PyTorch's to float precision.
+
+/// Per-channel batch mean and biased variance of `x: (N, C, HW)`. Two passes (mean, then squared
+/// deviations), parallel over channels.
+package func batchNormStatistics(x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                                 mean: UnsafeMutablePointer<Float>, variance: UnsafeMutablePointer<Float>) {
+    let xs = SendablePointer(x), ms = SendablePointer(mean), vs = SendablePointer(variance)
+    let ranges = splitRange(c, parts: KernelThreads.count)
+    parallelFor(ranges.count) { r in
+        for ch in ranges[r] {
+            var s = 0.0
+            for i in 0..<n { s += Double(vectorSum(xs.base + (i * c + ch) * hw, hw)) }
+            let m = s / Double(n * hw)
+            var q = 0.0
+            for i in 0..<n { q += Double(vectorSumSquaredDeviation(xs.base + (i * c + ch) * hw, hw, from: Float(m))) }
+            ms.base[ch] = Float(m)
+            vs.base[ch] = Float(q / Double(n * hw))
+        }
+    }
+}
+
+/// `y = (x − mean)·invStd·γ + β`, then `max(y, 0)` when `relu`. `y` may alias `x`.
+package func batchNormApply(x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                            mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>,
+                            gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+                            y: UnsafeMutablePointer<Float>, relu: Bool = false) {
+    let xs = SendablePointer(x), ys = SendablePointer(y)
+    let rows = n * c
+    let ranges = splitRange(rows, parts: KernelThreads.count)
+    parallelFor(ranges.count) { r in
+        for row in ranges[r] {
+            let ch = row % c
+            let scale = invStd[ch] * gamma[ch]
+            let shift = beta[ch] - mean[ch] * scale
+            affineRow(xs.base + row * hw, ys.base + row * hw, hw, scale, shift, relu)
+        }
+    }
+}
+
+/// `out[i] = in[i]·scale + shift` (clamped at 0 when `relu`).
+@inline(__always)
+private func affineRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
+                       _ scale: Float, _ shift: Float, _ relu: Bool) {
+    let sv = SIMD8<Float>(repeating: scale), bv = SIMD8<Float>(repeating: shift), zero = SIMD8<Float>()
+    let rs = UnsafeRawPointer(src), rd = UnsafeMutableRawPointer(dst)
+    var i = 0
+    if relu {
+        while i + 8 <= count {
+            let v = rs.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) * sv + bv
+            rd.storeBytes(of: v.replacing(with: zero, where: v .< zero), toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { dst[i] = max(src[i] * scale + shift, 0); i += 1 }
+    } else {
+        while i + 8 <= count {
+            let v = rs.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) * sv + bv
+            rd.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count { dst[i] = src[i] * scale + shift; i += 1 }
+    }
+}
+
+/// Backward of batch normalisation.
+///
+/// With `batchStatistics` (μ, σ² computed from this batch, M = N·HW per channel):
+///
+///     x̂ = (x − μ)·invStd
+///     dβ += Σ dy                         // term 1
+///     dγ += Σ dy·x̂                       // term 2
+///     dx  = γ·invStd/M · (M·dy − Σdy − x̂·Σ dy·x̂)
+///
+/// Otherwise μ and invStd are constants (running statistics) and `dx = dy·γ·invStd`.
+/// `dx` is overwritten; `dGamma` and `dBeta` are accumulated. Any output may be nil to skip it.
+package func batchNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                               mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
+                               batchStatistics: Bool,
+                               dx: UnsafeMutablePointer<Float>?, dGamma: UnsafeMutablePointer<Float>?,
+                               dBeta: UnsafeMutablePointer<Float>?) {
+    let xs = SendablePointer(x), dys = SendablePointer(dy)
+    let dxs = dx.map(SendablePointer.init), dgs = dGamma.map(SendablePointer.init), dbs = dBeta.map(SendablePointer.init)
+    let ranges = splitRange(c, parts: KernelThreads.count)
+    parallelFor(ranges.count) { r in
+        for ch in ranges[r] {
+            let mu = mean[ch], istd = invStd[ch]
+            // Σ dy and Σ dy·(x − μ), per channel.
+            var sdy = 0.0, sdyx = 0.0
+            for i in 0..<n {
+                let off = (i * c + ch) * hw
+                let s = vectorSum(dys.base + off, hw)
+                sdy += Double(s)
+                sdyx += Double(vectorDot(dys.base + off, xs.base + off, hw)) - Double(mu) * Double(s)
+            }
+            let sdyxhat = sdyx * Double(istd)
+            dbs?.base[ch] += Float(sdy)
+            dgs?.base[ch] += Float(sdyxhat)
+            guard let dxp = dxs?.base else { continue }
+            let g = gamma[ch]
+            if batchStatistics {
+                let m = Double(n * hw)
+                // dx = k·(dy − a − x̂·b), k = γ·invStd, a = Σdy/M, b = Σdy·x̂/M
+                let k = g * istd
+                let a = Float(sdy / m), b = Float(sdyxhat / m)
+                // x̂·b = (x − μ)·istd·b → dx = k·dy − k·a − k·istd·b·(x − μ)
+                let c1 = k, c2 = -k * istd * b, c0 = -k * a - c2 * mu
+                for i in 0..<n {
+                    let off = (i * c + ch) * hw
+                    combineRow(dys.base + off, xs.base + off, dxp + off, hw, c1, c2, c0)
+                }
+            } else {
+                let k = g * istd
+                for i in 0..<n {
+                    let off = (i * c + ch) * hw
+                    combineRow(dys.base + off, xs.base + off, dxp + off, hw, k, 0, 0)
+                }
+            }
+        }
+    }
+}
+
+/// `out = c1·dy + c2·x + c0`.
+@inline(__always)
+private func combineRow(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
+                        _ count: Int, _ c1: Float, _ c2: Float, _ c0: Float) {
+    let v1 = SIMD8<Float>(repeating: c1), v2 = SIMD8<Float>(repeating: c2), v0 = SIMD8<Float>(repeating: c0)
+    let rd = UnsafeRawPointer(dy), rx = UnsafeRawPointer(x), ro = UnsafeMutableRawPointer(out)
+    var i = 0
+    while i + 8 <= count {
+        let a = rd.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        let b = rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        ro.storeBytes(of: a * v1 + b * v2 + v0, toByteOffset: i * 4, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < count { out[i] = c1 * dy[i] + c2 * x[i] + c0; i += 1 }
+}
+
+// MARK: - Reference twins (Double, direct formulas)
+
+/// Reference of `batchNormStatistics` + `batchNormApply`: normalises with the given or the batch statistics.
+/// When `mean`/`variance` are nil the batch's are used (and returned through `batchMean`/`batchVariance`).
+package func batchNormForwardReference(x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                                       mean: UnsafePointer<Float>?, variance: UnsafePointer<Float>?,
+                                       gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, eps: Float,
+                                       y: UnsafeMutablePointer<Float>,
+                                       batchMean: UnsafeMutablePointer<Float>?, batchVariance: UnsafeMutablePointer<Float>?) {
+    for ch in 0..<c {
+        var mu: Double, v: Double
+        if let mean, let variance {
+            mu = Double(mean[ch]); v = Double(variance[ch])
+        } else {
+            var s = 0.0
+            for i in 0..<n { for j in 0..<hw { s += Double(x[(i * c + ch) * hw + j]) } }
+            mu = s / Double(n * hw)
+            var q = 0.0
+            for i in 0..<n { for j in 0..<hw { let d = Double(x[(i * c + ch) * hw + j]) - mu; q += d * d } }
+            v = q / Double(n * hw)
+            batchMean?[ch] = Float(mu); batchVariance?[ch] = Float(v)
+        }
+        let istd = 1 / (v + Double(eps)).squareRoot()
+        for i in 0..<n {
+            for j in 0..<hw {
+                let idx = (i * c + ch) * hw + j
+                y[idx] = Float((Double(x[idx]) - mu) * istd * Double(gamma[ch]) + Double(beta[ch]))
+            }
+        }
+    }
+}
+
+/// Reference of `batchNormBackward`, straight from the chain rule in Double.
+package func batchNormBackwardReference(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                                        mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
+                                        batchStatistics: Bool, dx: UnsafeMutablePointer<Float>,
+                                        dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>) {
+    for ch in 0..<c {
+        let mu = Double(mean[ch]), istd = Double(invStd[ch]), g = Double(gamma[ch])
+        let m = Double(n * hw)
+        var sdy = 0.0, sdyxh = 0.0
+        for i in 0..<n {
+            for j in 0..<hw {
+                let idx = (i * c + ch) * hw + j
+                sdy += Double(dy[idx]); sdyxh += Double(dy[idx]) * (Double(x[idx]) - mu) * istd
+            }
+        }
+        dBeta[ch] += Float(sdy); dGamma[ch] += Float(sdyxh)
+        for i in 0..<n {
+            for j in 0..<hw {
+                let idx = (i * c + ch) * hw + j
+                let xh = (Double(x[idx]) - mu) * istd
+                dx[idx] = batchStatistics
+                    ? Float(g * istd / m * (m * Double(dy[idx]) - sdy - xh * sdyxh))
+                    : Float(Double(dy[idx]) * g * istd)
+            }
+        }
+    }
+}

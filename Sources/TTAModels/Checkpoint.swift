@@ -1,0 +1,85 @@
+import Foundation
+import TTAData
+import TTANN
+import TTATensor
+
+extension ImageClassifier {
+    /// Loads a PyTorch state dict exported with `safetensors.torch.save_file(model.state_dict(), path)`.
+    ///
+    /// Strict: every parameter and buffer must be present with its exact shape and no other key may
+    /// be there (`num_batches_tracked` may be absent; a `module.` prefix is stripped). Errors name the key.
+    public func load(_ file: SafeTensorsFile) throws {
+        let expected = store.entries.map { (name: $0.name, shape: $0.shape) } + store.counterNames.map { (name: $0, shape: [Int]()) }
+        let tensors = try loadStateDict(from: file, expected: expected, optional: Set(store.counterNames))
+        for e in store.entries {
+            guard let t = tensors[e.name] else { continue }
+            if !t.isFinite {
+                throw DataError(file: file.name, key: e.name, message: "contains NaN or infinity")
+            }
+            store.set(e.name, t)
+        }
+        for c in store.counterNames {
+            let stripped = file.contains(c) ? c : "module.\(c)"
+            if file.contains(stripped) {
+                let v = try file.int64Values(stripped)
+                guard v.count == 1 else {
+                    throw DataError(file: file.name, key: c, message: "expected a scalar counter, found \(v.count) values")
+                }
+                store.counters[c] = v[0]
+            }
+        }
+    }
+
+    /// Loads weights from a `.safetensors` file.
+    public func load(contentsOf url: URL) throws {
+        try load(SafeTensorsFile.read(url))
+    }
+
+    /// Writes the state dict (parameters, buffers, counters) as F32 safetensors.
+    public func save(to url: URL) throws {
+        try SafeTensorsFile.write(store.stateDict(), metadata: ["format": "pt", "architecture": architecture], to: url)
+    }
+}
+
+/// The architectures SwiftTTA builds, and their inference from a checkpoint's keys and shapes.
+public enum ModelZoo {
+    /// Names accepted by `--model` (besides `auto`).
+    public static let names = ["wideresnet-<depth>-<widen>", "auto"]
+
+    /// Builds the model named `name` (`wideresnet-28-10`, …) for `numClasses` classes.
+    public static func make(_ name: String, numClasses: Int, inputChannels: Int = 3) throws -> any ImageClassifier {
+        let parts = name.lowercased().split(separator: "-")
+        if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
+           d >= 10, (d - 4) % 6 == 0, w >= 1 {
+            return WideResNet(depth: d, widenFactor: w, numClasses: numClasses, inputChannels: inputChannels)
+        }
+        throw DataError(file: "--model", key: name, keyKind: "model",
+                        message: "unknown model; expected wideresnet-<depth>-<widen> with depth 6n+4 (e.g. wideresnet-28-10) or auto")
+    }
+
+    /// Infers the architecture from a state dict's keys and shapes (`--model auto`) and loads it.
+    public static func load(_ file: SafeTensorsFile) throws -> any ImageClassifier {
+        let model = try infer(file)
+        try model.load(file)
+        return model
+    }
+
+    /// The architecture a checkpoint describes, freshly initialised (not loaded).
+    public static func infer(_ file: SafeTensorsFile) throws -> any ImageClassifier {
+        func shape(_ key: String) -> [Int]? {
+            (try? file.entry(key))?.shape ?? (try? file.entry("module." + key))?.shape
+        }
+        if let c1 = shape("conv1.weight"), c1.count == 4, let fc = shape("fc.weight"), fc.count == 2,
+           let b1 = shape("block1.layer.0.conv1.weight"), b1.count == 4 {
+            var n = 0
+            while shape("block1.layer.\(n).conv1.weight") != nil { n += 1 }
+            let widen = b1[0] / 16
+            guard b1[0] % 16 == 0, widen >= 1, c1[0] == 16 else {
+                throw DataError(file: file.name, key: "block1.layer.0.conv1.weight",
+                                message: "looks like a WideResNet but its width \(b1[0]) is not a multiple of 16")
+            }
+            return WideResNet(depth: 6 * n + 4, widenFactor: widen, numClasses: fc[0], inputChannels: c1[1])
+        }
+        throw DataError(file: file.name, message: "cannot infer the architecture: no WideResNet keys (conv1.weight, block1.layer.0.conv1.weight, fc.weight) found")
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import TTAKernels
+import TTATensor
+
+/// Which statistics a `BatchNorm2d` normalises with, and whether it updates its running buffers.
+///
+/// PyTorch semantics (see `Docs/CONVENTIONS.md`): batch variance is biased for normalisation and
+/// unbiased (×M/(M−1), M = N·H·W) for the running update; `running = (1 − m)·running + m·batch`.
+public enum BatchNormMode: Sendable, Equatable {
+    /// `eval()`: the running mean and variance (the source model; `source`, BN-0).
+    case runningStatistics
+    /// Batch statistics, running buffers untouched (`track_running_stats=False`: TENT, EATA, SAR, CoTTA).
+    case batchStatistics
+    /// `train()` with tracking: batch statistics, and the running buffers and `num_batches_tracked`
+    /// are updated with the layer's momentum (`norm_test`, the first pass of `norm_ema`).
+    case batchStatisticsUpdatingRunning
+    /// α-BN (`norm_alpha`): `μ = (1−α)·μ_run + α·μ_batch`, `σ² = (1−α)·σ²_run + α·σ²_batch,unbiased`.
+    /// Forward only.
+    case alphaMixed(alpha: Float)
+}
+
+/// `nn.BatchNorm2d(features)` with `<name>.weight`, `.bias`, `.running_mean`, `.running_var`,
+/// `.num_batches_tracked`; eps 1e-5, momentum 0.1 unless given (`nil` momentum = cumulative average).
+public final class BatchNorm2d: Module {
+    public let store: ParameterStore
+    public let name: String
+    public let features: Int
+    public let eps: Float
+    public var momentum: Float?
+    public var mode: BatchNormMode = .runningStatistics
+    public let weight, bias, runningMean, runningVar: ParameterRef
+    public var counterName: String { "\(name).num_batches_tracked" }
+
+    private var savedInput: Tensor?
+    private var savedMean: [Float] = []
+    private var savedInvStd: [Float] = []
+    private var savedBatchStatistics = false
+
+    public init(_ store: ParameterStore, name: String, features: Int, eps: Float = 1e-5, momentum: Float? = 0.1) {
+        self.store = store
+        self.name = name
+        self.features = features
+        self.eps = eps
+        self.momentum = momentum
+        weight = store.add("\(name).weight", shape: [features], kind: .parameter, initial: 1, isNormAffine: true)
+        bias = store.add("\(name).bias", shape: [features], kind: .parameter, initial: 0, isNormAffine: true)
+        runningMean = store.add("\(name).running_mean", shape: [features], kind: .buffer, initial: 0)
+        runningVar = store.add("\(name).running_var", shape: [features], kind: .buffer, initial: 1)
+        store.addCounter("\(name).num_batches_tracked")
+    }
+
+    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        precondition(x.rank == 4 && x.shape[1] == features, "BatchNorm2d \(name): expected (N, \(features), H, W), got \(x.shape)")
+        let (n, c, hw) = (x.shape[0], features, x.shape[2] * x.shape[3])
+        var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
+        let rm = store.pointer(runningMean), rv = store.pointer(runningVar)
+        let usesBatch: Bool
+        switch mode {
+        case .runningStatistics:
+            for j in 0..<c { mean[j] = rm[j]; variance[j] = rv[j] }
+            usesBatch = false
+        case .batchStatistics, .batchStatisticsUpdatingRunning, .alphaMixed:
+            precondition(n * hw > 1, "BatchNorm2d \(name): batch statistics need more than 1 value per channel (got N·H·W = \(n * hw))")
+            x.withUnsafeBufferPointer { xp in
+                batchNormStatistics(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: &mean, variance: &variance)
+            }
+            let unbias = Float(n * hw) / Float(n * hw - 1)
+            if case .batchStatisticsUpdatingRunning = mode {
+                let count = (store.counters[counterName] ?? 0) + 1
+                store.counters[counterName] = count
+                let m = momentum ?? 1 / Float(count)
+                for j in 0..<c {
+                    rm[j] = (1 - m) * rm[j] + m * mean[j]
+                    rv[j] = (1 - m) * rv[j] + m * variance[j] * unbias
+                }
+            } else if case .alphaMixed(let a) = mode {
+                for j in 0..<c {
+                    mean[j] = (1 - a) * rm[j] + a * mean[j]
+                    variance[j] = (1 - a) * rv[j] + a * variance[j] * unbias
+                }
+            }
+            if case .alphaMixed = mode { usesBatch = false } else { usesBatch = true }
+        }
+        let invStd = variance.map { 1 / ($0 + eps).squareRoot() }
+        var y = Tensor(shape: x.shape)
+        let g = store.pointer(weight), b = store.pointer(bias)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                batchNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: g, beta: b, y: yp.baseAddress!)
+            }
+        }
+        if ctx.recording {
+            if case .alphaMixed = mode { preconditionFailure("BatchNorm2d \(name): alphaMixed mode is forward-only") }
+            savedInput = x
+            savedMean = mean
+            savedInvStd = invStd
+            savedBatchStatistics = usesBatch
+        } else {
+            savedInput = nil
+        }
+        return y
+    }
+
+    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        guard let x = savedInput else { preconditionFailure("BatchNorm2d \(name).backward without a recorded forward") }
+        savedInput = nil
+        let (n, c, hw) = (x.shape[0], features, x.shape[2] * x.shape[3])
+        let dG = store.requiresGrad(weight) ? store.gradPointer(weight) : nil
+        let dB = store.requiresGrad(bias) ? store.gradPointer(bias) : nil
+        var dx = [Float](repeating: 0, count: needInputGradient ? x.count : 0)
+        let g = store.pointer(weight)
+        x.withUnsafeBufferPointer { xp in
+            dy.withUnsafeBufferPointer { dyp in
+                dx.withUnsafeMutableBufferPointer { dxp in
+                    batchNormBackward(dy: dyp.baseAddress!, x: xp.baseAddress!, n: n, c: c, hw: hw, mean: savedMean,
+                                      invStd: savedInvStd, gamma: g, batchStatistics: savedBatchStatistics,
+                                      dx: needInputGradient ? dxp.baseAddress : nil, dGamma: dG, dBeta: dB)
+                }
+            }
+        }
+        return needInputGradient ? Tensor(shape: x.shape, storage: dx) : nil
+    }
+}

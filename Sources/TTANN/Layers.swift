@@ -1,0 +1,168 @@
+import TTAKernels
+import TTATensor
+
+/// 2-D convolution without bias (`nn.Conv2d(..., bias=False)`), weight `(O, C/groups, KH, KW)` under `<name>.weight`.
+public final class Conv2d: Module {
+    public let store: ParameterStore
+    public let weight: ParameterRef
+    public let inputChannels, outputChannels, kernelSize, stride, padding, groups: Int
+    private var savedInput: Tensor?
+
+    public init(_ store: ParameterStore, name: String, inputChannels: Int, outputChannels: Int,
+                kernelSize: Int, stride: Int = 1, padding: Int = 0, groups: Int = 1) {
+        precondition(inputChannels % groups == 0 && outputChannels % groups == 0)
+        self.store = store
+        (self.inputChannels, self.outputChannels, self.kernelSize) = (inputChannels, outputChannels, kernelSize)
+        (self.stride, self.padding, self.groups) = (stride, padding, groups)
+        weight = store.add("\(name).weight", shape: [outputChannels, inputChannels / groups, kernelSize, kernelSize], kind: .parameter)
+    }
+
+    /// The kernel geometry for an input of `shape` (N, C, H, W).
+    package func geometry(for shape: [Int]) -> Conv2dGeometry {
+        precondition(shape.count == 4 && shape[1] == inputChannels,
+                     "Conv2d: expected (N, \(inputChannels), H, W), got \(shape)")
+        return Conv2dGeometry(n: shape[0], c: shape[1], h: shape[2], w: shape[3], o: outputChannels,
+                              kh: kernelSize, kw: kernelSize, strideH: stride, strideW: stride,
+                              padH: padding, padW: padding, groups: groups)
+    }
+
+    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        let g = geometry(for: x.shape)
+        var y = Tensor(shape: [g.n, g.o, g.ho, g.wo])
+        let w = store.pointer(weight)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in conv2dForward(x: xp.baseAddress!, weight: w, y: yp.baseAddress!, g) }
+        }
+        savedInput = ctx.recording ? x : nil
+        return y
+    }
+
+    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        guard let x = savedInput else { preconditionFailure("Conv2d.backward without a recorded forward") }
+        let g = geometry(for: x.shape)
+        let w = store.pointer(weight)
+        if store.requiresGrad(weight) {
+            let dw = store.gradPointer(weight)
+            x.withUnsafeBufferPointer { xp in
+                dy.withUnsafeBufferPointer { dyp in conv2dBackwardWeight(x: xp.baseAddress!, dy: dyp.baseAddress!, dWeight: dw, g) }
+            }
+        }
+        savedInput = nil
+        guard needInputGradient else { return nil }
+        var dx = Tensor(shape: x.shape)
+        dy.withUnsafeBufferPointer { dyp in
+            dx.withUnsafeMutableBufferPointer { dxp in conv2dBackwardInput(dy: dyp.baseAddress!, weight: w, dx: dxp.baseAddress!, g) }
+        }
+        return dx
+    }
+}
+
+/// `max(x, 0)`. Keeps its output for backward.
+public final class ReLU: Module {
+    private var savedOutput: Tensor?
+    public init() {}
+
+    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        var y = Tensor(shape: x.shape)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in reluForward(x: xp.baseAddress!, y: yp.baseAddress!, count: x.count) }
+        }
+        savedOutput = ctx.recording ? y : nil
+        return y
+    }
+
+    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        guard let y = savedOutput else { preconditionFailure("ReLU.backward without a recorded forward") }
+        savedOutput = nil
+        guard needInputGradient else { return nil }
+        var dx = Tensor(shape: dy.shape)
+        dy.withUnsafeBufferPointer { dyp in
+            y.withUnsafeBufferPointer { yp in
+                dx.withUnsafeMutableBufferPointer { dxp in
+                    reluBackward(dy: dyp.baseAddress!, y: yp.baseAddress!, dx: dxp.baseAddress!, count: dy.count)
+                }
+            }
+        }
+        return dx
+    }
+}
+
+/// `y = x·Wᵀ + b` on `(N, I)` inputs; `<name>.weight (O, I)`, `<name>.bias (O)`.
+public final class Linear: Module {
+    public let store: ParameterStore
+    public let weight: ParameterRef
+    public let bias: ParameterRef?
+    public let inputFeatures, outputFeatures: Int
+    private var savedInput: Tensor?
+
+    public init(_ store: ParameterStore, name: String, inputFeatures: Int, outputFeatures: Int, bias: Bool = true) {
+        self.store = store
+        (self.inputFeatures, self.outputFeatures) = (inputFeatures, outputFeatures)
+        weight = store.add("\(name).weight", shape: [outputFeatures, inputFeatures], kind: .parameter)
+        self.bias = bias ? store.add("\(name).bias", shape: [outputFeatures], kind: .parameter) : nil
+    }
+
+    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        precondition(x.rank == 2 && x.shape[1] == inputFeatures, "Linear: expected (N, \(inputFeatures)), got \(x.shape)")
+        var y = Tensor(shape: [x.shape[0], outputFeatures])
+        let w = store.pointer(weight), b = bias.map { UnsafePointer(store.pointer($0)) }
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                linearForward(x: xp.baseAddress!, weight: w, bias: b, y: yp.baseAddress!, n: x.shape[0],
+                              inFeatures: inputFeatures, outFeatures: outputFeatures)
+            }
+        }
+        savedInput = ctx.recording ? x : nil
+        return y
+    }
+
+    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        guard let x = savedInput else { preconditionFailure("Linear.backward without a recorded forward") }
+        savedInput = nil
+        var dx = [Float](repeating: 0, count: needInputGradient ? x.count : 0)
+        let dW = store.requiresGrad(weight) ? store.gradPointer(weight) : nil
+        let dB = bias.flatMap { store.requiresGrad($0) ? store.gradPointer($0) : nil }
+        let w = store.pointer(weight)
+        x.withUnsafeBufferPointer { xp in
+            dy.withUnsafeBufferPointer { dyp in
+                dx.withUnsafeMutableBufferPointer { dxp in
+                    linearBackward(dy: dyp.baseAddress!, x: xp.baseAddress!, weight: w,
+                                   dx: needInputGradient ? dxp.baseAddress : nil, dWeight: dW, dBias: dB,
+                                   n: x.shape[0], inFeatures: inputFeatures, outFeatures: outputFeatures)
+                }
+            }
+        }
+        return needInputGradient ? Tensor(shape: x.shape, storage: dx) : nil
+    }
+}
+
+/// `(N, C, H, W) → (N, C)`: mean over H·W (`F.adaptive_avg_pool2d(x, 1).view(N, -1)`; equal to the
+/// WideResNet's `F.avg_pool2d(x, 8)` on its 8×8 final maps).
+public final class GlobalAvgPool: Module {
+    private var savedShape: [Int]?
+    public init() {}
+
+    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        precondition(x.rank == 4, "GlobalAvgPool: expected (N, C, H, W), got \(x.shape)")
+        let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+        var y = Tensor(shape: [n, c])
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in globalAvgPoolForward(x: xp.baseAddress!, y: yp.baseAddress!, rows: n * c, hw: hw) }
+        }
+        savedShape = ctx.recording ? x.shape : nil
+        return y
+    }
+
+    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        guard let shape = savedShape else { preconditionFailure("GlobalAvgPool.backward without a recorded forward") }
+        savedShape = nil
+        guard needInputGradient else { return nil }
+        var dx = Tensor(shape: shape)
+        dy.withUnsafeBufferPointer { dyp in
+            dx.withUnsafeMutableBufferPointer { dxp in
+                globalAvgPoolBackward(dy: dyp.baseAddress!, dx: dxp.baseAddress!, rows: shape[0] * shape[1], hw: shape[2] * shape[3])
+            }
+        }
+        return dx
+    }
+}

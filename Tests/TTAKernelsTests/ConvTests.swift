@@ -1,0 +1,91 @@
+import Testing
+import TTAKernels
+import TTATestSupport
+
+/// The im2col + GEMM convolution against its direct-loop reference twin on many geometries.
+@Suite struct ConvKernelTests {
+    static let geometries: [Conv2dGeometry] = [
+        Conv2dGeometry(n: 2, c: 3, h: 8, w: 8, o: 5, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1),
+        Conv2dGeometry(n: 1, c: 4, h: 9, w: 7, o: 6, kh: 3, kw: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
+        Conv2dGeometry(n: 3, c: 8, h: 6, w: 6, o: 4, kh: 1, kw: 1),
+        Conv2dGeometry(n: 2, c: 8, h: 6, w: 5, o: 16, kh: 1, kw: 1, strideH: 2, strideW: 2),
+        Conv2dGeometry(n: 2, c: 8, h: 5, w: 5, o: 8, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1, groups: 4),
+        Conv2dGeometry(n: 1, c: 6, h: 7, w: 4, o: 9, kh: 3, kw: 2, strideH: 1, strideW: 2, padH: 0, padW: 1, groups: 3),
+        Conv2dGeometry(n: 2, c: 16, h: 8, w: 8, o: 32, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1),
+        Conv2dGeometry(n: 1, c: 2, h: 5, w: 5, o: 3, kh: 5, kw: 5, strideH: 1, strideW: 1, padH: 2, padW: 2),
+    ]
+
+    @Test(arguments: geometries)
+    func forwardAndBackwardMatchReference(_ g: Conv2dGeometry) {
+        let x = randomFloats(g.inputCount, seed: 1)
+        let w = randomFloats(g.weightCount, seed: 2)
+        let dy = randomFloats(g.outputCount, seed: 3)
+        var y = [Float](repeating: .nan, count: g.outputCount), yRef = y
+        conv2dForward(x: x, weight: w, y: &y, g)
+        conv2dForwardReference(x: x, weight: w, y: &yRef, g)
+        expectClose(y, yRef, "forward \(g)")
+
+        var dx = [Float](repeating: 0.5, count: g.inputCount), dxRef = dx   // both accumulate onto 0.5
+        conv2dBackwardInput(dy: dy, weight: w, dx: &dx, g)
+        conv2dBackwardInputReference(dy: dy, weight: w, dx: &dxRef, g)
+        expectClose(dx, dxRef, "backward input \(g)")
+
+        var dw = [Float](repeating: -0.25, count: g.weightCount), dwRef = dw
+        conv2dBackwardWeight(x: x, dy: dy, dWeight: &dw, g)
+        conv2dBackwardWeightReference(x: x, dy: dy, dWeight: &dwRef, g)
+        expectClose(dw, dwRef, "backward weight \(g)")
+    }
+}
+
+/// Batch-norm kernels against their Double reference twins.
+@Suite struct BatchNormKernelTests {
+    @Test(arguments: [(2, 3, 25), (4, 5, 1), (1, 2, 37), (3, 16, 64)])
+    func statisticsApplyAndBackwardMatchReference(_ dims: (Int, Int, Int)) {
+        let (n, c, hw) = dims
+        let x = randomFloats(n * c * hw, seed: 4, scale: 2).map { $0 + 0.5 }
+        let gamma = randomFloats(c, seed: 5), beta = randomFloats(c, seed: 6)
+        let dy = randomFloats(n * c * hw, seed: 7)
+        var mean = [Float](repeating: 0, count: c), variance = mean
+        batchNormStatistics(x: x, n: n, c: c, hw: hw, mean: &mean, variance: &variance)
+        var refMean = mean, refVar = variance, yRef = x
+        batchNormForwardReference(x: x, n: n, c: c, hw: hw, mean: nil, variance: nil, gamma: gamma, beta: beta, eps: 1e-5,
+                                  y: &yRef, batchMean: &refMean, batchVariance: &refVar)
+        expectClose(mean, refMean, tolerance: 1e-5, "mean")
+        expectClose(variance, refVar, tolerance: 1e-5, "variance")
+        let invStd = variance.map { 1 / ($0 + 1e-5).squareRoot() }
+        var y = x
+        batchNormApply(x: x, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta, y: &y)
+        expectClose(y, yRef, "apply")
+
+        var yRelu = x
+        batchNormApply(x: x, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta, y: &yRelu, relu: true)
+        expectClose(yRelu, yRef.map { max($0, 0) }, "apply+relu")
+
+        for batchStatistics in [true, false] {
+            var dx = [Float](repeating: 0, count: x.count), dxRef = dx
+            var dg = [Float](repeating: 1, count: c), db = dg, dgRef = dg, dbRef = db
+            batchNormBackward(dy: dy, x: x, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma,
+                              batchStatistics: batchStatistics, dx: &dx, dGamma: &dg, dBeta: &db)
+            batchNormBackwardReference(dy: dy, x: x, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma,
+                                       batchStatistics: batchStatistics, dx: &dxRef, dGamma: &dgRef, dBeta: &dbRef)
+            expectClose(dx, dxRef, "dx batchStatistics=\(batchStatistics)")
+            expectClose(dg, dgRef, "dgamma")
+            expectClose(db, dbRef, "dbeta")
+        }
+    }
+}
+
+/// Vectorised reductions against plain Double sums.
+@Suite struct ReduceTests {
+    @Test(arguments: [0, 1, 7, 8, 31, 32, 33, 100, 1027])
+    func sumsAndDots(_ count: Int) {
+        let a = randomFloats(count, seed: 8), b = randomFloats(count, seed: 9)
+        let s = a.reduce(0.0) { $0 + Double($1) }
+        let d = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        #expect(abs(Double(vectorSum(a, count)) - s) <= 1e-4 * max(1, Double(count)).squareRoot())
+        #expect(abs(Double(vectorDot(a, b, count)) - d) <= 1e-4 * max(1, Double(count)).squareRoot())
+        let m: Float = 0.3
+        let q = a.reduce(0.0) { $0 + Double(($1 - m) * ($1 - m)) }
+        #expect(abs(Double(vectorSumSquaredDeviation(a, count, from: m)) - q) <= 1e-4 * max(1, q))
+    }
+}

@@ -1,0 +1,192 @@
+import Testing
+import TTAKernels
+
+/// gemmSIMD against the naive gemmReference: odd and tiny shapes, shapes that cross every blocking
+/// boundary (MR, NR, KC, MC, NC), all four transpose combinations, padded leading dimensions,
+/// alpha/beta variants, NaN in C with beta == 0, and one and two threads.
+@Suite("GEMM", .serialized)
+struct GemmTests {
+    /// (m, n, k). Tiles are 6 x 16 (6 x 8 portable); blocks KC 256, MC 156, NC 2048. The last
+    /// four are large enough (at least 4 MFLOP) for gemmSIMD to use a second thread.
+    static let shapes: [(Int, Int, Int)] = [
+        (1, 1, 1), (1, 1, 9), (1, 23, 1), (9, 1, 4), (2, 3, 0), (6, 16, 8), (6, 8, 8), (5, 15, 3),
+        (7, 17, 13), (12, 32, 31), (13, 33, 257), (31, 9, 600), (157, 21, 11), (3, 2051, 5),
+        (160, 96, 144), (40, 300, 70), (96, 20, 520), (157, 130, 101), (13, 500, 700),
+    ]
+
+    /// (alpha, beta); cycled over the shapes and transposes so each combination meets many shapes.
+    static let scalings: [(Float, Float)] = [(1, 0), (-0.75, 0), (1, 1), (0.5, -2), (2, 0.25), (0, 1.5), (0, 0)]
+
+    @Test("matches gemmReference", arguments: 0..<shapes.count)
+    func matchesReference(_ index: Int) {
+        let (m, n, k) = Self.shapes[index]
+        var rng = SplitMix64(state: UInt64(index) &+ 42)
+        var variant = index
+        for threads in [1, 2] {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    let (alpha, beta) = Self.scalings[variant % Self.scalings.count]
+                    variant += 1
+                    withThreads(threads) {
+                        check(m: m, n: n, k: k, transA: transA, transB: transB, alpha: alpha, beta: beta,
+                              padding: (variant % 3, 2 * (variant % 2), variant % 4), rng: &rng)
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("beta == 0 ignores NaN and infinity in C")
+    func betaZeroDoesNotReadC() {
+        var rng = SplitMix64(state: 7)
+        for (m, n, k) in [(1, 1, 1), (7, 19, 5), (64, 130, 300)] {
+            for threads in [1, 2] {
+                withThreads(threads) {
+                    check(m: m, n: n, k: k, transA: false, transB: false, alpha: 1.5, beta: 0,
+                          padding: (1, 3, 2), rng: &rng, fill: .nan)
+                    check(m: m, n: n, k: k, transA: true, transB: true, alpha: 1, beta: 0,
+                          padding: (0, 0, 0), rng: &rng, fill: .infinity)
+                }
+            }
+        }
+    }
+
+    @Test("k == 0 scales C by beta")
+    func emptyInnerDimension() {
+        var rng = SplitMix64(state: 9)
+        for beta: Float in [0, 1, -0.5] {
+            check(m: 5, n: 37, k: 0, transA: false, transB: true, alpha: 2, beta: beta,
+                  padding: (1, 1, 3), rng: &rng)
+        }
+    }
+
+    @Test("a shared operand larger than 4M floats is packed in super-blocks")
+    func superBlocks() {
+        var rng = SplitMix64(state: 17)
+        // A shared (m <= n): 7 x 600000 floats, two blocks of rows. B shared (m > n): 17 x 250000,
+        // two blocks of columns. (Bᵀ keeps gemmReference's inner loop contiguous, hence fast.)
+        withThreads(2) {
+            check(m: 7, n: 8, k: 600_000, transA: false, transB: true, alpha: 1, beta: 0.5,
+                  padding: (0, 0, 0), rng: &rng)
+            check(m: 18, n: 17, k: 250_000, transA: false, transB: true, alpha: -1, beta: 0,
+                  padding: (0, 0, 0), rng: &rng)
+        }
+    }
+
+    @Test("two threads give the same result as one, on shapes split along rows and along columns")
+    func threadCountDoesNotChangeResult() {
+        var rng = SplitMix64(state: 11)
+        for (m, n, k) in [(300, 40, 300), (20, 700, 300), (128, 128, 128)] {
+            let a = randomMatrix(m * k, &rng), b = randomMatrix(k * n, &rng)
+            var results: [[Float]] = []
+            for threads in [1, 2] {
+                var c = [Float](repeating: .nan, count: m * n)
+                withThreads(threads) {
+                    gemmSIMD(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k,
+                             b: b, ldb: n, beta: 0, c: &c, ldc: n)
+                }
+                results.append(c)
+            }
+            // Every thread count computes each element with the same blocking and order of k.
+            #expect(results[0] == results[1], "\(m)x\(n)x\(k)")
+        }
+    }
+
+    @Test("gemm dispatches small and large problems correctly")
+    func dispatch() {
+        var rng = SplitMix64(state: 13)
+        for (m, n, k) in [(3, 4, 5), (70, 80, 90)] {
+            let a = randomMatrix(m * k, &rng), b = randomMatrix(k * n, &rng)
+            var fast = [Float](repeating: .nan, count: m * n)
+            var slow = fast
+            gemm(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n,
+                 beta: 0, c: &fast, ldc: n)
+            gemmReference(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: n,
+                          beta: 0, c: &slow, ldc: n)
+            let worst = zip(fast, slow).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst <= 1e-4 * Float(k), "\(m)x\(n)x\(k)")
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// Runs gemmSIMD and gemmReference on the same random inputs and compares every element of C,
+    /// including the padding between n and ldc, which must be left untouched.
+    private func check(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, alpha: Float, beta: Float,
+                       padding: (Int, Int, Int), rng: inout SplitMix64, fill: Float? = nil,
+                       sourceLocation: SourceLocation = #_sourceLocation) {
+        // Stored shapes: A is m x k (k x m transposed), B is k x n (n x k transposed).
+        let (aRows, aCols) = transA ? (k, m) : (m, k)
+        let (bRows, bCols) = transB ? (n, k) : (k, n)
+        let lda = max(1, aCols + padding.0), ldb = max(1, bCols + padding.1), ldc = max(1, n + padding.2)
+        let a = randomMatrix(aRows * lda, &rng), b = randomMatrix(bRows * ldb, &rng)
+        var c = randomMatrix(m * ldc, &rng)
+        if let fill {
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = fill } }
+        }
+        var expected = c
+        var got = c
+        gemmReference(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                      b: b, ldb: ldb, beta: beta, c: &expected, ldc: ldc)
+        gemmSIMD(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                 b: b, ldb: ldb, beta: beta, c: &got, ldc: ldc)
+        // The scale of each element: |alpha| sum_p |a_ip b_pj| + |beta c_ij|.
+        var scale = c.map { beta == 0 ? 0 : abs($0) }
+        gemmReference(transA: transA, transB: transB, m: m, n: n, k: k, alpha: abs(alpha),
+                      a: a.map(abs), lda: lda, b: b.map(abs), ldb: ldb, beta: abs(beta), c: &scale, ldc: ldc)
+
+        var failures = 0
+        for i in 0..<m {
+            for j in 0..<ldc {
+                let index = i * ldc + j
+                let ok: Bool
+                if j >= n {
+                    ok = got[index] == c[index]  // padding: untouched
+                } else {
+                    ok = abs(got[index] - expected[index]) <= 1e-4 * scale[index] + 1e-30
+                }
+                if !ok {
+                    failures += 1
+                    if failures <= 3 {
+                        Issue.record("""
+                            \(m)x\(n)x\(k) trans \(transA) \(transB) alpha \(alpha) beta \(beta) \
+                            ld \(lda) \(ldb) \(ldc), threads \(KernelThreads.count): C[\(i), \(j)] = \(got[index]), \
+                            expected \(j >= n ? c[index] : expected[index])
+                            """, sourceLocation: sourceLocation)
+                    }
+                }
+            }
+        }
+        #expect(failures == 0, sourceLocation: sourceLocation)
+    }
+
+    private func randomMatrix(_ count: Int, _ rng: inout SplitMix64) -> [Float] {
+        (0..<count).map { _ in rng.nextSigned() }
+    }
+
+    /// Runs `body` with `KernelThreads.count == threads`, then restores the previous count.
+    private func withThreads(_ threads: Int, _ body: () -> Void) {
+        let saved = KernelThreads.count
+        KernelThreads.count = threads
+        defer { KernelThreads.count = saved }
+        body()
+    }
+}
+
+/// SplitMix64: deterministic test inputs.
+private struct SplitMix64 {
+    var state: UInt64
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    mutating func nextSigned() -> Float {
+        Float(next() >> 40) * (2.0 / 16_777_216.0) - 1
+    }
+}
