@@ -1,0 +1,118 @@
+import Dispatch
+import Foundation
+import TTAModels
+import TTANN
+import TTATensor
+
+/// A test-time adaptation method: what varies between TENT, CoTTA, BN recalibration, …
+///
+/// The shared mechanics (source snapshot and reset, the steps loop, input validation, timing) live
+/// once in `Adaptor`. A method only says how it configures the model and what one step does.
+public protocol AdaptationMethod: AnyObject {
+    /// Registry name, as in the reference benchmark (`tent`, `cotta`, `norm_test`, …).
+    var name: String { get }
+    /// Gradient steps per batch (`OPTIM.STEPS`); 1 for methods without gradients.
+    var steps: Int { get }
+    /// Sets BN modes and the trainable selection, and builds any teacher/anchor copies and optimizers.
+    /// Called once, before the adaptor takes the source snapshot.
+    func configure(_ model: any ImageClassifier) throws
+    /// Predicts on `x` and adapts. Returns the method's output for the batch (logits, or what the
+    /// reference returns, e.g. CoTTA's teacher logits), computed before this step's update.
+    func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor
+    /// Restores the method's own state (optimizer moments, teacher, anchor, …) to just after `configure`.
+    /// The adaptor restores the model itself.
+    func reset()
+}
+
+/// Wall time per phase of adaptation, accumulated across batches.
+public struct PhaseTimer: Sendable, Equatable, Codable {
+    public enum Phase: String, Sendable, Codable, CaseIterable { case forward, backward, update }
+    public var seconds: [String: Double] = [:]
+    public init() {}
+
+    /// Runs `body` and adds its wall time to `phase`.
+    public mutating func measure<R>(_ phase: Phase, _ body: () throws -> R) rethrows -> R {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { seconds[phase.rawValue, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
+        return try body()
+    }
+}
+
+/// Errors raised while adapting; each names what is wrong.
+public struct AdaptationError: Error, CustomStringConvertible, Equatable, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// The optimizer a gradient-based method uses, as PyTorch configures it.
+public enum OptimizerChoice: String, Sendable, Codable, CaseIterable {
+    case adam, sgd
+}
+
+/// Hyper-parameters of the methods, with the reference defaults per benchmark family
+/// (`mariodoebler/test-time-adaptation` `cfgs/` and `conf.py`; see `../shared/spec/algorithms.md` §3).
+/// A method reads the fields it uses and ignores the rest.
+public struct MethodConfiguration: Sendable, Codable, Equatable {
+    /// Which reference defaults apply.
+    public enum Family: String, Sendable, Codable, CaseIterable { case cifar, imagenet }
+
+    public var optimizer: OptimizerChoice
+    public var lr: Float
+    /// Adam β1 (`OPTIM.BETA`); β2 is 0.999.
+    public var beta1: Float = 0.9
+    public var momentum: Float = 0.9
+    public var dampening: Float = 0
+    public var nesterov: Bool = true
+    public var weightDecay: Float = 0
+    /// Gradient steps per batch (`OPTIM.STEPS`).
+    public var steps: Int = 1
+    /// α of `norm_alpha` (`BN.ALPHA`).
+    public var bnAlpha: Float = 0.1
+    /// Teacher EMA momentum (`M_TEACHER.MOMENTUM`).
+    public var teacherMomentum: Float = 0.999
+    /// CoTTA stochastic-restore probability (`COTTA.RST`).
+    public var restoreProbability: Float
+    /// CoTTA anchor-confidence threshold (`COTTA.AP`).
+    public var confidenceThreshold: Float
+    /// CoTTA augmented teacher passes (`TEST.N_AUGMENTATIONS`).
+    public var augmentations: Int = 32
+    /// CoTTA loss: soft-target cross-entropy on CIFAR, symmetric cross-entropy on ImageNet.
+    public var symmetricLoss: Bool
+
+    /// The reference defaults: CIFAR10-C/CIFAR100-C (`Adam 1e-3`, CoTTA rst 0.01, ap 0.92 on CIFAR-10
+    /// and 0.72 on CIFAR-100) or ImageNet-C (`SGD` Nesterov; TENT 2.5e-4, CoTTA 0.01, rst 0.001, ap 0.1).
+    public static func defaults(for family: Family, method: String = "", numClasses: Int = 10) -> MethodConfiguration {
+        switch family {
+        case .cifar:
+            return MethodConfiguration(optimizer: .adam, lr: 1e-3, restoreProbability: 0.01,
+                                       confidenceThreshold: numClasses >= 100 ? 0.72 : 0.92, symmetricLoss: false)
+        case .imagenet:
+            return MethodConfiguration(optimizer: .sgd, lr: method == "cotta" ? 0.01 : 2.5e-4, restoreProbability: 0.001,
+                                       confidenceThreshold: 0.1, symmetricLoss: true)
+        }
+    }
+
+    /// The optimizer these settings describe, over `store`'s trainable entries.
+    public func makeOptimizer(_ store: ParameterStore) -> Optimizer {
+        switch optimizer {
+        case .adam: return Adam(store, lr: lr, beta1: beta1, beta2: 0.999, eps: 1e-8, weightDecay: weightDecay)
+        case .sgd: return SGD(store, lr: lr, momentum: momentum, dampening: dampening, weightDecay: weightDecay,
+                              nesterov: nesterov && momentum > 0 && dampening == 0)
+        }
+    }
+
+    /// Checks ranges; the error names the field.
+    public func validate() throws {
+        func check(_ ok: Bool, _ msg: String) throws { if !ok { throw AdaptationError(msg) } }
+        try check(lr.isFinite && lr >= 0, "lr must be a non-negative number, got \(lr)")
+        try check(steps >= 1, "steps must be at least 1, got \(steps)")
+        try check(beta1 >= 0 && beta1 < 1, "beta1 must be in [0, 1), got \(beta1)")
+        try check(momentum >= 0, "momentum must be non-negative, got \(momentum)")
+        try check(bnAlpha >= 0 && bnAlpha <= 1, "bn-alpha must be in [0, 1], got \(bnAlpha)")
+        try check(teacherMomentum >= 0 && teacherMomentum <= 1, "teacher-momentum must be in [0, 1], got \(teacherMomentum)")
+        try check(restoreProbability >= 0 && restoreProbability <= 1, "restore-probability must be in [0, 1], got \(restoreProbability)")
+        try check(confidenceThreshold >= 0 && confidenceThreshold <= 1, "confidence-threshold must be in [0, 1], got \(confidenceThreshold)")
+        try check(augmentations >= 0, "augmentations must be non-negative, got \(augmentations)")
+    }
+}

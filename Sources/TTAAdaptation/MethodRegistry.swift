@@ -1,0 +1,40 @@
+import TTAModels
+import TTATensor
+
+/// The methods SwiftTTA knows, by their reference-benchmark names.
+public enum MethodRegistry {
+    /// One registered method: its name, what it does, and how to build it.
+    public struct Entry: Sendable {
+        public let name: String
+        public let summary: String
+        /// Whether it updates parameters with gradients (and so uses the optimizer settings).
+        public let usesGradients: Bool
+    }
+
+    public static let entries: [Entry] = [
+        Entry(name: "source", summary: "the source model, BN with running statistics, no adaptation", usesGradients: false),
+        Entry(name: "norm_test", summary: "BN with each test batch's statistics (AdaBN / BN-1)", usesGradients: false),
+        Entry(name: "norm_alpha", summary: "BN with (1-α)·source + α·batch statistics (α-BN)", usesGradients: false),
+        Entry(name: "norm_ema", summary: "BN running statistics updated on the test stream, then used (BN-EMA)", usesGradients: false),
+        Entry(name: "tent", summary: "entropy minimisation over BN affine parameters (TENT)", usesGradients: true),
+        Entry(name: "cotta", summary: "mean teacher, augmentation-averaged pseudo-labels, stochastic restore (CoTTA)", usesGradients: true),
+    ]
+
+    public static var names: [String] { entries.map(\.name) }
+
+    /// Builds the method `name` with `configuration`; `augment` is CoTTA's augmentation (nil disables it).
+    public static func make(_ name: String, configuration: MethodConfiguration,
+                            augment: BatchAugmentation? = nil) throws -> any AdaptationMethod {
+        try configuration.validate()
+        switch name {
+        case "source": return SourceMethod()
+        case "norm_test": return NormTestMethod()
+        case "norm_alpha": return NormAlphaMethod(alpha: configuration.bnAlpha)
+        case "norm_ema": return NormEMAMethod()
+        case "tent": return TentMethod(configuration)
+        case "cotta": return CoTTAMethod(configuration, augment: augment)
+        default:
+            throw AdaptationError("unknown method '\(name)'; known methods: \(names.joined(separator: ", "))")
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import Testing
+import TTAAdaptation
+import TTAData
+import TTAModels
+import TTANN
+import TTATensor
+import TTATestSupport
+
+/// The fixed stream and source model of the method fixtures.
+/// Golden: `method_cases()` in scripts/make_method_fixtures.py.
+func methodFixtureStream() throws -> [Tensor] {
+    let x = try fixture("methods/stream.safetensors").tensor("x")
+    let b = 8
+    return (0..<(x.shape[0] / b)).map { x.slice(($0 * b)..<(($0 + 1) * b)) }
+}
+
+func methodFixtureModel() throws -> any ImageClassifier {
+    try ModelZoo.load(try fixture("methods/model.safetensors"))
+}
+
+/// The configuration each fixture case was generated with.
+func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguration) {
+    var c = MethodConfiguration.defaults(for: .cifar)
+    switch name {
+    case "tent_sgd_steps2":
+        c.optimizer = .sgd; c.lr = 0.01; c.steps = 2
+        return ("tent", c)
+    case "cotta", "cotta_symmetric_sgd":
+        c.confidenceThreshold = 0; c.restoreProbability = 0; c.teacherMomentum = 0.9
+        if name == "cotta_symmetric_sgd" { c.optimizer = .sgd; c.lr = 0.01; c.symmetricLoss = true }
+        return ("cotta", c)
+    default:
+        return (name, c)
+    }
+}
+
+/// Per-batch outputs of every method against the PyTorch runs, to 1e-4.
+@Suite struct MethodParityTests {
+    @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd"])
+    func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
+        let expected = try fixture("methods/\(name).safetensors")
+        let (method, config) = fixtureConfiguration(name)
+        let model = try methodFixtureModel()
+        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config), seed: 1)
+        for (i, x) in try methodFixtureStream().enumerated() {
+            let out = try adaptor.adapt(x)
+            expectClose(out, try expected.tensor("batch\(i)"), "\(name) batch \(i)")
+        }
+        // Where the reference saved the final BN state (affine parameters, running statistics), compare it too.
+        for key in expected.names where key.hasPrefix("final.") {
+            let param = String(key.dropFirst("final.".count))
+            if let mine = model.store.tensor(param) {
+                expectClose(mine, try expected.tensor(key), "\(name) \(param)")
+            }
+        }
+    }
+}
+
+/// The contract every method keeps.
+@Suite struct MethodContractTests {
+    static let methods = MethodRegistry.names
+
+    func config(_ method: String) -> MethodConfiguration {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.confidenceThreshold = 1  // CoTTA: always take the augmented branch (exercises the RNG)
+        c.augmentations = 2
+        c.restoreProbability = 0.1
+        c.bnAlpha = 0.3
+        return c
+    }
+
+    /// A stand-in augmentation with random draws, so seeding is exercised without the full pipeline.
+    static let jitter: BatchAugmentation = { x, g in
+        let s = 0.9 + 0.2 * g.nextUniform()
+        return Tensor(shape: x.shape, storage: x.storage.map { min(max($0 * s, 0), 1) })
+    }
+
+    func run(_ method: String, seed: UInt64) throws -> (Adaptor, [Tensor]) {
+        let adaptor = try Adaptor(model: try methodFixtureModel(),
+                                  method: try MethodRegistry.make(method, configuration: config(method), augment: Self.jitter), seed: seed)
+        let outs = try methodFixtureStream().map { try adaptor.adapt($0) }
+        return (adaptor, outs)
+    }
+
+    @Test(arguments: methods)
+    func resetRestoresTheSourceBitForBit(_ method: String) throws {
+        let (adaptor, first) = try run(method, seed: 3)
+        adaptor.reset()
+        #expect(adaptor.model.store.snapshot() == adaptor.sourceSnapshot)
+        // After a reset, the method behaves as new (same outputs as a fresh adaptor with the same draws).
+        let (fresh, _) = try run(method, seed: 3)
+        fresh.reset()
+        fresh.rng = adaptor.rng
+        let x = try methodFixtureStream()[0]
+        #expect(try adaptor.adapt(x) == fresh.adapt(x))
+        _ = first
+    }
+
+    @Test(arguments: methods)
+    func sameSeedSameOutputs(_ method: String) throws {
+        let (_, a) = try run(method, seed: 5)
+        let (_, b) = try run(method, seed: 5)
+        #expect(a == b)
+    }
+
+    @Test(arguments: methods)
+    func onlySelectedParametersChange(_ method: String) throws {
+        let (adaptor, _) = try run(method, seed: 7)
+        let store = adaptor.model.store
+        let source = adaptor.sourceSnapshot
+        let bufferModes: Set<String> = ["norm_test", "norm_ema"]   // modes that update BN running statistics
+        for (i, e) in store.entries.enumerated() {
+            let now = Array(store.allValues[e.offset..<(e.offset + e.count)])
+            let then = Array(source.values[e.offset..<(e.offset + e.count)])
+            switch e.kind {
+            case .parameter where !store.trainable[i]:
+                #expect(now == then, "\(method): frozen \(e.name) changed")
+            case .buffer where !bufferModes.contains(method):
+                #expect(now == then, "\(method): buffer \(e.name) changed")
+            default: break
+            }
+        }
+        let expectedTrainable: [String: ParameterSelection] = ["tent": .normAffine, "cotta": .all]
+        let selection = expectedTrainable[method] ?? ParameterSelection.none
+        #expect(store.trainableNames == store.entries.filter { $0.kind == .parameter && selection.selects($0) }.map(\.name))
+        if method == "tent" || method == "cotta" {
+            #expect(store.snapshot() != source, "\(method) adapted nothing")
+        }
+    }
+
+    @Test func nonFiniteAndMisshapenBatchesAreRefused() throws {
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: config("tent")), seed: 1)
+        var x = try methodFixtureStream()[0]
+        let before = adaptor.model.store.snapshot()
+        x.storage[17] = .nan
+        #expect(throws: AdaptationError.self) { try adaptor.adapt(x) }
+        #expect(adaptor.model.store.snapshot() == before)
+        #expect(throws: AdaptationError.self) { try adaptor.adapt(Tensor(shape: [2, 1, 32, 32])) }
+        #expect(throws: AdaptationError.self) { try MethodRegistry.make("tennt", configuration: config("tent")) }
+    }
+}
+
+/// The hooks, each on its own.
+@Suite struct HookTests {
+    @Test func meanTeacherUpdatesParametersOnly() {
+        let (a, b) = (ParameterStore(), ParameterStore())
+        for s in [a, b] { s.add("w", shape: [2], kind: .parameter); s.add("rm", shape: [1], kind: .buffer); s.finalize() }
+        a.set("w", Tensor(shape: [2], storage: [1, 2])); a.set("rm", Tensor(shape: [1], storage: [5]))
+        b.set("w", Tensor(shape: [2], storage: [3, 6])); b.set("rm", Tensor(shape: [1], storage: [9]))
+        updateMeanTeacher(a, from: b, momentum: 0.75)
+        #expect(a.tensor("w")!.storage == [1.5, 3])
+        #expect(a.tensor("rm")!.storage == [5])
+    }
+
+    @Test func stochasticRestoreRestoresAboutPOfTheTrainableElements() {
+        let s = ParameterStore()
+        s.add("w", shape: [100_000], kind: .parameter)
+        s.add("frozen", shape: [10], kind: .parameter)
+        s.finalize()
+        let source = s.snapshot()  // zeros
+        for i in 0..<s.totalCount { s.allValuesMutable[i] = 1 }
+        s.setTrainable(.names(["w"]))
+        var g = SeededGenerator(seed: 9)
+        stochasticRestore(s, source: source, probability: 0.01, using: &g)
+        let restored = s.tensor("w")!.storage.filter { $0 == 0 }.count
+        #expect(restored > 850 && restored < 1150)  // 1000 ± 4.8σ
+        #expect(s.tensor("frozen")!.storage.allSatisfy { $0 == 1 })
+    }
+}
