@@ -19,7 +19,7 @@ let kernelSettings = common + [.unsafeFlags(["-Ounchecked"], .when(configuration
 let package = Package(
     name: "SwiftTTA",
     products: [
-        .library(name: "SwiftTTA", targets: ["TTAKernels", "TTATensor", "TTANN", "TTAModels", "TTAData"]),
+        .library(name: "SwiftTTA", targets: ["TTAKernels", "TTATensor", "TTANN", "TTAModels", "TTAData", "TTAAdaptation", "TTAAugment", "TTARuntime"]),
         .executable(name: "tta-bench", targets: ["tta-bench"]),
     ],
     targets: [
@@ -27,7 +27,10 @@ let package = Package(
         .target(name: "TTATensor", dependencies: ["TTAKernels"], swiftSettings: common),
         .target(name: "TTANN", dependencies: ["TTATensor"], swiftSettings: common),
         .target(name: "TTAData", dependencies: ["TTATensor"], swiftSettings: common),
+        .target(name: "TTAAugment", dependencies: ["TTATensor"], swiftSettings: common),
         .target(name: "TTAModels", dependencies: ["TTAKernels", "TTANN", "TTAData"], swiftSettings: common),
+        .target(name: "TTAAdaptation", dependencies: ["TTAModels"], swiftSettings: common),
+        .target(name: "TTARuntime", dependencies: ["TTAAdaptation", "TTAAugment", "TTAData", "TTAModels"], swiftSettings: common),
         .executableTarget(name: "tta-bench", dependencies: ["TTAModels", "TTAKernels"], path: "benchmarks/tta-bench",
                           swiftSettings: common),
         .target(name: "TTATestSupport", dependencies: ["TTANN", "TTAData"], path: "Tests/TTATestSupport"),
@@ -35,5 +38,7 @@ let package = Package(
         .testTarget(name: "TTANNTests", dependencies: ["TTANN", "TTATestSupport"]),
         .testTarget(name: "TTADataTests", dependencies: ["TTAData", "TTATestSupport"]),
         .testTarget(name: "TTAModelsTests", dependencies: ["TTAModels", "TTATestSupport"]),
+        .testTarget(name: "TTAAdaptationTests", dependencies: ["TTAAdaptation", "TTATestSupport"]),
+        .testTarget(name: "TTAAugmentationTests", dependencies: ["TTAAugment", "TTATestSupport"]),
     ]
 )

@@ -1,0 +1,14 @@
+import TTAAdaptation
+import TTAAugment
+import TTAModels
+import TTATensor
+
+/// Builds registered methods with the runtime's pieces wired in (CoTTA's augmentation pipeline).
+public enum MethodFactory {
+    /// The method `name` for images of `imageSize` pixels (the augmentation canvas follows it).
+    public static func make(_ name: String, configuration: MethodConfiguration, imageSize: Int) throws -> any AdaptationMethod {
+        let aug = CoTTAAugmentation(imageSize: imageSize)
+        let augment: BatchAugmentation = { x, g in aug(x, using: &g) }
+        return try MethodRegistry.make(name, configuration: configuration, augment: augment)
+    }
+}

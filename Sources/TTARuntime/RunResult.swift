@@ -1,0 +1,134 @@
+import Foundation
+import TTAAdaptation
+import TTAData
+
+/// The error of one domain of a run.
+public struct DomainResult: Sendable, Codable, Equatable {
+    /// Corruption name (`gaussian_noise`).
+    public var name: String
+    public var severity: Int
+    /// Samples scored in this domain.
+    public var samples: Int
+    /// Correct predictions among them.
+    public var correct: Int
+    /// 1 − accuracy, in percent.
+    public var error: Double
+
+    public init(name: String, severity: Int, samples: Int, correct: Int) {
+        self.name = name
+        self.severity = severity
+        self.samples = samples
+        self.correct = correct
+        error = samples == 0 ? 0 : 100 * Double(samples - correct) / Double(samples)
+    }
+}
+
+/// The running error along the stream: cumulative error after `samples` images.
+public struct RunningErrorPoint: Sendable, Codable, Equatable {
+    public var samples: Int
+    public var error: Double
+}
+
+/// The outcome of one method on one stream. Encodes to the JSON shape the CLI writes.
+public struct RunResult: Sendable, Codable, Equatable {
+    public var method: String
+    public var setting: String
+    /// Plain mean of the per-domain errors, in percent (as the reference reports it).
+    public var meanError: Double
+    public var domains: [DomainResult]
+    /// Images through the method per second of adaptation time.
+    public var imagesPerSecond: Double
+    /// Wall time of the run (data reading included).
+    public var seconds: Double
+    /// Peak resident memory of the process during the run.
+    public var peakMemoryBytes: Int
+    /// Wall time per adaptation phase (`forward`, `backward`, `update`) plus `data`.
+    public var phaseSeconds: [String: Double]
+    public var runningError: [RunningErrorPoint]
+    /// Batches processed and the total in the stream (fewer when interrupted).
+    public var batches: Int
+    public var totalBatches: Int
+    /// False when the run was interrupted: `domains` then holds the domains it finished.
+    public var completed: Bool
+    /// The method's hyper-parameters.
+    public var methodConfiguration: MethodConfiguration
+    /// Error over all samples (differs from `meanError` when domains differ in size).
+    public var errorOverAllSamples: Double
+}
+
+/// The whole results file: every run and the configuration that produced them.
+public struct ResultsFile: Sendable, Codable, Equatable {
+    public var runs: [RunResult]
+    public var config: RunConfiguration
+    /// SwiftTTA version that wrote the file.
+    public var version: String
+    public init(runs: [RunResult], config: RunConfiguration, version: String = SwiftTTAVersion.string) {
+        self.runs = runs
+        self.config = config
+        self.version = version
+    }
+}
+
+/// What was run: dataset, model, stream and method settings.
+public struct RunConfiguration: Sendable, Codable, Equatable {
+    public var dataset: String
+    public var dataDirectory: String
+    public var model: String
+    public var weights: String
+    public var stream: StreamConfiguration
+    public var methods: [String]
+    public var threads: Int
+    public init(dataset: String, dataDirectory: String, model: String, weights: String, stream: StreamConfiguration,
+                methods: [String], threads: Int) {
+        self.dataset = dataset
+        self.dataDirectory = dataDirectory
+        self.model = model
+        self.weights = weights
+        self.stream = stream
+        self.methods = methods
+        self.threads = threads
+    }
+}
+
+/// The library's version string.
+public enum SwiftTTAVersion {
+    public static let string = "0.1.0"
+}
+
+extension ResultsFile {
+    /// Pretty, key-sorted JSON.
+    public func jsonData() throws -> Data {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return try e.encode(self)
+    }
+}
+
+/// Writes `data` to `url` atomically: a temporary file in the same directory, flushed, then renamed
+/// over the target. A killed process leaves either the old file or the new one, never half of one.
+public func writeAtomically(_ data: Data, to url: URL) throws {
+    let dir = url.deletingLastPathComponent()
+    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
+    guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
+        throw RuntimeError("cannot write \(url.path): cannot create a file in \(dir.path)")
+    }
+    do {
+        let h = try FileHandle(forWritingTo: tmp)
+        try h.write(contentsOf: data)
+        try h.synchronize()
+        try h.close()
+        if rename(tmp.path, url.path) != 0 {
+            throw RuntimeError("cannot write \(url.path): rename failed (\(String(cString: strerror(errno))))")
+        }
+    } catch {
+        try? FileManager.default.removeItem(at: tmp)
+        throw error
+    }
+}
+
+/// An error of the runtime; its message names what is wrong.
+public struct RuntimeError: Error, CustomStringConvertible, Equatable, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
