@@ -21,6 +21,7 @@ let package = Package(
     products: [
         .library(name: "SwiftTTA", targets: ["TTAKernels", "TTATensor", "TTANN", "TTAModels", "TTAData", "TTAAdaptation", "TTAAugment", "TTARuntime"]),
         .executable(name: "tta-bench", targets: ["tta-bench"]),
+        .executable(name: "tta", targets: ["tta"]),
     ],
     targets: [
         .target(name: "TTAKernels", swiftSettings: kernelSettings),
@@ -33,12 +34,16 @@ let package = Package(
         .target(name: "TTARuntime", dependencies: ["TTAAdaptation", "TTAAugment", "TTAData", "TTAModels"], swiftSettings: common),
         .executableTarget(name: "tta-bench", dependencies: ["TTAModels", "TTAKernels"], path: "benchmarks/tta-bench",
                           swiftSettings: common),
+        .target(name: "TTACLI", dependencies: ["TTARuntime"], swiftSettings: common),
+        .executableTarget(name: "tta", dependencies: ["TTACLI"], swiftSettings: common),
         .target(name: "TTATestSupport", dependencies: ["TTANN", "TTAData"], path: "Tests/TTATestSupport"),
         .testTarget(name: "TTAKernelsTests", dependencies: ["TTAKernels", "TTATestSupport"]),
         .testTarget(name: "TTANNTests", dependencies: ["TTANN", "TTATestSupport"]),
         .testTarget(name: "TTADataTests", dependencies: ["TTAData", "TTATestSupport"]),
         .testTarget(name: "TTAModelsTests", dependencies: ["TTAModels", "TTATestSupport"]),
         .testTarget(name: "TTAAdaptationTests", dependencies: ["TTAAdaptation", "TTATestSupport"]),
+        .testTarget(name: "TTARuntimeTests", dependencies: ["TTARuntime", "TTATestSupport"]),
         .testTarget(name: "TTAAugmentationTests", dependencies: ["TTAAugment", "TTATestSupport"]),
+        .testTarget(name: "TTACLITests", dependencies: ["TTACLI", "TTATestSupport"]),
     ]
 )

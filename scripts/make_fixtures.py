@@ -309,13 +309,17 @@ def wideresnet_cases():
                     t[f"{mode}.state.{name}"] = b
     save("wrn16_2_io.safetensors", t)
 
+    # All-parameter gradients are computed in float64 (PyTorch's exact answer) on a batch of 8. With
+    # batch statistics over only 3 images the problem is so ill-conditioned that PyTorch's own float32
+    # gradients differ from its float64 ones by 10%: no float32 implementation can be held to 1e-4 there.
     torch.manual_seed(9)
     small = WideResNet(depth=16, widen_factor=1, num_classes=5)
     randomize_bn(small, 10)
     save_file({k: v.clone() for k, v in small.state_dict().items()}, os.path.join(OUT, "wrn16_1.safetensors"))
-    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(11))
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(11))
+    small = small.double()
     configure(small, "train_untracked")
-    logits = small(x)
+    logits = small(x.double())
     loss = -(logits.softmax(1) * logits.log_softmax(1)).sum(1).mean(0)
     loss.backward()
     t = {"x": x, "logits": logits}

@@ -26,7 +26,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         c.optimizer = .sgd; c.lr = 0.01; c.steps = 2
         return ("tent", c)
     case "cotta", "cotta_symmetric_sgd":
-        c.confidenceThreshold = 0; c.restoreProbability = 0; c.teacherMomentum = 0.9
+        c.confidenceThreshold = 1; c.augmentations = 2; c.restoreProbability = 0; c.teacherMomentum = 0.9
         if name == "cotta_symmetric_sgd" { c.optimizer = .sgd; c.lr = 0.01; c.symmetricLoss = true }
         return ("cotta", c)
     default:
@@ -41,7 +41,14 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)
         let model = try methodFixtureModel()
-        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config), seed: 1)
+        // The fixtures' deterministic CoTTA augmentation: a horizontal flip.
+        let flip: BatchAugmentation = { x, _ in
+            var y = x
+            let w = x.shape[3]
+            for row in 0..<(x.count / w) { for j in 0..<w { y.storage[row * w + j] = x.storage[row * w + w - 1 - j] } }
+            return y
+        }
+        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: flip), seed: 1)
         for (i, x) in try methodFixtureStream().enumerated() {
             let out = try adaptor.adapt(x)
             expectClose(out, try expected.tensor("batch\(i)"), "\(name) batch \(i)")
