@@ -27,9 +27,9 @@ public enum MethodRegistry {
                             augment: BatchAugmentation? = nil) throws -> any AdaptationMethod {
         try configuration.validate()
         switch name {
-        case "source": return SourceMethod()
-        case "norm_test": return NormTestMethod()
-        case "norm_alpha": return NormAlphaMethod(alpha: configuration.bnAlpha)
+        case "source": return ForwardOnlyMethod.source()
+        case "norm_test": return ForwardOnlyMethod.normTest()
+        case "norm_alpha": return ForwardOnlyMethod.normAlpha(configuration.bnAlpha)
         case "norm_ema": return NormEMAMethod()
         case "tent": return TentMethod(configuration)
         case "cotta": return CoTTAMethod(configuration, augment: augment)

@@ -21,7 +21,17 @@ extension ImageClassifier {
         for c in store.counterNames {
             let stripped = file.contains(c) ? c : "module.\(c)"
             if file.contains(stripped) {
-                let v = try file.int64Values(stripped)
+                // PyTorch writes I64; our own F32 writer stores the counter as a whole float.
+                let v: [Int64]
+                if try file.entry(stripped).dtype.hasPrefix("F") || file.entry(stripped).dtype == "BF16" {
+                    let f = try file.tensor(stripped).storage
+                    guard f.allSatisfy({ $0 >= 0 && $0 == $0.rounded() && $0 < 9e15 }) else {
+                        throw DataError(file: file.name, key: c, message: "expected a non-negative whole-number counter, found \(f)")
+                    }
+                    v = f.map { Int64($0) }
+                } else {
+                    v = try file.int64Values(stripped)
+                }
                 guard v.count == 1 else {
                     throw DataError(file: file.name, key: c, message: "expected a scalar counter, found \(v.count) values")
                 }

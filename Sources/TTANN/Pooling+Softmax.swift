@@ -33,53 +33,28 @@ public final class AvgPool2d: Module {
     }
 }
 
-/// Row-wise softmax of `(N, C)`.
-public final class Softmax: Module {
+/// Row-wise softmax (or, with `log`, log-softmax) of `(N, C)`. Keeps its output for backward.
+public final class RowSoftmax: Module {
+    public let log: Bool
     private var savedOutput: Tensor?
-    public init() {}
+    public init(log: Bool = false) { self.log = log }
 
     public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
-        let y = x.softmaxRows()
+        let y = log ? x.logSoftmaxRows() : x.softmaxRows()
         savedOutput = ctx.recording ? y : nil
         return y
     }
 
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        guard let y = savedOutput else { preconditionFailure("Softmax.backward without a recorded forward") }
+        guard let y = savedOutput else { preconditionFailure("RowSoftmax.backward without a recorded forward") }
         savedOutput = nil
         guard needInputGradient else { return nil }
         var dx = Tensor(shape: y.shape)
+        let backward = log ? logSoftmaxRowsBackward : softmaxRowsBackward
         dy.withUnsafeBufferPointer { dyp in
             y.withUnsafeBufferPointer { yp in
                 dx.withUnsafeMutableBufferPointer { dxp in
-                    softmaxRowsBackward(dy: dyp.baseAddress!, y: yp.baseAddress!, dx: dxp.baseAddress!, n: y.shape[0], c: y.shape[1])
-                }
-            }
-        }
-        return dx
-    }
-}
-
-/// Row-wise log-softmax of `(N, C)`.
-public final class LogSoftmax: Module {
-    private var savedOutput: Tensor?
-    public init() {}
-
-    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
-        let y = x.logSoftmaxRows()
-        savedOutput = ctx.recording ? y : nil
-        return y
-    }
-
-    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        guard let y = savedOutput else { preconditionFailure("LogSoftmax.backward without a recorded forward") }
-        savedOutput = nil
-        guard needInputGradient else { return nil }
-        var dx = Tensor(shape: y.shape)
-        dy.withUnsafeBufferPointer { dyp in
-            y.withUnsafeBufferPointer { yp in
-                dx.withUnsafeMutableBufferPointer { dxp in
-                    logSoftmaxRowsBackward(dy: dyp.baseAddress!, y: yp.baseAddress!, dx: dxp.baseAddress!, n: y.shape[0], c: y.shape[1])
+                    backward(dyp.baseAddress!, yp.baseAddress!, dxp.baseAddress!, y.shape[0], y.shape[1])
                 }
             }
         }

@@ -116,10 +116,10 @@ private func run(_ layer: Module, _ x: Tensor, _ dy: Tensor) -> (Tensor, Tensor)
         expectClose(ay, try f.tensor("avgpool.y"), "avgpool y")
         expectClose(adx, try f.tensor("avgpool.dx"), "avgpool dx")
 
-        let (sy, sdx) = run(Softmax(), try f.tensor("softmax.x"), try f.tensor("softmax.dy"))
+        let (sy, sdx) = run(RowSoftmax(), try f.tensor("softmax.x"), try f.tensor("softmax.dy"))
         expectClose(sy, try f.tensor("softmax.y"), "softmax y")
         expectClose(sdx, try f.tensor("softmax.dx"), "softmax dx")
-        let (ly2, ldx2) = run(LogSoftmax(), try f.tensor("softmax.x"), try f.tensor("softmax.dy"))
+        let (ly2, ldx2) = run(RowSoftmax(log: true), try f.tensor("softmax.x"), try f.tensor("softmax.dy"))
         expectClose(ly2, try f.tensor("logsoftmax.y"), "log_softmax y")
         expectClose(ldx2, try f.tensor("logsoftmax.dx"), "log_softmax dx")
         expectClose(try f.tensor("softmax.x").softmaxRows(), try f.tensor("softmax.y"), "Tensor.softmaxRows")
@@ -141,8 +141,8 @@ private func run(_ layer: Module, _ x: Tensor, _ dy: Tensor) -> (Tensor, Tensor)
         case "relu": return (nil, ReLU(), [2, 3, 4, 4])
         case "gap": return (nil, GlobalAvgPool(), [2, 3, 4, 4])
         case "avgpool": return (nil, AvgPool2d(kernelSize: 2), [2, 3, 4, 4])
-        case "softmax": return (nil, Softmax(), [3, 5])
-        default: return (nil, LogSoftmax(), [3, 5])
+        case "softmax": return (nil, RowSoftmax(), [3, 5])
+        default: return (nil, RowSoftmax(log: true), [3, 5])
         }
     }
 

@@ -102,23 +102,11 @@ private func col2imAdd(_ col: UnsafePointer<Float>, _ g: Conv2dGeometry, c0: Int
 /// `y = conv(x, weight)`. y is overwritten.
 package func conv2dForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                            _ g: Conv2dGeometry) {
-    let hwo = g.ho * g.wo, chw = g.c * g.h * g.w
-    let col: UnsafeMutablePointer<Float>? = g.isPointwise ? nil : .allocate(capacity: g.kdim * hwo)
-    defer { col?.deallocate() }
-    for i in 0..<g.n {
-        for gr in 0..<g.groups {
-            let xi = x + i * chw
-            let b: UnsafePointer<Float>
-            if let col {
-                im2col(xi, g, c0: gr * g.cg, col)
-                b = UnsafePointer(col)
-            } else {
-                b = xi + gr * g.cg * g.h * g.w
-            }
+    let hwo = g.ho * g.wo
+    forEachLoweredInput(x, g) { i, gr, b in
             gemm(transA: false, transB: false, m: g.og, n: hwo, k: g.kdim, alpha: 1,
                  a: weight + gr * g.og * g.kdim, lda: g.kdim, b: b, ldb: hwo,
                  beta: 0, c: y + (i * g.o + gr * g.og) * hwo, ldc: hwo)
-        }
     }
 }
 
@@ -148,23 +136,32 @@ package func conv2dBackwardInput(dy: UnsafePointer<Float>, weight: UnsafePointer
 /// `dWeight += ∂L/∂weight` given `dy`. The caller zeroes `dWeight` first if it wants the gradient alone.
 package func conv2dBackwardWeight(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
                                   _ g: Conv2dGeometry) {
-    let hwo = g.ho * g.wo, chw = g.c * g.h * g.w
-    let col: UnsafeMutablePointer<Float>? = g.isPointwise ? nil : .allocate(capacity: g.kdim * hwo)
-    defer { col?.deallocate() }
-    for i in 0..<g.n {
-        for gr in 0..<g.groups {
-            let xi = x + i * chw
-            let b: UnsafePointer<Float>
-            if let col {
-                im2col(xi, g, c0: gr * g.cg, col)
-                b = UnsafePointer(col)
-            } else {
-                b = xi + gr * g.cg * g.h * g.w
-            }
+    let hwo = g.ho * g.wo
+    forEachLoweredInput(x, g) { i, gr, b in
             // dW_g (og, kdim) += dy_g (og, HW) · colᵀ (HW, kdim)
             gemm(transA: false, transB: true, m: g.og, n: g.kdim, k: hwo, alpha: 1,
                  a: dy + (i * g.o + gr * g.og) * hwo, lda: hwo, b: b, ldb: hwo,
                  beta: 1, c: dWeight + gr * g.og * g.kdim, ldc: g.kdim)
+    }
+}
+
+/// Calls `body(image, group, col)` with the lowered input `col: (cg·KH·KW, HO·WO)` of every image and
+/// group: `im2col` into one scratch buffer, or the input itself for pointwise convolutions.
+@inline(__always)
+private func forEachLoweredInput(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry,
+                                 _ body: (Int, Int, UnsafePointer<Float>) -> Void) {
+    let chw = g.c * g.h * g.w
+    let col: UnsafeMutablePointer<Float>? = g.isPointwise ? nil : .allocate(capacity: g.kdim * g.ho * g.wo)
+    defer { col?.deallocate() }
+    for i in 0..<g.n {
+        for gr in 0..<g.groups {
+            let xi = x + i * chw
+            if let col {
+                im2col(xi, g, c0: gr * g.cg, col)
+                body(i, gr, UnsafePointer(col))
+            } else {
+                body(i, gr, xi + gr * g.cg * g.h * g.w)
+            }
         }
     }
 }
