@@ -14,12 +14,16 @@
 ///             micro-kernel: C[MR x NR] (+)= A panel x B panel, in registers
 ///
 /// and with B shared (m > n), a chunk is a range of rows that packs its own MC x KC blocks of A and
-/// runs them against all of the shared B. Either way nothing is packed twice, both threads have work
+/// runs them against all of the shared B (or, with at most `GemmTile.directAMaxColumns` columns,
+/// reads an untransposed A in place: the kernel then streams A from memory while it computes, where
+/// a packing pass would wait for it). Either way nothing is packed twice, both threads have work
 /// when one dimension is small (m = 160, n = 8192; m = 640, n = 64), and there are exactly two
 /// `parallelFor` calls (pack, multiply) per call, or per super-block when the shared operand would
 /// exceed `GemmTile.sharedLimit` floats.
 ///
-/// Transposes are resolved while packing, so the micro-kernel sees one layout. The first KC block
+/// Transposes are resolved while packing: B panels always have one layout; A panels are copied row
+/// by row or column by column, whichever matches the source, and the micro-kernel reads them (or A in
+/// place) through two strides (`GemmPanelA`). The first KC block
 /// applies `beta` to C (beta == 0 never reads C); later blocks accumulate. Panels are zero-padded to
 /// MR / NR and edge tiles go through a scratch tile, so any m, n, k are handled. Every element of C is
 /// computed in the same order whatever the thread count, so results do not depend on it.
@@ -114,14 +118,18 @@ enum GemmTile {
     static let minChunkPanelsA = 8
     /// Chunks per thread when several threads share the work, for dynamic load balance.
     static let chunksPerThread = 8
+    /// With B shared and at most this many columns, an M x K A is read in place, not packed.
+    static let directAMaxColumns = 512
 }
 
-/// How many chunks to cut `panels` panels into: one per thread budget of `chunksPerThread`, no
-/// smaller than `minPanels` panels, and (single-threaded too) no larger than `maxPanels`.
+/// How many chunks to cut `panels` panels into. Single-threaded: as few as `maxPanels` allows.
+/// Otherwise at least one per thread, and up to `chunksPerThread` per thread for load balance as long
+/// as each keeps `minPanels` panels.
 private func chunkCount(panels: Int, minPanels: Int, maxPanels: Int, threads: Int) -> Int {
-    let wanted = threads == 1 ? 1 : min(threads * GemmTile.chunksPerThread, panels / minPanels)
     let needed = (panels + maxPanels - 1) / maxPanels
-    return max(1, wanted, needed)
+    if threads == 1 { return max(1, needed) }
+    let balanced = min(threads * GemmTile.chunksPerThread, panels / minPanels)
+    return max(1, needed, min(threads, panels), balanced)
 }
 
 /// Chunk `index` of `parts` near-equal slices of `0..<count`, cut on multiples of `unit`.
@@ -201,7 +209,7 @@ private struct GemmProblem: Sendable {
         let paddedRows = (rows.count + mr - 1) / mr * mr
         let paddedCols = (cols.count + nr - 1) / nr * nr
         let packedB = allocateFloats(paddedCols * kcMax)
-        let edge = allocateFloats(mr * nr)
+        let edge = GemmEdge(kcMax: kcMax, inPlaceA: false)
         defer { packedB.deallocate(); edge.deallocate() }
         var p0 = 0
         while p0 < k {
@@ -212,7 +220,8 @@ private struct GemmProblem: Sendable {
             var ic = 0
             while ic < rows.count {
                 let mc = min(GemmTile.mc, rows.count - ic)
-                multiplyPacked(kc: kc, a: blockA + ic * kc, rows: mc, b: packedB, cols: cols.count,
+                multiplyPacked(kc: kc, a: blockA + ic * kc, panel: .layout(transA: transA, kc: kc), rows: mc,
+                               b: packedB, cols: cols.count,
                                c: c.base + (rows.lowerBound + ic) * ldc + cols.lowerBound, ldc: ldc,
                                alpha: alpha, beta: p0 == 0 ? beta : 1, edge: edge)
                 ic += mc
@@ -227,8 +236,13 @@ private struct GemmProblem: Sendable {
         let mr = GemmTile.mr, nr = GemmTile.nr, kcMax = kcMax
         let paddedCols = (cols.count + nr - 1) / nr * nr
         let mcMax = min(GemmTile.mc, (rows.count + mr - 1) / mr * mr)
-        let packedA = allocateFloats(mcMax * kcMax)
-        let edge = allocateFloats(mr * nr)
+        // With few columns, each element of A meets only a few B panels, and copying A into panels
+        // (a burst of memory reads with nothing to overlap) costs up to a fifth of the time; the
+        // micro-kernel then reads an M x K A in place instead, streaming it while it computes. Not when
+        // rows are a multiple of 1 KiB apart: they would all fall into the same cache sets.
+        let direct = !transA && cols.count <= GemmTile.directAMaxColumns && lda % 256 != 0
+        let packedA = allocateFloats(direct ? 0 : mcMax * kcMax)
+        let edge = GemmEdge(kcMax: kcMax, inPlaceA: direct)
         defer { packedA.deallocate(); edge.deallocate() }
         var p0 = 0
         while p0 < k {
@@ -237,9 +251,18 @@ private struct GemmProblem: Sendable {
             var ic = rows.lowerBound
             while ic < rows.upperBound {
                 let mc = min(mcMax, rows.upperBound - ic)
-                packA(transA: transA, a: UnsafePointer(a.base), lda: lda, i0: ic, mc: mc, p0: p0, kc: kc,
-                      into: packedA)
-                multiplyPacked(kc: kc, a: packedA, rows: mc, b: blockB, cols: cols.count,
+                let blockA: UnsafeMutablePointer<Float>, panel: GemmPanelA
+                if direct {
+                    blockA = a.base + ic * lda + p0
+                    panel = .inPlace(lda: lda)
+                } else {
+                    packA(transA: transA, a: UnsafePointer(a.base), lda: lda, i0: ic, mc: mc, p0: p0, kc: kc,
+                          into: packedA)
+                    blockA = packedA
+                    panel = .layout(transA: transA, kc: kc)
+                }
+                multiplyPacked(kc: kc, a: blockA, panel: panel, rows: mc,
+                               b: blockB, cols: cols.count,
                                c: c.base + ic * ldc + cols.lowerBound, ldc: ldc,
                                alpha: alpha, beta: p0 == 0 ? beta : 1, edge: edge)
                 ic += mc
@@ -255,13 +278,30 @@ private func allocateFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
         .bindMemory(to: Float.self, capacity: count)
 }
 
-/// C[rows x cols] = alpha * (packed A block x packed B block) + beta * C, tile by tile: each KC x NR
-/// B panel stays in L1 while it meets every MR panel of the A block.
+/// Scratch for the edges of one chunk: a C tile, and an MR x kc A panel for the last rows of an A
+/// read in place (the kernel reads all MR rows of a panel, and those past m do not exist).
+private struct GemmEdge {
+    let tile: UnsafeMutablePointer<Float>
+    let panelA: UnsafeMutablePointer<Float>
+
+    init(kcMax: Int, inPlaceA: Bool) {
+        tile = allocateFloats(GemmTile.mr * GemmTile.nr)
+        panelA = allocateFloats(inPlaceA ? GemmTile.mr * kcMax : 0)
+    }
+
+    func deallocate() {
+        tile.deallocate()
+        panelA.deallocate()
+    }
+}
+
+/// C[rows x cols] = alpha * (A block x packed B block) + beta * C, tile by tile: each KC x NR B panel
+/// stays in L1 while it meets every MR panel of the A block.
 @inline(__always)
-private func multiplyPacked(kc: Int, a: UnsafeMutablePointer<Float>, rows: Int,
+private func multiplyPacked(kc: Int, a: UnsafeMutablePointer<Float>, panel: GemmPanelA, rows: Int,
                             b: UnsafeMutablePointer<Float>, cols: Int,
                             c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
-                            edge: UnsafeMutablePointer<Float>) {
+                            edge: GemmEdge) {
     let mr = GemmTile.mr, nr = GemmTile.nr
     var jr = 0
     while jr < cols {
@@ -269,15 +309,30 @@ private func multiplyPacked(kc: Int, a: UnsafeMutablePointer<Float>, rows: Int,
         let width = min(nr, cols - jr)
         var ir = 0
         while ir < rows {
-            let panelA = a + ir * kc
+            var panelA = a + ir * panel.rowOffset, layout = panel
             let height = min(mr, rows - ir)
+            if height < mr && panel.inPlace {
+                // The last rows of an A read in place: copy them into a zero-padded packed panel.
+                for i in 0..<mr {
+                    let row = edge.panelA + i * kc
+                    if i < height {
+                        row.update(from: panelA + i * panel.rowStride, count: kc)
+                    } else {
+                        row.update(repeating: 0, count: kc)
+                    }
+                }
+                panelA = edge.panelA
+                layout = .rows(kc: kc)
+            }
             let tile = c + ir * ldc + jr
             if height == mr && width == nr {
-                microKernel(kc: kc, a: panelA, b: panelB, c: tile, ldc: ldc, alpha: alpha, beta: beta)
+                microKernel(kc: kc, a: panelA, panel: layout, b: panelB, c: tile, ldc: ldc,
+                            alpha: alpha, beta: beta)
             } else {
                 // Compute the full padded tile into scratch, then merge the valid part.
-                microKernel(kc: kc, a: panelA, b: panelB, c: edge, ldc: nr, alpha: alpha, beta: 0)
-                mergeEdge(edge, rows: height, cols: width, beta: beta, into: tile, ldc: ldc)
+                microKernel(kc: kc, a: panelA, panel: layout, b: panelB, c: edge.tile, ldc: nr,
+                            alpha: alpha, beta: 0)
+                mergeEdge(edge.tile, rows: height, cols: width, beta: beta, into: tile, ldc: ldc)
             }
             ir += mr
         }
@@ -297,7 +352,8 @@ private func scaleC(m: Int, n: Int, beta: Float, c: UnsafeMutablePointer<Float>,
     }
 }
 
-/// tile[0..<rows, 0..<cols] = edge + blockBeta * tile (edge already holds alpha * A B).
+/// tile[0..<rows, 0..<cols] = edge + beta * tile (edge already holds alpha * A B; beta == 0 does not
+/// read the tile).
 @inline(__always)
 private func mergeEdge(_ edge: UnsafeMutablePointer<Float>, rows: Int, cols: Int, beta: Float,
                        into tile: UnsafeMutablePointer<Float>, ldc: Int) {
@@ -313,8 +369,12 @@ private func mergeEdge(_ edge: UnsafeMutablePointer<Float>, rows: Int, cols: Int
 
 // MARK: - Packing
 
-/// Packs op(A)[i0..<i0+mc, p0..<p0+kc] as MR-row panels: panel r holds, for each p, the MR values
-/// of column p (rows past mc are zero). Panel r starts at `into + r * MR * kc`.
+/// Packs op(A)[i0..<i0+mc, p0..<p0+kc] as MR-row panels; the panel of rows r..<r+MR starts at
+/// `into + r * kc` and rows past mc are zero. Its layout follows the source, so both are plain copies:
+/// - A stored M x K (`transA == false`): row by row, row i of the panel at `panel + i * kc`
+///   (`GemmPanelA.rows`);
+/// - A stored K x M: column by column, the MR values of column p at `panel + p * MR`
+///   (`GemmPanelA.columns`).
 private func packA(transA: Bool, a: UnsafePointer<Float>, lda: Int, i0: Int, mc: Int,
                    p0: Int, kc: Int, into dst: UnsafeMutablePointer<Float>) {
     let mr = GemmTile.mr
@@ -323,34 +383,22 @@ private func packA(transA: Bool, a: UnsafePointer<Float>, lda: Int, i0: Int, mc:
         let panel = dst + r * kc
         let height = min(mr, mc - r)
         if !transA {
-            // A is M x K: each panel row is a contiguous run of K.
             let src = a + (i0 + r) * lda + p0
-            if height == mr {
-                let s0 = src, s1 = src + lda, s2 = src + 2 * lda
-                let s3 = src + 3 * lda, s4 = src + 4 * lda, s5 = src + 5 * lda
-                for p in 0..<kc {
-                    let d = panel + p * mr
-                    d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]
-                    d[3] = s3[p]; d[4] = s4[p]; d[5] = s5[p]
-                }
-            } else {
-                for p in 0..<kc {
-                    let d = panel + p * mr
-                    for i in 0..<height { d[i] = src[i * lda + p] }
-                    for i in height..<mr { d[i] = 0 }
-                }
-            }
+            for i in 0..<height { (panel + i * kc).update(from: src + i * lda, count: kc) }
+            if height < mr { (panel + height * kc).update(repeating: 0, count: (mr - height) * kc) }
         } else {
-            // A is stored K x M: the MR values of a column p are contiguous.
             let src = a + p0 * lda + i0 + r
-            for p in 0..<kc {
-                let s = src + p * lda, d = panel + p * mr
-                if height == mr {
+            if height == mr {
+                for p in 0..<kc {
+                    let s = src + p * lda, d = panel + p * mr
                     d[0] = s[0]; d[1] = s[1]; d[2] = s[2]
                     d[3] = s[3]; d[4] = s[4]; d[5] = s[5]
-                } else {
-                    for i in 0..<height { d[i] = s[i] }
-                    for i in height..<mr { d[i] = 0 }
+                }
+            } else {
+                // Edge panel: zero it, then fill row by row (a loop per p would become memcpy calls).
+                panel.update(repeating: 0, count: kc * mr)
+                for i in 0..<height {
+                    for p in 0..<kc { panel[p * mr + i] = src[p * lda + i] }
                 }
             }
         }
@@ -358,8 +406,30 @@ private func packA(transA: Bool, a: UnsafePointer<Float>, lda: Int, i0: Int, mc:
     }
 }
 
-/// Packs op(B)[p0..<p0+kc, j0..<j0+nc] as NR-column panels: panel q holds, for each p, the NR values
-/// of row p (columns past nc are zero). Panel q starts at `into + q * NR * kc`.
+/// Where the micro-kernel finds element (i, p) of an A panel: at `i * rowStride + p * step`, and
+/// where the panel of rows r..<r+MR starts: at `r * rowOffset`.
+private struct GemmPanelA {
+    let rowStride: Int
+    let step: Int
+    let rowOffset: Int
+    /// A read in place: rows past m do not exist (packed panels are zero-padded instead).
+    var inPlace = false
+
+    /// Packed row by row (from A stored M x K), depth kc.
+    static func rows(kc: Int) -> GemmPanelA { GemmPanelA(rowStride: kc, step: 1, rowOffset: kc) }
+    /// Packed column by column (from A stored K x M), depth kc.
+    static func columns(kc: Int) -> GemmPanelA { GemmPanelA(rowStride: 1, step: GemmTile.mr, rowOffset: kc) }
+    /// Not packed: A stored M x K, read in place.
+    static func inPlace(lda: Int) -> GemmPanelA {
+        GemmPanelA(rowStride: lda, step: 1, rowOffset: lda, inPlace: true)
+    }
+
+    /// The packed layout `packA` writes.
+    static func layout(transA: Bool, kc: Int) -> GemmPanelA { transA ? columns(kc: kc) : rows(kc: kc) }
+}
+
+/// Packs op(B)[p0..<p0+kc, j0..<j0+nc] as NR-column panels: the panel of columns q..<q+NR holds,
+/// for each p in turn, the NR values of row p (columns past nc are zero), and starts at `into + q * kc`.
 private func packB(transB: Bool, b: UnsafePointer<Float>, ldb: Int, p0: Int, kc: Int,
                    j0: Int, nc: Int, into dst: UnsafeMutablePointer<Float>) {
     let nr = GemmTile.nr
@@ -379,23 +449,19 @@ private func packB(transB: Bool, b: UnsafePointer<Float>, ldb: Int, p0: Int, kc:
                     }
                 }
             } else {
-                for p in 0..<kc {
-                    let s = src + p * ldb, d = panel + p * nr
-                    for j in 0..<width { d[j] = s[j] }
-                    for j in width..<nr { d[j] = 0 }
+                // Edge panel: zero it, then fill column by column (a loop per p would become memcpy calls).
+                panel.update(repeating: 0, count: kc * nr)
+                for j in 0..<width {
+                    for p in 0..<kc { panel[p * nr + j] = src[p * ldb + j] }
                 }
             }
         } else {
             // B is stored N x K: walk each of the NR source rows contiguously.
             let src = b + (j0 + q) * ldb + p0
+            if width < nr { panel.update(repeating: 0, count: kc * nr) }
             for j in 0..<width {
                 let s = src + j * ldb
                 for p in 0..<kc { panel[p * nr + j] = s[p] }
-            }
-            if width < nr {
-                for p in 0..<kc {
-                    for j in width..<nr { panel[p * nr + j] = 0 }
-                }
             }
         }
         q += nr
@@ -429,66 +495,108 @@ private func storeRow(_ row: UnsafeMutablePointer<Float>, _ acc: SIMD8<Float>, a
 #if TTA_FMA || !arch(x86_64)
 
 /// C[6 x 16] = alpha * (A panel x B panel) + beta * C, with 12 SIMD8 accumulators.
-/// `a`: kc groups of 6 floats; `b`: kc groups of 16 floats, 64-byte aligned.
+/// `a`: an A panel laid out as `panel` says; `b`: kc groups of 16 floats, 64-byte aligned.
 @inline(__always)
-private func microKernel(kc: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+private func microKernel(kc: Int, a: UnsafePointer<Float>, panel: GemmPanelA, b: UnsafePointer<Float>,
                          c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
+    var t = Tile6x16()
+    // Constant steps, so the unrolled loop addresses A with fixed displacements.
+    if panel.step == 1 {
+        t.accumulate(kc: kc, a: a, rowStride: panel.rowStride, step: 1, b: b)
+    } else {
+        t.accumulate(kc: kc, a: a, rowStride: 1, step: GemmTile.mr, b: b)
+    }
+    storeRow(c, t.c00, alpha: alpha, beta: beta); storeRow(c + 8, t.c01, alpha: alpha, beta: beta)
+    var row = c + ldc
+    storeRow(row, t.c10, alpha: alpha, beta: beta); storeRow(row + 8, t.c11, alpha: alpha, beta: beta)
+    row += ldc
+    storeRow(row, t.c20, alpha: alpha, beta: beta); storeRow(row + 8, t.c21, alpha: alpha, beta: beta)
+    row += ldc
+    storeRow(row, t.c30, alpha: alpha, beta: beta); storeRow(row + 8, t.c31, alpha: alpha, beta: beta)
+    row += ldc
+    storeRow(row, t.c40, alpha: alpha, beta: beta); storeRow(row + 8, t.c41, alpha: alpha, beta: beta)
+    row += ldc
+    storeRow(row, t.c50, alpha: alpha, beta: beta); storeRow(row + 8, t.c51, alpha: alpha, beta: beta)
+}
+
+/// The 6 x 16 accumulators of one tile; after inlining they stay in 12 ymm registers for the whole
+/// k loop.
+private struct Tile6x16 {
     var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
     var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
     var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
-    var pa = a
-    var pb = UnsafeRawPointer(b)
-    for _ in 0..<kc {
-        let b0 = pb.load(as: SIMD8<Float>.self)
-        let b1 = pb.load(fromByteOffset: 32, as: SIMD8<Float>.self)
-        var x = SIMD8<Float>(repeating: pa[0])
-        madd(&c00, x, b0); madd(&c01, x, b1)
-        x = SIMD8<Float>(repeating: pa[1])
-        madd(&c10, x, b0); madd(&c11, x, b1)
-        x = SIMD8<Float>(repeating: pa[2])
-        madd(&c20, x, b0); madd(&c21, x, b1)
-        x = SIMD8<Float>(repeating: pa[3])
-        madd(&c30, x, b0); madd(&c31, x, b1)
-        x = SIMD8<Float>(repeating: pa[4])
-        madd(&c40, x, b0); madd(&c41, x, b1)
-        x = SIMD8<Float>(repeating: pa[5])
-        madd(&c50, x, b0); madd(&c51, x, b1)
-        pa += 6
-        pb += 64
+
+    /// Adds the products of k steps, unrolled by 4. Rows 0-2 and 3-5 of A are read at 0, rs and
+    /// 2 rs from two pointers (base + index * scale + displacement addressing, no extra arithmetic).
+    @inline(__always)
+    mutating func accumulate(kc: Int, a: UnsafePointer<Float>, rowStride rs: Int, step: Int,
+                             b: UnsafePointer<Float>) {
+        var top = a
+        var bottom = a + 3 * rs
+        var pb = UnsafeRawPointer(b)
+        var left = kc
+        while left >= 4 {
+            update(top, bottom, rs, 0, pb, 0)
+            update(top, bottom, rs, step, pb, 64)
+            update(top, bottom, rs, 2 * step, pb, 128)
+            update(top, bottom, rs, 3 * step, pb, 192)
+            top += 4 * step
+            bottom += 4 * step
+            pb += 256
+            left -= 4
+        }
+        while left > 0 {
+            update(top, bottom, rs, 0, pb, 0)
+            top += step
+            bottom += step
+            pb += 64
+            left -= 1
+        }
     }
-    storeRow(c, c00, alpha: alpha, beta: beta); storeRow(c + 8, c01, alpha: alpha, beta: beta)
-    var row = c + ldc
-    storeRow(row, c10, alpha: alpha, beta: beta); storeRow(row + 8, c11, alpha: alpha, beta: beta)
-    row += ldc
-    storeRow(row, c20, alpha: alpha, beta: beta); storeRow(row + 8, c21, alpha: alpha, beta: beta)
-    row += ldc
-    storeRow(row, c30, alpha: alpha, beta: beta); storeRow(row + 8, c31, alpha: alpha, beta: beta)
-    row += ldc
-    storeRow(row, c40, alpha: alpha, beta: beta); storeRow(row + 8, c41, alpha: alpha, beta: beta)
-    row += ldc
-    storeRow(row, c50, alpha: alpha, beta: beta); storeRow(row + 8, c51, alpha: alpha, beta: beta)
+
+    /// One k step: the 16 B values at byte offset `bo` times the 6 A values at offset `o`.
+    @inline(__always)
+    mutating func update(_ top: UnsafePointer<Float>, _ bottom: UnsafePointer<Float>, _ rs: Int, _ o: Int,
+                         _ pb: UnsafeRawPointer, _ bo: Int) {
+        let b0 = pb.load(fromByteOffset: bo, as: SIMD8<Float>.self)
+        let b1 = pb.load(fromByteOffset: bo + 32, as: SIMD8<Float>.self)
+        var x = SIMD8<Float>(repeating: top[o])
+        madd(&c00, x, b0); madd(&c01, x, b1)
+        x = SIMD8<Float>(repeating: top[rs + o])
+        madd(&c10, x, b0); madd(&c11, x, b1)
+        x = SIMD8<Float>(repeating: top[2 * rs + o])
+        madd(&c20, x, b0); madd(&c21, x, b1)
+        x = SIMD8<Float>(repeating: bottom[o])
+        madd(&c30, x, b0); madd(&c31, x, b1)
+        x = SIMD8<Float>(repeating: bottom[rs + o])
+        madd(&c40, x, b0); madd(&c41, x, b1)
+        x = SIMD8<Float>(repeating: bottom[2 * rs + o])
+        madd(&c50, x, b0); madd(&c51, x, b1)
+    }
 }
 
 #else
 
 /// C[6 x 8] = alpha * (A panel x B panel) + beta * C, with 6 SIMD8 accumulators (12 SSE registers).
-/// `a`: kc groups of 6 floats; `b`: kc groups of 8 floats, 32-byte aligned.
+/// `a`: an A panel laid out as `panel` says; `b`: kc groups of 8 floats, 32-byte aligned.
 @inline(__always)
-private func microKernel(kc: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+private func microKernel(kc: Int, a: UnsafePointer<Float>, panel: GemmPanelA, b: UnsafePointer<Float>,
                          c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
     var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), c2 = SIMD8<Float>()
     var c3 = SIMD8<Float>(), c4 = SIMD8<Float>(), c5 = SIMD8<Float>()
-    var pa = a
+    let rs = panel.rowStride, step = panel.step
+    let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs, a4 = a + 4 * rs, a5 = a + 5 * rs
+    var p = 0
     var pb = UnsafeRawPointer(b)
     for _ in 0..<kc {
         let b0 = pb.load(as: SIMD8<Float>.self)
-        madd(&c0, SIMD8(repeating: pa[0]), b0)
-        madd(&c1, SIMD8(repeating: pa[1]), b0)
-        madd(&c2, SIMD8(repeating: pa[2]), b0)
-        madd(&c3, SIMD8(repeating: pa[3]), b0)
-        madd(&c4, SIMD8(repeating: pa[4]), b0)
-        madd(&c5, SIMD8(repeating: pa[5]), b0)
-        pa += 6
+        madd(&c0, SIMD8(repeating: a0[p]), b0)
+        madd(&c1, SIMD8(repeating: a1[p]), b0)
+        madd(&c2, SIMD8(repeating: a2[p]), b0)
+        madd(&c3, SIMD8(repeating: a3[p]), b0)
+        madd(&c4, SIMD8(repeating: a4[p]), b0)
+        madd(&c5, SIMD8(repeating: a5[p]), b0)
+        p += step
         pb += 32
     }
     var row = c

@@ -1,0 +1,346 @@
+import Foundation
+import TTAAdaptation
+import TTAData
+import TTAKernels
+import TTAModels
+import TTARuntime
+
+/// The options of `tta run` and `tta compare`, typed; defaults that depend on the dataset stay nil
+/// until `Experiment.prepare` resolves them.
+struct ExperimentOptions {
+    var dataset: Dataset?
+    var dataDirectory: String?
+    var sourceData: String?
+    var model: String
+    var weights: String?
+    var methods: [String]
+    var setting: StreamSetting
+    var severities: [Int]
+    var corruptions: [String]
+    var samplesPerDomain: Int?
+    var batchSize: Int?
+    var order: SampleOrder
+    var seed: UInt64
+    var dirichlet: Double
+    var episodic: Bool
+    /// Every option as parsed (the hyper-parameters are read from here per method).
+    var arguments: ParsedArguments
+    var format: OutputFormat
+    var formatGiven: Bool
+    var output: String?
+    var report: String?
+    var quiet: Bool
+    var threads: Int?
+
+    init(_ a: ParsedArguments, command: CommandName) {
+        dataset = a.word("dataset").flatMap(Dataset.init(rawValue:))
+        dataDirectory = a.word("data-dir")
+        sourceData = a.word("source-data")
+        model = a.word("model") ?? "auto"
+        weights = a.word("weights")
+        methods = command == .compare ? (a.list("methods") ?? defaultCompareMethods) : [a.word("method") ?? "tent"]
+        setting = a.word("setting").flatMap(StreamSetting.init(rawValue:)) ?? .continual
+        severities = a.ints("severity") ?? [5]
+        corruptions = a.list("corruptions") ?? CorruptionBenchmark.standardCorruptions
+        samplesPerDomain = a.int("samples-per-domain")
+        batchSize = a.int("batch-size")
+        order = a.word("order").flatMap(SampleOrder.init(rawValue:)) ?? .shuffled
+        seed = a.seed("seed") ?? 1
+        dirichlet = a.number("dirichlet") ?? 0
+        episodic = a.flag("episodic")
+        arguments = a
+        formatGiven = a.has("format")
+        format = a.word("format").flatMap(OutputFormat.init(rawValue:)) ?? .table
+        output = a.word("output")
+        report = a.word("report")
+        quiet = a.flag("quiet")
+        threads = a.int("threads")
+    }
+
+    /// The format of the `--output` file: `--format` when given, else by the file's extension.
+    var outputFileFormat: OutputFormat {
+        formatGiven ? format : output.flatMap(OutputFormat.implied(by:)) ?? .table
+    }
+}
+
+/// A method's hyper-parameters: the reference defaults of `family` for `method`, then the options given.
+func methodConfiguration(_ method: String, family: MethodConfiguration.Family, numClasses: Int,
+                         _ a: ParsedArguments) throws -> MethodConfiguration {
+    var c = MethodConfiguration.defaults(for: family, method: method, numClasses: numClasses)
+    if let v = a.word("optimizer"), let o = OptimizerChoice(rawValue: v) { c.optimizer = o }
+    if let v = a.number("lr") { c.lr = Float(v) }
+    if let v = a.int("steps") { c.steps = v }
+    if let v = a.number("momentum") { c.momentum = Float(v) }
+    if let v = a.bool("nesterov") { c.nesterov = v }
+    if let v = a.number("weight-decay") { c.weightDecay = Float(v) }
+    if let v = a.number("beta1") { c.beta1 = Float(v) }
+    if let v = a.number("bn-alpha") { c.bnAlpha = Float(v) }
+    if let v = a.number("teacher-momentum") { c.teacherMomentum = Float(v) }
+    if let v = a.number("restore-probability") { c.restoreProbability = Float(v) }
+    if let v = a.number("confidence-threshold") { c.confidenceThreshold = Float(v) }
+    if let v = a.int("augmentations") { c.augmentations = v }
+    if let v = a.bool("symmetric-loss") { c.symmetricLoss = v }
+    do { try c.validate() } catch let e as AdaptationError {
+        // The messages start with the field's option name ("bn-alpha must be in [0, 1], got 2").
+        throw CLIError.usage("--" + e.message)
+    }
+    return c
+}
+
+/// Checks a `--model` name the way `ModelZoo.make` will, before any file is opened.
+func checkModelName(_ name: String) throws {
+    guard name != "auto" else { return }
+    let parts = name.lowercased().split(separator: "-")
+    if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
+       d >= 10, (d - 4) % 6 == 0, w >= 1 { return }
+    throw CLIError.invalidValue(option: "model", value: name,
+                                expected: "auto or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
+}
+
+/// Reads `--weights` and builds the model: `auto` infers the architecture from the keys; a named
+/// model is built for `numClasses` and `inputChannels` and loaded strictly (errors name the key).
+struct LoadedWeights {
+    let url: URL
+    let file: SafeTensorsFile
+    let modelName: String
+
+    init(path: String, modelName: String) throws {
+        url = URL(fileURLWithPath: path)
+        guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError.fileNotFound(what: "--weights", path: path) }
+        do { file = try SafeTensorsFile.read(url) } catch { throw CLIError.wrap(error) }
+        self.modelName = modelName
+    }
+
+    /// A freshly loaded model. `expect` gives the classes and channels the data needs (checked for `auto`).
+    func makeModel(numClasses: Int?, inputChannels: Int?) throws -> any ImageClassifier {
+        let model: any ImageClassifier
+        if modelName == "auto" {
+            do { model = try ModelZoo.infer(file) } catch { throw CLIError.wrap(error) }
+            if let n = numClasses, model.numClasses != n {
+                throw CLIError.data("\(url.path): the weights have \(model.numClasses) classes (fc.weight) but the data has \(n)")
+            }
+            if let c = inputChannels, model.inputChannels != c {
+                throw CLIError.data("\(url.path): the weights take \(model.inputChannels)-channel images (conv1.weight) but the data has \(c) channel\(c == 1 ? "" : "s")")
+            }
+        } else {
+            var classes = numClasses, channels = inputChannels
+            if classes == nil || channels == nil, let inferred = try? ModelZoo.infer(file) {
+                classes = classes ?? inferred.numClasses
+                channels = channels ?? inferred.inputChannels
+            }
+            do {
+                model = try ModelZoo.make(modelName, numClasses: classes ?? 10, inputChannels: channels ?? 3)
+            } catch {
+                try checkModelName(modelName)
+                throw CLIError.wrap(error)
+            }
+        }
+        do {
+            try model.load(file)
+        } catch let e as DataError {
+            let what = e.key.map { "\(e.keyKind) '\($0)': " } ?? ""
+            throw CLIError.data("cannot load \(url.path) as \(model.architecture): \(what)\(e.message)")
+        }
+        return model
+    }
+}
+
+/// A validated comparison: the benchmark is open, the stream planned, the weights loaded and every
+/// method built once, so that nothing the user typed can fail after the long work has started.
+final class Experiment {
+    let options: ExperimentOptions
+    let dataset: Dataset
+    let benchmark: CorruptionBenchmark
+    let stream: BenchmarkStream
+    let weights: LoadedWeights
+    let architecture: String
+    let methods: [(name: String, configuration: MethodConfiguration)]
+    let runConfiguration: RunConfiguration
+    /// The model loaded during validation, used by the first method.
+    private var firstModel: (any ImageClassifier)?
+
+    private init(options: ExperimentOptions, dataset: Dataset, benchmark: CorruptionBenchmark, stream: BenchmarkStream,
+                 weights: LoadedWeights, model: any ImageClassifier,
+                 methods: [(name: String, configuration: MethodConfiguration)], runConfiguration: RunConfiguration) {
+        self.options = options
+        self.dataset = dataset
+        self.benchmark = benchmark
+        self.stream = stream
+        self.weights = weights
+        self.architecture = model.architecture
+        self.firstModel = model
+        self.methods = methods
+        self.runConfiguration = runConfiguration
+    }
+
+    /// Resolves the defaults, checks every option and file, and builds everything a run needs.
+    static func prepare(_ o: ExperimentOptions, console: Console) throws -> Experiment {
+        // 1. What the options say on their own.
+        if o.dirichlet > 0 && o.setting != .correlated {
+            throw CLIError.usage("--dirichlet applies only to --setting correlated (the setting is \(o.setting.rawValue))")
+        }
+        try checkModelName(o.model)
+        for path in [o.output, o.report].compactMap({ $0 }) {
+            let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
+                throw CLIError.failed("cannot write \(path): the folder \(dir.path) does not exist")
+            }
+        }
+        if let s = o.sourceData, !FileManager.default.fileExists(atPath: s) {
+            throw CLIError.fileNotFound(what: "--source-data", path: s)
+        }
+
+        // 2. Which benchmark, folder and weights.
+        let dataset: Dataset
+        if let d = o.dataset {
+            dataset = d
+        } else if let dir = o.dataDirectory {
+            guard let d = Dataset.detect(in: URL(fileURLWithPath: dir)) else {
+                throw CLIError.usage("--dataset is needed: cannot tell the benchmark from --data-dir \(dir) (expected a CIFAR-10-C, CIFAR-100-C or FMNIST-C folder or its parent)")
+            }
+            dataset = d
+        } else {
+            dataset = .fmnist
+        }
+        let dataDirectory: URL
+        if let dir = o.dataDirectory {
+            dataDirectory = URL(fileURLWithPath: dir, isDirectory: true)
+        } else if dataset == .fmnist {
+            dataDirectory = try Embedded.benchmarkDirectory(environment: console.environment)
+        } else {
+            throw CLIError.usage("--dataset \(dataset.rawValue) needs --data-dir (the \(dataset.folderName) folder or its parent)")
+        }
+        let weightsPath: String
+        if let w = o.weights {
+            weightsPath = w
+        } else if dataset == .fmnist {
+            weightsPath = try Embedded.modelFile(environment: console.environment).path
+        } else {
+            throw CLIError.usage("--dataset \(dataset.rawValue) needs --weights (a .safetensors state dict; only fmnist-c has an embedded model)")
+        }
+        guard FileManager.default.fileExists(atPath: weightsPath) else { throw CLIError.fileNotFound(what: "--weights", path: weightsPath) }
+        if let t = o.threads { KernelThreads.count = t }
+
+        // 3. The hyper-parameters of every method (range errors are usage errors).
+        let methods = try o.methods.map { name in
+            (name: name, configuration: try methodConfiguration(name, family: dataset.family, numClasses: dataset.numClasses, o.arguments))
+        }
+
+        // 4. The benchmark and the stream.
+        var seen = Set<String>()
+        let unique = o.corruptions.filter { seen.insert($0).inserted }
+        let benchmark: CorruptionBenchmark
+        do {
+            benchmark = try CorruptionBenchmark(directory: dataDirectory, folderName: dataset.folderName,
+                                                corruptions: unique, numClasses: dataset.numClasses)
+        } catch let e as DataError {
+            let known = CorruptionBenchmark.standardCorruptions + CorruptionBenchmark.extraCorruptions
+            if let typo = unique.first(where: { !known.contains($0) }), let guess = closest(to: typo, in: known) {
+                throw CLIError.invalidValue(option: "corruptions", value: typo, expected: "a corruption name (did you mean '\(guess)'?)")
+            }
+            throw CLIError.data(e.description)
+        }
+        let batchSize = o.batchSize ?? (dataset == .fmnist ? embeddedBatchSize : standardBatchSize)
+        let streamConfiguration = StreamConfiguration(
+            setting: o.setting, corruptions: o.corruptions, severities: o.severities, samplesPerDomain: o.samplesPerDomain,
+            batchSize: batchSize, order: o.order, seed: o.seed, dirichletDelta: o.dirichlet, episodic: o.episodic)
+        let stream: BenchmarkStream
+        do {
+            stream = try BenchmarkStream(benchmark: benchmark, configuration: streamConfiguration)
+        } catch let e as DataError where e.file == "stream configuration" {
+            let flags = ["corruptions": "corruptions", "severities": "severity", "batchSize": "batch-size",
+                         "samplesPerDomain": "samples-per-domain", "dirichletDelta": "dirichlet"]
+            throw CLIError.usage("--\(e.key.flatMap { flags[$0] } ?? e.key ?? "setting"): \(e.message)")
+        }
+
+        // 5. The weights, loaded into the model once; every method built once.
+        let weights = try LoadedWeights(path: weightsPath, modelName: o.model)
+        let model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
+        for m in methods {
+            do { _ = try MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight) } catch {
+                throw CLIError.wrap(error)
+            }
+        }
+        let config = RunConfiguration(dataset: dataset.rawValue, dataDirectory: benchmark.folder.path, model: model.architecture,
+                                      weights: weights.url.path, stream: streamConfiguration, methods: o.methods,
+                                      threads: KernelThreads.count)
+        return Experiment(options: o, dataset: dataset, benchmark: benchmark, stream: stream, weights: weights, model: model,
+                          methods: methods, runConfiguration: config)
+    }
+
+    /// Runs every method in turn, each from a freshly loaded source model, until done or stopped.
+    /// Returns the runs (the last one partial when interrupted) and whether the run was interrupted.
+    func run(console: Console, progress: ProgressPrinter) throws -> (runs: [RunResult], interrupted: Bool) {
+        var runs: [RunResult] = []
+        let every = max(1, stream.batchCount / 250)
+        for (i, m) in methods.enumerated() {
+            let model: any ImageClassifier
+            if let first = firstModel {
+                model = first
+                firstModel = nil
+            } else {
+                model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
+            }
+            let result: RunResult
+            do {
+                let method = try MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
+                let adaptor = try Adaptor(model: model, method: method, seed: options.seed)
+                stream.restart()
+                progress.beginMethod(m.name, index: i, of: methods.count)
+                result = try BenchmarkRunner.run(method: m.name, adaptor: adaptor, stream: stream, configuration: m.configuration,
+                                                 runningErrorEvery: every, progress: { progress.handle($0) },
+                                                 shouldStop: console.shouldStop)
+            } catch {
+                progress.clearLine()
+                throw CLIError.wrap(error)
+            }
+            progress.endMethod(result)
+            runs.append(result)
+            if !result.completed { return (runs, true) }
+        }
+        return (runs, false)
+    }
+
+    /// The results file of `runs`.
+    func resultsFile(_ runs: [RunResult]) -> ResultsFile {
+        ResultsFile(runs: runs, config: runConfiguration)
+    }
+}
+
+/// What `tta run` and `tta compare` share: validate, run, print, write, and map an interruption to 130.
+func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Console) throws -> Int32 {
+    let experiment = try Experiment.prepare(o, console: console)
+    let stream = experiment.stream
+    if !o.quiet {
+        let weights = experiment.weights.url.path
+        console.err("tta \(command.rawValue): \(experiment.dataset.rawValue) (\(experiment.benchmark.folder.path)), "
+                    + "\(experiment.architecture) from \(weights); \(stream.domains.count) domains, \(formatCount(stream.totalSamples)) images "
+                    + "in \(stream.batchCount) batches of \(stream.configuration.batchSize)"
+                    + (o.sourceData.map { "; source data \($0)" } ?? "") + "\n")
+    }
+    console.beginLongWork()
+    let lines = command == .run && o.format == .table
+    let progress = ProgressPrinter(console: console, quiet: o.quiet, domainLinesOnStdout: lines)
+    let (runs, interrupted) = try experiment.run(console: console, progress: progress)
+    let view = ResultsView(file: experiment.resultsFile(runs), domains: stream.domains)
+    if lines { console.out("\n") }
+    console.out(try view.render(o.format))
+    if let path = o.output {
+        do {
+            try TTARuntime.writeAtomically(Data(try view.render(o.outputFileFormat).utf8), to: URL(fileURLWithPath: path))
+        } catch { throw CLIError.wrap(error) }
+        if !o.quiet { console.err("tta: results written to \(path)\n") }
+    }
+    if let path = o.report {
+        let html = HTMLReport(view: view, sourceData: o.sourceData, generated: Date()).render()
+        do { try TTARuntime.writeAtomically(Data(html.utf8), to: URL(fileURLWithPath: path)) } catch { throw CLIError.wrap(error) }
+        if !o.quiet { console.err("tta: report written to \(path)\n") }
+    }
+    if interrupted {
+        let done = runs.last.map { "\($0.domains.count) of \(stream.domains.count) domains of \($0.method)" } ?? "nothing"
+        console.err("tta: interrupted: kept \(done)\(o.output.map { "; partial results written to \($0)" } ?? "")\n")
+        return interruptedExitCode
+    }
+    return 0
+}

@@ -1,0 +1,88 @@
+import TTAAdaptation
+import TTAData
+import TTAModels
+
+/// `tta list`: the methods with their defaults, the models, the datasets and the stream settings.
+struct ListCommand: Command {
+    static let name = CommandName.list
+    static let abstract = "List the methods (with their defaults), models, datasets and settings."
+    static let discussion = ""
+    static let usage = "tta list"
+
+    init(_ arguments: ParsedArguments) throws {
+        guard arguments.positionals.isEmpty else {
+            throw CLIError.unexpectedArgument(arguments.positionals[0], command: Self.name.rawValue)
+        }
+    }
+
+    /// The hyper-parameters each method reads, beyond the optimizer settings of the gradient-based ones.
+    static let methodParameters: [String: [String]] = [
+        "norm_alpha": ["bn-alpha"],
+        "cotta": ["teacher-momentum", "restore-probability", "confidence-threshold", "augmentations", "symmetric-loss"],
+    ]
+
+    /// `--lr 0.001 --steps 1 …`: the defaults of `method` as options.
+    static func defaults(of entry: MethodRegistry.Entry, numClasses: Int = 10) -> String {
+        let c = MethodConfiguration.defaults(for: .cifar, method: entry.name, numClasses: numClasses)
+        var names: [String] = []
+        if entry.usesGradients {
+            names += ["optimizer", "lr"] + (c.optimizer == .adam ? ["beta1"] : ["momentum", "nesterov"]) + ["weight-decay", "steps"]
+        }
+        names += methodParameters[entry.name] ?? []
+        let values: [String: String] = [
+            "optimizer": c.optimizer.rawValue, "lr": formatNumber(Double(c.lr)), "beta1": formatNumber(Double(c.beta1)),
+            "momentum": formatNumber(Double(c.momentum)), "nesterov": "\(c.nesterov)",
+            "weight-decay": formatNumber(Double(c.weightDecay)), "steps": "\(c.steps)", "bn-alpha": formatNumber(Double(c.bnAlpha)),
+            "teacher-momentum": formatNumber(Double(c.teacherMomentum)),
+            "restore-probability": formatNumber(Double(c.restoreProbability)),
+            "confidence-threshold": formatNumber(Double(c.confidenceThreshold)), "augmentations": "\(c.augmentations)",
+            "symmetric-loss": "\(c.symmetricLoss)",
+        ]
+        return names.map { "--\($0) \(values[$0]!)" }.joined(separator: " ")
+    }
+
+    func run(console: Console) throws -> Int32 {
+        var lines = ["METHODS (defaults: the reference CIFAR settings; override them with the options of the same name)"]
+        let w = (MethodRegistry.names.map(\.count).max() ?? 0) + 3
+        for e in MethodRegistry.entries {
+            lines.append("  " + pad(e.name, w) + e.summary)
+            let d = Self.defaults(of: e)
+            if !d.isEmpty {
+                lines += Help.wrap(d, width: Help.width - w - 2, indent: String(repeating: " ", count: w + 2))
+            }
+        }
+        lines.append("  cotta's --confidence-threshold is \(formatNumber(Double(MethodConfiguration.defaults(for: .cifar, numClasses: 100).confidenceThreshold))) on cifar100-c.")
+        lines += ["", "MODELS (--model)",
+                  "  " + pad("auto", 29) + "inferred from the keys and shapes of --weights (the default)",
+                  "  " + pad("wideresnet-<depth>-<widen>", 29) + "RobustBench WideResNet, depth 6n+4 (e.g. wideresnet-28-10)"]
+        if let url = try? Embedded.modelFile(environment: console.environment),
+           let file = try? SafeTensorsFile.read(url), let model = try? ModelZoo.infer(file) {
+            lines.append("  embedded: \(url.path) (\(model.architecture), \(model.inputChannels) input channel\(model.inputChannels == 1 ? "" : "s"), \(model.numClasses) classes)")
+        }
+        lines += ["", "DATASETS (--dataset)"]
+        for d in Dataset.allCases {
+            lines.append("  " + pad(d.rawValue, 13) + d.summary)
+        }
+        if let dir = try? Embedded.benchmarkDirectory(environment: console.environment) {
+            lines.append("  fmnist-c is read from \(dir.appendingPathComponent(Dataset.fmnist.folderName).path)")
+        }
+        lines += ["", "SETTINGS (--setting)"]
+        let settings: [(StreamSetting, String)] = [
+            (.continual, "domains back to back, one reset at the start"),
+            (.reset_each_shift, "a reset at the start of every domain"),
+            (.gradual, "severities 1,2,3,4,5,4,3,2,1 per corruption, no resets"),
+            (.mixed_domains, "all corruptions of a severity shuffled into one stream"),
+            (.correlated, "continual, each domain ordered by label (--dirichlet δ > 0: Dirichlet-correlated)"),
+        ]
+        for (s, text) in settings { lines.append("  " + pad(s.rawValue, 19) + text) }
+        lines += ["", "ORDERS (--order)",
+                  "  " + pad("file", 19) + "the first images of each severity block, in file order (Tent / CoTTA code)",
+                  "  " + pad("shuffled", 19) + "shuffled with --seed, as mariodoebler/test-time-adaptation (the default)",
+                  "", "CORRUPTIONS (--corruptions; the default is the 15 standard ones)",
+                  ]
+        lines += Help.wrap(CorruptionBenchmark.standardCorruptions.joined(separator: " "), width: Help.width - 2, indent: "  ")
+        lines.append("  extra (CIFAR-10-C, CIFAR-100-C): " + CorruptionBenchmark.extraCorruptions.joined(separator: " "))
+        console.out(lines.joined(separator: "\n") + "\n")
+        return 0
+    }
+}

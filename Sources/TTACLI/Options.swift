@@ -1,0 +1,292 @@
+import Foundation
+import TTAAdaptation
+import TTAData
+
+/// The subcommands of `tta`.
+public enum CommandName: String, CaseIterable, Sendable {
+    case compare, run, list, inspect, predict
+}
+
+/// How an option's value is written and checked. Parsing, the error text ("expected …") and the
+/// `<value>` placeholder in the help all come from here.
+enum ValueKind: Sendable, Equatable {
+    /// No value: present or not (`--quiet`). `--quiet=false` is accepted too.
+    case flag
+    /// `true` or `false`.
+    case bool
+    /// An integer `≥ min`.
+    case int(min: Int)
+    /// A seed: an integer in `0...UInt64.max`.
+    case seed
+    /// A finite number `≥ 0`, optionally `≤ 1` (`unit`) or `< 1` (`unitOpen`).
+    case number(NumberRange)
+    /// One of a fixed set of words.
+    case choice([String])
+    /// A comma-separated list of words, each from `allowed` when given.
+    case list(allowed: [String]?)
+    /// A comma-separated list of integers in a range.
+    case intList(ClosedRange<Int>)
+    /// A file or folder path, or any other free text (a model name).
+    case text(placeholder: String)
+
+    enum NumberRange: Sendable, Equatable { case nonNegative, unit, unitOpen }
+
+    /// What a valid value looks like, for error messages.
+    var expected: String {
+        switch self {
+        case .flag: return "no value, or true or false"
+        case .bool: return "true or false"
+        case .int(let min): return min == 1 ? "a positive integer" : min == 0 ? "a non-negative integer" : "an integer ≥ \(min)"
+        case .seed: return "a non-negative integer"
+        case .number(.nonNegative): return "a non-negative number"
+        case .number(.unit): return "a number in [0, 1]"
+        case .number(.unitOpen): return "a number in [0, 1)"
+        case .choice(let words): return "one of " + words.joined(separator: ", ")
+        case .list(let allowed?): return "a comma-separated list of " + allowed.joined(separator: ", ")
+        case .list(nil): return "a comma-separated list of names"
+        case .intList(let r): return "a comma-separated list of integers in \(r.lowerBound)...\(r.upperBound)"
+        case .text(let p): return p
+        }
+    }
+
+    /// The `<value>` shown after the option name in the help.
+    var placeholder: String {
+        switch self {
+        case .flag: return ""
+        case .bool: return "true|false"
+        case .int, .seed: return "<n>"
+        case .number: return "<x>"
+        case .choice(let words): return words.joined(separator: "|")
+        case .list: return "<a,b,…>"
+        case .intList: return "<n,…>"
+        case .text(let p): return "<\(p)>"
+        }
+    }
+}
+
+/// A parsed, checked option value.
+enum OptionValue: Sendable, Equatable {
+    case bool(Bool)
+    case int(Int)
+    case seed(UInt64)
+    case number(Double)
+    case word(String)
+    case list([String])
+    case ints([Int])
+}
+
+/// One declared option: its name (without dashes; also its key in a `--config` file), its value,
+/// the default as the help shows it, the help text, and the commands that take it.
+struct OptionSpec: Sendable {
+    enum Group: String, CaseIterable, Sendable {
+        case data = "Data", model = "Model", methods = "Methods", stream = "Stream"
+        case hyper = "Method hyper-parameters (defaults: the reference CIFAR settings)"
+        /// The title the help prints: the name in capitals, a parenthesised note as written.
+        var title: String {
+            guard let p = rawValue.firstIndex(of: "(") else { return rawValue.uppercased() + ":" }
+            return rawValue[..<p].uppercased() + String(rawValue[p...]) + ":"
+        }
+        case input = "Input and output", output = "Output", runtime = "Runtime"
+    }
+    let name: String
+    let kind: ValueKind
+    /// The default as shown in the help; nil when the option has none (or is a flag).
+    let defaultText: String?
+    let help: String
+    let group: Group
+    let commands: Set<CommandName>
+}
+
+private let experiment: Set<CommandName> = [.compare, .run]
+private let adapting: Set<CommandName> = [.compare, .run, .predict]
+
+/// Which options set a method hyper-parameter (the fields of `MethodConfiguration` a user may change).
+let hyperParameterNames = ["optimizer", "lr", "steps", "momentum", "nesterov", "weight-decay", "beta1", "bn-alpha",
+                           "teacher-momentum", "restore-probability", "confidence-threshold", "augmentations",
+                           "symmetric-loss"]
+
+/// The reference defaults that the help shows (`MethodConfiguration.defaults(for: .cifar)`).
+private let cifarDefaults = MethodConfiguration.defaults(for: .cifar, numClasses: 10)
+private func text(_ x: Float) -> String { formatNumber(Double(x)) }
+
+/// The default batch size of the embedded benchmark: 200 images per severity, so 200 would be one
+/// batch (one adaptation step) per domain; 50 gives four.
+let embeddedBatchSize = 50
+/// The default batch size elsewhere (mariodoebler's CIFAR `TEST.BATCH_SIZE`).
+let standardBatchSize = 200
+/// The methods `tta compare` runs by default.
+let defaultCompareMethods = ["source", "norm_test", "tent", "cotta"]
+
+/// Every option of every command, in the order the help lists them. The only place options are declared.
+let optionTable: [OptionSpec] = [
+    // Data
+    OptionSpec(name: "dataset", kind: .choice(Dataset.allCases.map(\.rawValue)),
+               defaultText: "fmnist-c, the embedded benchmark; with --data-dir, from its folder name",
+               help: "Benchmark: CIFAR-10-C, CIFAR-100-C, or the embedded Fashion-MNIST-C.", group: .data, commands: experiment),
+    OptionSpec(name: "data-dir", kind: .text(placeholder: "dir"), defaultText: "the embedded FMNIST-C folder",
+               help: "The benchmark folder (e.g. CIFAR-10-C, holding labels.npy and <corruption>.npy) or its parent.",
+               group: .data, commands: experiment),
+    OptionSpec(name: "source-data", kind: .text(placeholder: "path"), defaultText: nil,
+               help: "Source-domain data; accepted and recorded, no current method uses it.", group: .data, commands: experiment),
+    // Model
+    OptionSpec(name: "model", kind: .text(placeholder: "name"), defaultText: "auto",
+               help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), or auto to infer it from --weights.",
+               group: .model, commands: adapting),
+    OptionSpec(name: "weights", kind: .text(placeholder: "file.safetensors"), defaultText: "the embedded model for fmnist-c",
+               help: "Source-model weights: a PyTorch state dict saved as safetensors.", group: .model, commands: adapting),
+    // Methods
+    OptionSpec(name: "methods", kind: .list(allowed: MethodRegistry.names), defaultText: defaultCompareMethods.joined(separator: ","),
+               help: "Methods to compare, in this order, each from the source model.", group: .methods, commands: [.compare]),
+    OptionSpec(name: "method", kind: .choice(MethodRegistry.names), defaultText: "tent",
+               help: "The method to run.", group: .methods, commands: [.run]),
+    OptionSpec(name: "method", kind: .choice(MethodRegistry.names), defaultText: "source",
+               help: "The method that adapts on the images while predicting (source: no adaptation).",
+               group: .methods, commands: [.predict]),
+    // Stream
+    OptionSpec(name: "setting", kind: .choice(StreamSetting.allCases.map(\.rawValue)), defaultText: "continual",
+               help: "How domains follow each other and when the model is reset.", group: .stream, commands: experiment),
+    OptionSpec(name: "severity", kind: .intList(1...5), defaultText: "5",
+               help: "Severities run for each corruption, in order (e.g. 5 or 5,4,3).", group: .stream, commands: experiment),
+    OptionSpec(name: "corruptions", kind: .list(allowed: nil), defaultText: "the 15 standard corruptions",
+               help: "Corruptions in stream order (e.g. gaussian_noise,fog).", group: .stream, commands: experiment),
+    OptionSpec(name: "samples-per-domain", kind: .int(min: 1), defaultText: "all",
+               help: "Images per (corruption, severity) domain.", group: .stream, commands: experiment),
+    OptionSpec(name: "batch-size", kind: .int(min: 1), defaultText: "\(standardBatchSize); \(embeddedBatchSize) for fmnist-c",
+               help: "Images per batch (one adaptation step each). norm_alpha's reference uses 1.",
+               group: .stream, commands: experiment),
+    OptionSpec(name: "batch-size", kind: .int(min: 1), defaultText: "\(standardBatchSize)",
+               help: "Images per batch (one adaptation step each).", group: .input, commands: [.predict]),
+    OptionSpec(name: "order", kind: .choice(SampleOrder.allCases.map(\.rawValue)), defaultText: "shuffled",
+               help: "Sample order within a domain: file order, or shuffled with --seed as the reference benchmark does.",
+               group: .stream, commands: experiment),
+    OptionSpec(name: "seed", kind: .seed, defaultText: "1",
+               help: "Seed of the shuffles and of every random draw of the methods.", group: .stream, commands: adapting),
+    OptionSpec(name: "dirichlet", kind: .number(.nonNegative), defaultText: "0, which sorts each domain by label",
+               help: "Correlated setting only: Dirichlet concentration δ of the label-correlated order.",
+               group: .stream, commands: experiment),
+    OptionSpec(name: "episodic", kind: .flag, defaultText: nil,
+               help: "Reset the model before every batch.", group: .stream, commands: experiment),
+    // Hyper-parameters
+    OptionSpec(name: "optimizer", kind: .choice(OptimizerChoice.allCases.map(\.rawValue)), defaultText: cifarDefaults.optimizer.rawValue,
+               help: "Optimizer of the gradient-based methods (tent, cotta).", group: .hyper, commands: adapting),
+    OptionSpec(name: "lr", kind: .number(.nonNegative), defaultText: text(cifarDefaults.lr),
+               help: "Learning rate.", group: .hyper, commands: adapting),
+    OptionSpec(name: "steps", kind: .int(min: 1), defaultText: "\(cifarDefaults.steps)",
+               help: "Gradient steps per batch.", group: .hyper, commands: adapting),
+    OptionSpec(name: "momentum", kind: .number(.nonNegative), defaultText: text(cifarDefaults.momentum),
+               help: "SGD momentum.", group: .hyper, commands: adapting),
+    OptionSpec(name: "nesterov", kind: .bool, defaultText: "\(cifarDefaults.nesterov)",
+               help: "SGD Nesterov momentum.", group: .hyper, commands: adapting),
+    OptionSpec(name: "weight-decay", kind: .number(.nonNegative), defaultText: text(cifarDefaults.weightDecay),
+               help: "Weight decay.", group: .hyper, commands: adapting),
+    OptionSpec(name: "beta1", kind: .number(.unitOpen), defaultText: text(cifarDefaults.beta1),
+               help: "Adam β1 (β2 is 0.999).", group: .hyper, commands: adapting),
+    OptionSpec(name: "bn-alpha", kind: .number(.unit), defaultText: text(cifarDefaults.bnAlpha),
+               help: "norm_alpha: weight α of the test-batch statistics.", group: .hyper, commands: adapting),
+    OptionSpec(name: "teacher-momentum", kind: .number(.unit), defaultText: text(cifarDefaults.teacherMomentum),
+               help: "cotta: EMA momentum of the teacher.", group: .hyper, commands: adapting),
+    OptionSpec(name: "restore-probability", kind: .number(.unit), defaultText: text(cifarDefaults.restoreProbability),
+               help: "cotta: stochastic-restore probability.", group: .hyper, commands: adapting),
+    OptionSpec(name: "confidence-threshold", kind: .number(.unit),
+               defaultText: "\(text(cifarDefaults.confidenceThreshold)); \(text(MethodConfiguration.defaults(for: .cifar, numClasses: 100).confidenceThreshold)) with 100 classes",
+               help: "cotta: anchor confidence below which the teacher averages augmentations.", group: .hyper, commands: adapting),
+    OptionSpec(name: "augmentations", kind: .int(min: 0), defaultText: "\(cifarDefaults.augmentations)",
+               help: "cotta: augmented teacher passes.", group: .hyper, commands: adapting),
+    OptionSpec(name: "symmetric-loss", kind: .bool, defaultText: "\(cifarDefaults.symmetricLoss)",
+               help: "cotta: symmetric cross-entropy (ImageNet) instead of soft-target cross-entropy.",
+               group: .hyper, commands: adapting),
+    // Input and output of predict
+    OptionSpec(name: "input", kind: .text(placeholder: "images.npy"), defaultText: nil,
+               help: "Images: uint8 (N, H, W, C) NHWC, divided by 255, or float32 (N, C, H, W) NCHW in the model's input range.",
+               group: .input, commands: [.predict]),
+    OptionSpec(name: "output", kind: .text(placeholder: "out.npy"), defaultText: nil,
+               help: "Where to write the logits: float32 (N, classes) .npy, atomically.", group: .input, commands: [.predict]),
+    // Output of run and compare
+    OptionSpec(name: "format", kind: .choice(OutputFormat.allCases.map(\.rawValue)), defaultText: "table",
+               help: "How results are printed (json: the results file).", group: .output, commands: experiment),
+    OptionSpec(name: "output", kind: .text(placeholder: "file"), defaultText: nil,
+               help: "Also write the results to this file, atomically: in --format, or without it by the extension (.json, .csv, .md; else table).",
+               group: .output, commands: experiment),
+    OptionSpec(name: "report", kind: .text(placeholder: "file.html"), defaultText: nil,
+               help: "Write a self-contained HTML report: the table, error per corruption and running error charts.",
+               group: .output, commands: experiment),
+    OptionSpec(name: "quiet", kind: .flag, defaultText: nil,
+               help: "No progress on stderr.", group: .output, commands: adapting),
+    // Runtime
+    OptionSpec(name: "threads", kind: .int(min: 1), defaultText: "\(ProcessInfo.processInfo.activeProcessorCount), the active cores",
+               help: "Threads the kernels use.", group: .runtime, commands: adapting),
+    OptionSpec(name: "config", kind: .text(placeholder: "file.json"), defaultText: nil,
+               help: "A JSON object of options: keys are the option names without dashes (\"lr\": 0.01, \"methods\": [\"tent\"]); flags override it.",
+               group: .runtime, commands: adapting),
+]
+
+extension OptionSpec {
+    /// The options `command` takes, in table order.
+    static func options(for command: CommandName) -> [OptionSpec] {
+        optionTable.filter { $0.commands.contains(command) }
+    }
+
+    /// The option `name` of `command`.
+    static func spec(_ name: String, for command: CommandName) -> OptionSpec? {
+        optionTable.first { $0.name == name && $0.commands.contains(command) }
+    }
+}
+
+/// The benchmarks `--dataset` names.
+enum Dataset: String, CaseIterable, Sendable {
+    case cifar10 = "cifar10-c", cifar100 = "cifar100-c", fmnist = "fmnist-c"
+
+    /// The folder name of the distributed files (`CorruptionBenchmark`'s `folderName`).
+    var folderName: String {
+        switch self {
+        case .cifar10: "CIFAR-10-C"
+        case .cifar100: "CIFAR-100-C"
+        case .fmnist: "FMNIST-C"
+        }
+    }
+
+    var numClasses: Int { self == .cifar100 ? 100 : 10 }
+
+    /// Which reference defaults its methods use.
+    var family: MethodConfiguration.Family { .cifar }
+
+    var summary: String {
+        switch self {
+        case .cifar10: "CIFAR-10-C (Hendrycks & Dietterich): 10 classes, 32x32 RGB, 10,000 images per severity"
+        case .cifar100: "CIFAR-100-C: 100 classes, 32x32 RGB, 10,000 images per severity"
+        case .fmnist: "FMNIST-C, embedded in the repository: 10 classes, 32x32 grey, 200 images per severity"
+        }
+    }
+
+    /// The dataset a folder holds, from its name or its child folder's name.
+    static func detect(in directory: URL) -> Dataset? {
+        let fm = FileManager.default
+        for d in allCases {
+            if directory.lastPathComponent == d.folderName { return d }
+        }
+        for d in allCases where fm.fileExists(atPath: directory.appendingPathComponent(d.folderName).path) { return d }
+        return nil
+    }
+}
+
+/// How results are printed or written.
+enum OutputFormat: String, CaseIterable, Sendable {
+    case table, markdown, csv, json
+
+    /// The format a file name implies (`.json`, `.csv`, `.md`), or nil.
+    static func implied(by path: String) -> OutputFormat? {
+        switch URL(fileURLWithPath: path).pathExtension.lowercased() {
+        case "json": .json
+        case "csv": .csv
+        case "md", "markdown": .markdown
+        default: nil
+        }
+    }
+}
+
+/// `0.001`, `0.9`, `1e-05`: the shortest text that reads back as the same Float.
+func formatNumber(_ x: Double) -> String {
+    let f = Float(x)
+    if f == f.rounded(), abs(f) < 1e9 { return String(Int(f)) }
+    return "\(f)"
+}

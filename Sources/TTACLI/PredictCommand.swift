@@ -1,0 +1,139 @@
+import Dispatch
+import Foundation
+import TTAAdaptation
+import TTAData
+import TTAKernels
+import TTAModels
+import TTARuntime
+import TTATensor
+
+/// `tta predict`: streams the user's own images through a model (and a method, which adapts as it
+/// goes) in batches, and writes the outputs as float32 `.npy` (N, classes).
+struct PredictCommand: Command {
+    static let name = CommandName.predict
+    static let abstract = "Run a model (and a method) over your own images and write the logits."
+    static let discussion = """
+    The images are read from --input: uint8 (N, H, W, C) NHWC (as CIFAR-10-C files; converted to NCHW and divided by \
+    255) or float32 (N, C, H, W) NCHW already in the model's input range. They go through the method in batches, in \
+    order, each batch predicted before the method adapts on it (no method: the source model). The outputs (logits; \
+    CoTTA's are its teacher's) are written to --output as float32 (N, classes), atomically.
+    """
+    static let usage = "tta predict --weights <file.safetensors> --input <images.npy> --output <out.npy> [options]"
+
+    let arguments: ParsedArguments
+    let weights: String, input: String, output: String
+    let model: String, method: String, batchSize: Int, seed: UInt64
+
+    init(_ a: ParsedArguments) throws {
+        guard a.positionals.isEmpty else { throw CLIError.unexpectedArgument(a.positionals[0], command: Self.name.rawValue) }
+        func required(_ name: String, _ what: String) throws -> String {
+            guard let v = a.word(name) else { throw CLIError.usage("'tta predict' needs --\(name) (\(what))") }
+            return v
+        }
+        weights = try required("weights", "the model's .safetensors weights")
+        input = try required("input", "a .npy file of images")
+        output = try required("output", "where to write the logits .npy")
+        model = a.word("model") ?? "auto"
+        method = a.word("method") ?? "source"
+        batchSize = a.int("batch-size") ?? standardBatchSize
+        seed = a.seed("seed") ?? 1
+        arguments = a
+        try checkModelName(model)
+    }
+
+    func run(console: Console) throws -> Int32 {
+        let inputURL = URL(fileURLWithPath: input), outputURL = URL(fileURLWithPath: output)
+        guard FileManager.default.fileExists(atPath: inputURL.path) else { throw CLIError.fileNotFound(what: "--input", path: input) }
+        let outDir = outputURL.deletingLastPathComponent()
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: outDir.path, isDirectory: &isDir), isDir.boolValue else {
+            throw CLIError.failed("cannot write \(output): the folder \(outDir.path) does not exist")
+        }
+        if let t = arguments.int("threads") { KernelThreads.count = t }
+
+        // Validate everything first: weights, model, images, method.
+        let loaded = try LoadedWeights(path: weights, modelName: model)
+        let net = try loaded.makeModel(numClasses: nil, inputChannels: nil)
+        let file: NPYFile
+        do { file = try NPYFile(contentsOf: inputURL) } catch { throw CLIError.wrap(error) }
+        let layout = try ImageLayout(file, channels: net.inputChannels, architecture: net.architecture)
+        let configuration = try methodConfiguration(method, family: .cifar, numClasses: net.numClasses, arguments)
+        let adaptor: Adaptor
+        do {
+            let m = try MethodFactory.make(method, configuration: configuration, imageSize: layout.height)
+            adaptor = try Adaptor(model: net, method: m, seed: seed)
+        } catch { throw CLIError.wrap(error) }
+
+        let quiet = arguments.flag("quiet")
+        let n = layout.count
+        let batches = (n + batchSize - 1) / batchSize
+        var logits: [Float] = []
+        logits.reserveCapacity(n * net.numClasses)
+        let start = DispatchTime.now().uptimeNanoseconds
+        for b in 0..<batches {
+            let rows = (b * batchSize)..<min(n, (b + 1) * batchSize)
+            let x = try layout.batch(file, rows: rows)
+            let y: Tensor
+            do { y = try adaptor.adapt(x) } catch { throw CLIError.failed("batch \(b + 1) of \(batches) (images \(rows.lowerBound)..<\(rows.upperBound)): \(CLIError.wrap(error).description)") }
+            logits += y.storage
+            if !quiet && console.stderrIsTerminal {
+                console.err("\r\u{1B}[Kpredict \(method): batch \(b + 1)/\(batches)")
+            }
+        }
+        if !quiet && console.stderrIsTerminal { console.err("\r\u{1B}[K") }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        do { try NPYFile.write(floats: logits, shape: [n, net.numClasses], to: outputURL) } catch { throw CLIError.wrap(error) }
+        console.out("wrote \(output): float32 (\(n), \(net.numClasses)) logits of \(net.architecture) with \(method), "
+                    + "\(n) images in \(batches) batch\(batches == 1 ? "" : "es") of up to \(batchSize), \(formatDuration(seconds))"
+                    + " (\(String(format: "%.1f", seconds > 0 ? Double(n) / seconds : 0)) images/s)\n")
+        return 0
+    }
+}
+
+/// How `--input` stores its images: uint8 NHWC (divided by 255) or float NCHW (as is).
+struct ImageLayout {
+    let nhwcBytes: Bool
+    let count: Int, channels: Int, height: Int, width: Int
+
+    init(_ file: NPYFile, channels c: Int, architecture: String) throws {
+        let s = file.shape
+        let expected = "uint8 (N, H, W, \(c)) NHWC or float32 (N, \(c), H, W) NCHW for \(architecture)"
+        func fail() -> CLIError {
+            CLIError.data("\(file.name): expected \(expected), found \(file.dtype == .uint8 ? "uint8" : file.dtype.rawValue) with shape [\(s.map(String.init).joined(separator: ", "))]")
+        }
+        switch file.dtype {
+        case .uint8:
+            if s.count == 4, s[3] == c { (count, height, width) = (s[0], s[1], s[2]) }
+            else if s.count == 3, c == 1 { (count, height, width) = (s[0], s[1], s[2]) }
+            else { throw fail() }
+            nhwcBytes = true
+        case .float32, .float64:
+            guard s.count == 4, s[1] == c else { throw fail() }
+            (count, height, width) = (s[0], s[2], s[3])
+            nhwcBytes = false
+        default:
+            throw fail()
+        }
+        guard count > 0, height > 0, width > 0 else { throw CLIError.data("\(file.name): holds no images (shape \(s))") }
+        channels = c
+    }
+
+    /// Rows as float32 NCHW: bytes transposed and divided by 255 (as the benchmark reader), floats as stored.
+    func batch(_ file: NPYFile, rows: Range<Int>) throws -> Tensor {
+        let plane = height * width
+        if !nhwcBytes {
+            return Tensor(shape: [rows.count, channels, height, width], storage: try file.rowsAsFloats(rows))
+        }
+        let bytes = try file.uint8Rows(rows)
+        var out = [Float](repeating: 0, count: bytes.count)
+        let image = plane * channels
+        for i in 0..<rows.count {
+            for p in 0..<plane {
+                for ch in 0..<channels {
+                    out[i * image + ch * plane + p] = Float(bytes[i * image + p * channels + ch]) / 255
+                }
+            }
+        }
+        return Tensor(shape: [rows.count, channels, height, width], storage: out)
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import TTAData
+import TTAModels
+import TTATensor
+@testable import TTACLI
+
+/// Every error path: one line `tta: error: …` on stderr, 64 for usage errors, 1 for the rest.
+@Suite struct ErrorTests {
+    @Test func unknownOptionsSuggestTheClosest() {
+        expectError(tta(["compare", "--batchsize", "8"]), "unknown option '--batchsize' for 'tta compare'; did you mean '--batch-size'?", code: 64)
+        expectError(tta(["run", "--methods", "tent"]), "unknown option '--methods' for 'tta run'; did you mean '--method'?", code: 64)
+        expectError(tta(["compare", "--frobnicate"]), "unknown option '--frobnicate' for 'tta compare'; see 'tta compare --help'", code: 64)
+        expectError(tta(["predict", "--setting", "continual"]), "unknown option '--setting' for 'tta predict'; see 'tta predict --help'", code: 64)
+        expectError(tta(["compare", "-q"]), "unknown option '-q' for 'tta compare'; see 'tta compare --help'", code: 64)
+    }
+
+    @Test func badValuesNameTheOptionAndWhatWasExpected() {
+        expectError(tta(["compare", "--batch-size", "x"]), "invalid value 'x' for '--batch-size': expected a positive integer", code: 64)
+        expectError(tta(["compare", "--batch-size", "0"]), "invalid value '0' for '--batch-size': expected a positive integer", code: 64)
+        expectError(tta(["compare", "--lr", "-1"]), "invalid value '-1' for '--lr': expected a non-negative number", code: 64)
+        expectError(tta(["compare", "--bn-alpha", "2"]), "invalid value '2' for '--bn-alpha': expected a number in [0, 1]", code: 64)
+        expectError(tta(["compare", "--beta1", "1"]), "invalid value '1' for '--beta1': expected a number in [0, 1)", code: 64)
+        expectError(tta(["compare", "--severity", "5,6"]), "invalid value '5,6' for '--severity': expected a comma-separated list of integers in 1...5", code: 64)
+        expectError(tta(["compare", "--nesterov", "yes"]), "invalid value 'yes' for '--nesterov': expected true or false", code: 64)
+        expectError(tta(["compare", "--seed", "-3"]), "invalid value '-3' for '--seed': expected a non-negative integer", code: 64)
+        expectError(tta(["compare", "--setting", "continuous"]),
+                    "invalid value 'continuous' for '--setting': expected one of continual, reset_each_shift, gradual, mixed_domains, correlated (did you mean 'continual'?)", code: 64)
+        expectError(tta(["compare", "--methods", "tent,cota"]),
+                    "invalid value 'cota' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta (did you mean 'cotta'?)", code: 64)
+        expectError(tta(["compare", "--methods", "tent,tent"]), "'--methods' lists 'tent' twice", code: 64)
+        expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta", code: 64)
+        expectError(tta(["compare", "--model", "resnet50"]),
+                    "invalid value 'resnet50' for '--model': expected auto or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)", code: 64)
+        expectError(tta(["compare", "--lr"]), "option '--lr' needs a value: a non-negative number", code: 64)
+        expectError(tta(["compare", "--lr", "--steps", "2"]), "option '--lr' needs a value: a non-negative number", code: 64)
+    }
+
+    @Test func commandsAndArguments() {
+        expectError(tta(["comapre"]), "unknown command 'comapre'; did you mean 'compare'?", code: 64)
+        expectError(tta(["train"]), "unknown command 'train'; commands: compare, run, list, inspect, predict", code: 64)
+        expectError(tta(["--lr", "1"]), "expected a command before '--lr': compare, run, list, inspect, predict; see 'tta --help'", code: 64)
+        expectError(tta(["compare", "extra"]), "unexpected argument 'extra' for 'tta compare'; see 'tta compare --help'", code: 64)
+        expectError(tta(["inspect"]), "'tta inspect' needs a file to inspect; see 'tta inspect --help'", code: 64)
+        expectError(tta(["inspect", "/nonexistent/w.safetensors"]), "inspect: no such file: /nonexistent/w.safetensors", code: 1)
+        expectError(tta(["predict", "--input", "x.npy"]), "'tta predict' needs --weights (the model's .safetensors weights)", code: 64)
+        expectError(tta(["help", "rnu"]), "unknown command 'rnu'; did you mean 'run'?", code: 64)
+    }
+
+    @Test func incompatibleAndMissingOptions() throws {
+        expectError(tta(["compare", "--dirichlet", "0.1"]), "--dirichlet applies only to --setting correlated (the setting is continual)", code: 64)
+        expectError(tta(["compare", "--dataset", "cifar10-c"]), "--dataset cifar10-c needs --data-dir (the CIFAR-10-C folder or its parent)", code: 64)
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        expectError(tta(["compare", "--dataset", "cifar100-c", "--data-dir", tiny.root]),
+                    "--dataset cifar100-c needs --weights (a .safetensors state dict; only fmnist-c has an embedded model)", code: 64)
+        expectError(tta(["compare", "--data-dir", tiny.folder.path("elsewhere"), "--weights", tiny.weights]),
+                    "--dataset is needed: cannot tell the benchmark from --data-dir \(tiny.folder.path("elsewhere")) (expected a CIFAR-10-C, CIFAR-100-C or FMNIST-C folder or its parent)", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--samples-per-domain", "100"]),
+                    "--samples-per-domain: 100 exceeds the 8 samples per severity of \(tiny.dataFolder.path)", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--corruptions", "gausian_noise"]),
+                    "invalid value 'gausian_noise' for '--corruptions': expected a corruption name (did you mean 'gaussian_noise'?)", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--steps", "0"]), "invalid value '0' for '--steps': expected a positive integer", code: 64)
+    }
+
+    @Test func missingAndUnusableFiles() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let missing = tiny.folder.path("missing.safetensors")
+        expectError(tta(["compare", "--dataset", "cifar10-c", "--data-dir", tiny.root, "--weights", missing]), "--weights: no such file: \(missing)", code: 1)
+        let noDir = tiny.folder.path("nowhere")
+        expectError(tta(["compare", "--dataset", "cifar10-c", "--data-dir", noDir, "--weights", tiny.weights]),
+                    "\(noDir): directory does not exist; expected a CIFAR-10-C-layout folder (labels.npy and <corruption>.npy files) or its parent", code: 1)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--corruptions", "snow"]),
+                    "\(tiny.dataFolder.appendingPathComponent("snow.npy").path): missing corruption file; the folder has: gaussian_noise, shot_noise, fog", code: 1)
+        let out = tiny.folder.path("no/such/dir/r.json")
+        expectError(tta(["compare"] + tiny.dataOptions + ["--output", out]),
+                    "cannot write \(out): the folder \(tiny.folder.path("no/such/dir")) does not exist", code: 1)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--source-data", tiny.folder.path("src")]),
+                    "--source-data: no such file: \(tiny.folder.path("src"))", code: 1)
+    }
+
+    @Test func weightsThatDoNotMatch() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        // A named model whose state dict differs: the error names the key.
+        var model = TinyBenchmark.makeModel(channels: 3)
+        let dropped = tiny.folder.path("dropped.safetensors")
+        try SafeTensorsFile.write(model.store.stateDict().filter { $0.name != "fc.bias" && !$0.name.hasSuffix("num_batches_tracked") },
+                                  to: URL(fileURLWithPath: dropped))
+        expectError(tta(["compare"] + tiny.dataOptions + ["--weights", dropped, "--model", "wideresnet-10-1"]),
+                    "cannot load \(dropped) as wideresnet-10-1: tensor 'fc.bias': missing from the file (the model expects shape [10])", code: 1)
+        let r = tta(["compare"] + tiny.dataOptions + ["--model", "wideresnet-10-2"])
+        #expect(r.code == 1)
+        #expect(r.err.hasPrefix("tta: error: cannot load \(tiny.weights) as wideresnet-10-2: state dict does not match the model"))
+        #expect(r.err.contains("'block1.layer.0.conv1.weight' expected shape [32, 16, 3, 3], found [16, 16, 3, 3]"))
+        #expect(r.err.split(separator: "\n").count == 1)
+        // auto: weights for 1-channel images on 3-channel data.
+        model = TinyBenchmark.makeModel(channels: 1)
+        let grey = tiny.folder.path("grey.safetensors")
+        try TinyBenchmark.save(model, to: grey)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--weights", grey]),
+                    "\(grey): the weights take 1-channel images (conv1.weight) but the data has 3 channels", code: 1)
+        // Not a safetensors file at all.
+        let junk = tiny.folder.path("junk.safetensors")
+        try Data("not a model".utf8).write(to: URL(fileURLWithPath: junk))
+        let j = tta(["compare"] + tiny.dataOptions + ["--weights", junk])
+        #expect(j.code == 1 && j.err.hasPrefix("tta: error: \(junk): ") && j.err.split(separator: "\n").count == 1)
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import Testing
+@testable import TTACLI
+
+@Suite struct HelpTests {
+    @Test(arguments: CommandName.allCases)
+    func helpListsEveryOptionWithItsDefault(_ command: CommandName) {
+        let r = tta([command.rawValue, "--help"])
+        #expect(r.code == 0 && r.err.isEmpty)
+        #expect(r.out.hasPrefix("OVERVIEW: "))
+        #expect(r.out.contains("USAGE: tta \(command.rawValue)"))
+        #expect(r.out.contains("-h, --help"))
+        let flat = r.out.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        for spec in OptionSpec.options(for: command) {
+            #expect(r.out.contains("  --\(spec.name)"), "--\(spec.name) missing from 'tta \(command.rawValue) --help'")
+            if let d = spec.defaultText {
+                #expect(flat.contains("(default: \(d))"), "default of --\(spec.name) missing")
+            }
+        }
+        #expect(r.out.split(separator: "\n").allSatisfy { $0.count <= Help.width + 2 })
+        #expect(tta(["help", command.rawValue]).out == r.out)
+        #expect(tta([command.rawValue, "--bogus", "-h"]).out == r.out)
+    }
+
+    @Test func compareHelpShowsTheDocumentedDefaults() {
+        let out = tta(["compare", "--help"]).out
+        #expect(out.contains("  --batch-size <n>                Images per batch (one adaptation step each). norm_alpha's\n"))
+        for d in ["(default: 200; 50 for fmnist-c)", "(default: source,norm_test,tent,cotta)", "(default: shuffled)", "(default: 0.001)",
+                  "(default: adam)", "(default: continual)", "(default: auto)", "(default: 1)", "(default: 5)", "(default: table)"] {
+            #expect(out.split(whereSeparator: \.isWhitespace).joined(separator: " ").contains(d), "\(d)")
+        }
+        #expect(tta(["predict", "--help"]).out.contains("(default: source)"))
+        #expect(tta(["run", "--help"]).out.contains("(default: tent)"))
+    }
+
+    @Test func topLevel() {
+        let r = tta(["--help"])
+        #expect(r.code == 0)
+        for c in CommandName.allCases { #expect(r.out.contains("\n  \(c.rawValue) ")) }
+        #expect(tta([]).out == r.out && tta(["help"]).out == r.out && tta(["-h"]).out == r.out)
+        #expect(tta(["--version"]).out == "tta 0.1.0\n")
+    }
+
+    @Test func listShowsMethodsWithDefaults() {
+        let r = tta(["list"])
+        #expect(r.code == 0)
+        #expect(r.out.contains("  tent         entropy minimisation over BN affine parameters (TENT)\n               --optimizer adam --lr 0.001 --beta1 0.9 --weight-decay 0 --steps 1\n"))
+        #expect(r.out.contains("  norm_alpha   BN with (1-α)·source + α·batch statistics (α-BN)\n               --bn-alpha 0.1\n"))
+        for section in ["METHODS", "MODELS (--model)", "DATASETS (--dataset)", "SETTINGS (--setting)", "ORDERS (--order)"] {
+            #expect(r.out.contains(section))
+        }
+        for s in ["continual", "reset_each_shift", "gradual", "mixed_domains", "correlated", "cifar10-c", "cifar100-c", "fmnist-c"] {
+            #expect(r.out.contains("  \(s) "))
+        }
+    }
+}

@@ -1,0 +1,49 @@
+import Foundation
+import Testing
+import TTAData
+@testable import TTACLI
+
+@Suite struct InspectTests {
+    @Test func safetensorsShowsKeysShapesAndArchitecture() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let r = tta(["inspect", tiny.weights])
+        #expect(r.code == 0 && r.err.isEmpty)
+        let lines = r.out.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        try #require(lines.count > 5, "\(r.err)")
+        let file = try SafeTensorsFile.read(URL(fileURLWithPath: tiny.weights))
+        #expect(lines[0].hasPrefix("\(tiny.weights): safetensors, \(file.entries.count) tensors, "))
+        #expect(lines[1] == "metadata: architecture=wideresnet-10-1, format=pt")
+        let params = TinyBenchmark.makeModel(channels: 3).store.parameterCount
+        #expect(lines[2] == "architecture: wideresnet-10-1 (3 input channels, 10 classes), \(formatCount(params)) parameters; the weights load into it")
+        #expect(lines[4].split(separator: " ") == ["name", "dtype", "shape", "elements"])
+        #expect(lines.contains { $0.hasPrefix("conv1.weight ") && $0.contains("  F32    [16, 3, 3, 3] ") && $0.hasSuffix(" 432") })
+        #expect(lines.filter { $0.contains(" F32 ") || $0.contains(" I64 ") }.count == file.entries.count)
+    }
+
+    @Test func npyShowsDtypeShapeAndLayout() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let labels = tiny.dataFolder.appendingPathComponent("labels.npy").path
+        #expect(tta(["inspect", labels]).out == """
+            \(labels): .npy version 1.0, dtype uint8 ('|u1'), shape (40,), 40 elements, 40 bytes of data
+            values: min 0, max 7
+            looks like: 40 integer labels (as labels.npy: 5 severities x 8)
+
+            """)
+        let fog = tiny.dataFolder.appendingPathComponent("fog.npy").path
+        let r = tta(["inspect", fog])
+        #expect(r.out.hasPrefix("\(fog): .npy version 1.0, dtype uint8 ('|u1'), shape (40, 16, 16, 3), 30,720 elements, 30,720 bytes of data\n"))
+        #expect(r.out.hasSuffix("looks like: 40 uint8 images 16x16 with 3 channels (NHWC); as a CIFAR-C corruption file: 5 severities x 8 images; tta predict divides it by 255\n"))
+    }
+
+    @Test func otherFiles() throws {
+        let dir = try TemporaryFolder()
+        defer { dir.cleanup() }
+        let text = dir.path("notes.txt")
+        try Data("hello".utf8).write(to: URL(fileURLWithPath: text))
+        let r = tta(["inspect", text])
+        #expect(r.code == 1 && r.err.hasPrefix("tta: error: \(text): neither a .npy file (no \\x93NUMPY magic) nor a safetensors file ("))
+        expectError(tta(["inspect", dir.url.path]), "\(dir.url.path) is a folder; expected a .safetensors or .npy file", code: 1)
+    }
+}

@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+import TTAData
+import TTAModels
+import TTANN
+import TTATensor
+import TTATestSupport
+@testable import TTACLI
+
+@Suite struct PredictTests {
+    /// `count` seeded uint8 NHWC images and the same as float32 NCHW in [0, 1].
+    static func images(count: Int, channels: Int, size: Int) -> (bytes: [UInt8], nchw: [Float]) {
+        var g = SeededGenerator(seed: 11)
+        let bytes = (0..<(count * size * size * channels)).map { _ in UInt8(truncatingIfNeeded: g.next() >> 56) }
+        var nchw = [Float](repeating: 0, count: bytes.count)
+        let plane = size * size
+        for n in 0..<count {
+            for p in 0..<plane {
+                for c in 0..<channels {
+                    nchw[(n * channels + c) * plane + p] = Float(bytes[(n * plane + p) * channels + c]) / 255
+                }
+            }
+        }
+        return (bytes, nchw)
+    }
+
+    @Test func roundTripMatchesTheModel() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let (bytes, nchw) = Self.images(count: 10, channels: 3, size: 16)
+        let input = tiny.folder.path("images.npy"), output = tiny.folder.path("logits.npy")
+        try NPYFile.write(uint8: bytes, shape: [10, 16, 16, 3], to: URL(fileURLWithPath: input))
+        let r = tta(["predict", "--weights", tiny.weights, "--input", input, "--output", output, "--batch-size", "4"])
+        #expect(r.code == 0, "\(r.err)")
+        #expect(r.out.hasPrefix("wrote \(output): float32 (10, 10) logits of wideresnet-10-1 with source, 10 images in 3 batches of up to 4, "))
+        let logits = try NPYFile(contentsOf: URL(fileURLWithPath: output))
+        #expect(logits.dtype == .float32 && logits.shape == [10, 10])
+
+        // The same images straight through the source model (BN with running statistics).
+        let model = try ModelZoo.load(SafeTensorsFile.read(URL(fileURLWithPath: tiny.weights)))
+        model.setBatchNormMode(.runningStatistics)
+        let expected = model.forward(Tensor(shape: [10, 3, 16, 16], storage: nchw), .inference)
+        expectClose(try logits.floats(), expected.storage, tolerance: 1e-5, "uint8 input")
+
+        // float32 NCHW input gives the same logits.
+        let floatInput = tiny.folder.path("images-f32.npy"), floatOutput = tiny.folder.path("logits-f32.npy")
+        try NPYFile.write(floats: nchw, shape: [10, 3, 16, 16], to: URL(fileURLWithPath: floatInput))
+        #expect(tta(["predict", "--weights", tiny.weights, "--input", floatInput, "--output", floatOutput, "--batch-size", "10"]).code == 0)
+        expectClose(try NPYFile(contentsOf: URL(fileURLWithPath: floatOutput)).floats(), expected.storage, tolerance: 1e-5, "float input")
+    }
+
+    @Test func aMethodAdaptsWhilePredicting() throws {
+        let tiny = try TinyBenchmark(channels: 1)
+        defer { tiny.cleanup() }
+        let (bytes, _) = Self.images(count: 8, channels: 1, size: 16)
+        let input = tiny.folder.path("grey.npy")
+        try NPYFile.write(uint8: bytes, shape: [8, 16, 16], to: URL(fileURLWithPath: input))  // (N, H, W) for one channel
+        var outputs: [[Float]] = []
+        for method in ["source", "norm_test", "tent"] {
+            let out = tiny.folder.path("\(method).npy")
+            let r = tta(["predict", "--weights", tiny.weights, "--input", input, "--output", out, "--method", method, "--batch-size", "4", "--quiet"])
+            #expect(r.code == 0, "\(r.err)")
+            outputs.append(try NPYFile(contentsOf: URL(fileURLWithPath: out)).floats())
+        }
+        #expect(outputs[0] != outputs[1])
+        // tent predicts its first batch before any update: the same as norm_test there.
+        #expect(Array(outputs[1][0..<40]) == Array(outputs[2][0..<40]))
+        #expect(outputs[1][40...] != outputs[2][40...])
+    }
+
+    @Test func inputThatIsNotImages() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let input = tiny.folder.path("nchw-bytes.npy")
+        try NPYFile.write(uint8: [UInt8](repeating: 0, count: 4 * 3 * 16 * 16), shape: [4, 3, 16, 16], to: URL(fileURLWithPath: input))
+        expectError(tta(["predict", "--weights", tiny.weights, "--input", input, "--output", tiny.folder.path("o.npy")]),
+                    "\(input): expected uint8 (N, H, W, 3) NHWC or float32 (N, 3, H, W) NCHW for wideresnet-10-1, found uint8 with shape [4, 3, 16, 16]", code: 1)
+        expectError(tta(["predict", "--weights", tiny.weights, "--input", tiny.folder.path("none.npy"), "--output", tiny.folder.path("o.npy")]),
+                    "--input: no such file: \(tiny.folder.path("none.npy"))", code: 1)
+        #expect(!FileManager.default.fileExists(atPath: tiny.folder.path("o.npy")))
+    }
+}
