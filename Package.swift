@@ -1,11 +1,32 @@
 // swift-tools-version: 6.2
 import PackageDescription
+import Foundation
 
-// Build switches (all opt-in, documented in README.md):
-//   TTA_TARGET_CPU=native  compiles for this machine's CPU (AVX2/FMA on x86-64), enabling the FMA kernel path.
-//                          Binaries built this way may crash (SIGILL) on CPUs without those instructions.
+// Build switches (documented in README.md):
+//   TTA_TARGET_CPU         which CPU the code is compiled for. Unset or `auto`: on an x86-64 Linux host whose
+//                          /proc/cpuinfo lists AVX2 and FMA, `haswell` (the x86-64-v3 feature level: any CPU since Haswell or Zen), which
+//                          enables the FMA kernel path; anywhere else the portable baseline. `portable`
+//                          forces the baseline (plain SIMD multiply-add; runs on any x86-64 or arm64).
+//                          Any other value (e.g. `native`) is passed to `-target-cpu` as is. A binary built
+//                          for haswell or native stops with SIGILL on a CPU without those instructions.
 //   TTA_CHECKS=1           turns on expensive shape / finiteness checks inside kernels.
-let targetCPU = Context.environment["TTA_TARGET_CPU"].flatMap { $0.isEmpty ? nil : $0 }
+func hostSupportsX86_64v3() -> Bool {
+    #if os(Linux) && arch(x86_64)
+    guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
+          let flagsLine = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
+    let flags = Set(flagsLine.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init))
+    return ["avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe"].allSatisfy(flags.contains)
+    #else
+    return false
+    #endif
+}
+let targetCPU: String? = {
+    switch Context.environment["TTA_TARGET_CPU"] ?? "auto" {
+    case "", "auto": return hostSupportsX86_64v3() ? "haswell" : nil
+    case "portable": return nil
+    case let cpu: return cpu
+    }
+}()
 var common: [SwiftSetting] = []
 if let cpu = targetCPU {
     common.append(.unsafeFlags(["-target-cpu", cpu]))
@@ -32,7 +53,7 @@ let package = Package(
         .target(name: "TTAModels", dependencies: ["TTAKernels", "TTANN", "TTAData"], swiftSettings: common),
         .target(name: "TTAAdaptation", dependencies: ["TTAModels"], swiftSettings: common),
         .target(name: "TTARuntime", dependencies: ["TTAAdaptation", "TTAAugment", "TTAData", "TTAModels"], swiftSettings: common),
-        .executableTarget(name: "tta-bench", dependencies: ["TTAModels", "TTAKernels"], path: "benchmarks/tta-bench",
+        .executableTarget(name: "tta-bench", dependencies: ["TTAModels", "TTAKernels", "TTARuntime"], path: "benchmarks/tta-bench",
                           swiftSettings: common),
         .target(name: "TTACLI", dependencies: ["TTARuntime"], swiftSettings: common),
         .executableTarget(name: "tta", dependencies: ["TTACLI"], swiftSettings: common),

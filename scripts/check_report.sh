@@ -29,4 +29,18 @@ png=${2:-${report%.html}.png}
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
     --screenshot="$png" --window-size=1280,1600 "file://$(realpath "$report")" 2>/dev/null
 [ -s "$png" ] || { echo "check_report.sh: chromium wrote no screenshot" >&2; exit 1; }
+
+# What the browser built: the page as rendered (after any script), checked for the parts the report
+# must have and for numbers that did not survive (NaN, Infinity, undefined).
+dom=$(chromium --headless --no-sandbox --disable-gpu --dump-dom "file://$(realpath "$report")" 2>/dev/null)
+svgs=$(grep -o '<svg' <<<"$dom" | wc -l)
+bars=$(grep -o '<rect' <<<"$dom" | wc -l)
+lines=$(grep -o '<polyline\|<path' <<<"$dom" | wc -l)
+echo "check_report.sh: $svgs SVG charts, $bars rects, $lines lines/paths in the rendered page" >&2
+[ "$svgs" -ge 2 ] || { echo "check_report.sh: expected at least 2 SVG charts (bars, running error), found $svgs" >&2; exit 1; }
+if grep -q 'NaN\|Infinity\|undefined' <<<"$dom"; then
+    echo "check_report.sh: the rendered page contains NaN, Infinity or undefined" >&2; exit 1
+fi
+grep -q 'http://\|https://' <(grep -o '\(src\|href\)="[^"]*"' <<<"$dom") && {
+    echo "check_report.sh: the page loads something from the network" >&2; exit 1; }
 echo "$png"

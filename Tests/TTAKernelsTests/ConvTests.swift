@@ -35,6 +35,35 @@ import TTATestSupport
         conv2dBackwardWeightReference(x: x, dy: dy, dWeight: &dwRef, g)
         expectClose(dw, dwRef, "backward weight \(g)")
     }
+
+    /// Images are spread over threads (each with single-threaded GEMMs) when the batch has at least as
+    /// many images as threads, and go one by one through multi-threaded GEMMs otherwise: both must give
+    /// the same bits. 1 thread, 3 threads (5 images: runs of unequal length), 8 threads (fewer images).
+    @Test func resultsDoNotDependOnTheThreadCount() {
+        let g = Conv2dGeometry(n: 5, c: 16, h: 12, w: 12, o: 24, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1)
+        let x = randomFloats(g.inputCount, seed: 5), w = randomFloats(g.weightCount, seed: 6)
+        let dy = randomFloats(g.outputCount, seed: 7)
+        func run(_ threads: Int) -> (y: [Float], dx: [Float], dw: [Float]) {
+            withKernelThreads(threads) {
+                var y = [Float](repeating: .nan, count: g.outputCount)
+                var dx = [Float](repeating: 0, count: g.inputCount), dw = [Float](repeating: 0, count: g.weightCount)
+                conv2dForward(x: x, weight: w, y: &y, g)
+                conv2dBackwardInput(dy: dy, weight: w, dx: &dx, g)
+                conv2dBackwardWeight(x: x, dy: dy, dWeight: &dw, g)
+                return (y, dx, dw)
+            }
+        }
+        let one = run(1)
+        var yRef = [Float](repeating: .nan, count: g.outputCount)
+        conv2dForwardReference(x: x, weight: w, y: &yRef, g)
+        expectClose(one.y, yRef, "forward, 1 thread")
+        for threads in [3, 8] {
+            let r = run(threads)
+            #expect(r.y == one.y, "forward, \(threads) threads")
+            #expect(r.dx == one.dx, "backward input, \(threads) threads")
+            #expect(r.dw == one.dw, "backward weight, \(threads) threads")
+        }
+    }
 }
 
 /// Batch-norm kernels against their Double reference twins.

@@ -1,5 +1,6 @@
 import Testing
 import TTAKernels
+import TTATestSupport
 
 /// gemmSIMD against the naive gemmReference: odd and tiny shapes, shapes that cross every blocking
 /// boundary (MR, NR, KC, MC, NC), all four transpose combinations, padded leading dimensions,
@@ -30,7 +31,7 @@ struct GemmTests {
                 for transB in [false, true] {
                     let (alpha, beta) = Self.scalings[variant % Self.scalings.count]
                     variant += 1
-                    withThreads(threads) {
+                    withKernelThreads(threads) {
                         check(m: m, n: n, k: k, transA: transA, transB: transB, alpha: alpha, beta: beta,
                               padding: (variant % 3, 2 * (variant % 2), variant % 4), rng: &rng)
                     }
@@ -44,7 +45,7 @@ struct GemmTests {
         var rng = SplitMix64(state: 7)
         for (m, n, k) in [(1, 1, 1), (7, 19, 5), (64, 130, 300)] {
             for threads in [1, 2] {
-                withThreads(threads) {
+                withKernelThreads(threads) {
                     check(m: m, n: n, k: k, transA: false, transB: false, alpha: 1.5, beta: 0,
                           padding: (1, 3, 2), rng: &rng, fill: .nan)
                     check(m: m, n: n, k: k, transA: true, transB: true, alpha: 1, beta: 0,
@@ -69,7 +70,7 @@ struct GemmTests {
         // A shared (m <= n): 7 x 350000 floats, in blocks of 6 and 1 rows. B shared (m > n):
         // 17 x 140000, in blocks of 16 and 1 columns. (Bᵀ keeps gemmReference's inner loop
         // contiguous, hence fast.)
-        withThreads(2) {
+        withKernelThreads(2) {
             check(m: 7, n: 7, k: 350_000, transA: false, transB: true, alpha: 1, beta: 0.5,
                   padding: (0, 0, 0), rng: &rng)
             check(m: 18, n: 17, k: 140_000, transA: false, transB: true, alpha: -1, beta: 0,
@@ -85,7 +86,7 @@ struct GemmTests {
             var results: [[Float]] = []
             for threads in [1, 2] {
                 var c = [Float](repeating: .nan, count: m * n)
-                withThreads(threads) {
+                withKernelThreads(threads) {
                     gemmSIMD(transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k,
                              b: b, ldb: n, beta: 0, c: &c, ldc: n)
                 }
@@ -166,14 +167,6 @@ struct GemmTests {
 
     private func randomMatrix(_ count: Int, _ rng: inout SplitMix64) -> [Float] {
         (0..<count).map { _ in rng.nextSigned() }
-    }
-
-    /// Runs `body` with `KernelThreads.count == threads`, then restores the previous count.
-    private func withThreads(_ threads: Int, _ body: () -> Void) {
-        let saved = KernelThreads.count
-        KernelThreads.count = threads
-        defer { KernelThreads.count = saved }
-        body()
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TTAData
+import TTAKernels
 import TTANN
 import TTATensor
 
@@ -72,4 +73,12 @@ public func weightedSum(_ y: [Float], _ r: [Float]) -> Double {
 public func randomFloats(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
     var g = SeededGenerator(seed: seed)
     return (0..<count).map { _ in g.nextNormal() * scale }
+}
+
+/// Runs `body` with `KernelThreads.count == threads`, then restores the previous count.
+public func withKernelThreads<T>(_ threads: Int, _ body: () throws -> T) rethrows -> T {
+    let saved = KernelThreads.count
+    KernelThreads.count = threads
+    defer { KernelThreads.count = saved }
+    return try body()
 }

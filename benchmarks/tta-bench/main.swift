@@ -3,8 +3,10 @@
 //
 //     swift run -c release tta-bench gemm [--threads N] [--json FILE] [--numpy FILE] [--runs N]
 //                                         [--shapes square|conv|all|MxNxK,...] [--trans NN|NT|TN|TT]
+//     swift run -c release tta-bench steps [--model wideresnet-D-W[,...]] [--batch N[,...]] [--methods LIST]
+//                                          [--warmup W] [--runs R] [--threads T] [--json FILE]
 //
-// Build with TTA_TARGET_CPU=native for the FMA kernels (see Package.swift).
+// The default build uses the FMA kernels on an AVX2+FMA x86-64 host; TTA_TARGET_CPU=portable forces the portable path (see Package.swift).
 
 import Foundation
 
@@ -19,6 +21,17 @@ let usage = """
               --trans XY        NN (default), NT, TN or TT: transpose A (X) and/or B (Y)
               --json FILE       write all results as JSON
               --numpy FILE      JSON written by benchmarks/gemm_numpy.py; adds a Swift/numpy column
+      steps   time one adaptation step (Adaptor.adapt on one batch) per method and model; PyTorch
+              counterpart: benchmarks/pytorch_reference.py, both together: benchmarks/compare_steps.sh
+              --model LIST      wideresnet-D-W, comma-separated (default: wideresnet-28-10,wideresnet-16-2)
+              --batch N[,...]   batch size, one or one per model (default: 200 for WRN-28-10, else 64)
+              --methods LIST    from source,norm_test,tent,cotta,cotta-noaug (default: all five); cotta
+                                runs its 32 augmented teacher passes on every batch, cotta-noaug none
+              --warmup W        untimed steps per method first (default: 1)
+              --runs R          timed steps per method (default: 3)
+              --threads N       kernel threads (default: all cores)
+              --seed S          seed of the model initialisation and the inputs (default: 1)
+              --json FILE       write all results as JSON
     """
 
 var arguments = Array(CommandLine.arguments.dropFirst())
@@ -32,6 +45,8 @@ do {
     switch command {
     case "gemm":
         try GemmBench(arguments: arguments).run()
+    case "steps":
+        try StepBench(arguments: arguments).run()
     case "-h", "--help", "help":
         print(usage)
     default:

@@ -88,9 +88,16 @@ private func col2imAdd(_ col: UnsafePointer<Float>, _ g: Conv2dGeometry, c0: Int
                     if iy < 0 || iy >= g.h { continue }
                     let s = srcRow + oy * wo
                     let d = plane + iy * g.w
-                    for ox in 0..<wo {
-                        let ix = ox * g.strideW - g.padW + kx
-                        if ix >= 0 && ix < g.w { d[ix] += s[ox] }
+                    if g.strideW == 1 {
+                        // Contiguous run, as in im2col: ix = ox + off for ox in [lo, hi).
+                        let off = kx - g.padW
+                        let lo = max(0, -off), hi = min(wo, g.w - off)
+                        if hi > lo { addInPlace(d + lo + off, s + lo, count: hi - lo) }
+                    } else {
+                        for ox in 0..<wo {
+                            let ix = ox * g.strideW - g.padW + kx
+                            if ix >= 0 && ix < g.w { d[ix] += s[ox] }
+                        }
                     }
                 }
                 row += 1
@@ -99,34 +106,46 @@ private func col2imAdd(_ col: UnsafePointer<Float>, _ g: Conv2dGeometry, c0: Int
     }
 }
 
-/// `y = conv(x, weight)`. y is overwritten.
+/// `d[i] += s[i]` for `i < count`, eight lanes at a time.
+@inline(__always)
+private func addInPlace(_ d: UnsafeMutablePointer<Float>, _ s: UnsafePointer<Float>, count: Int) {
+    var i = 0
+    let rd = UnsafeMutableRawPointer(d), rs = UnsafeRawPointer(s)
+    while i + 8 <= count {
+        let v = rd.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) + rs.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        rd.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < count { d[i] += s[i]; i += 1 }
+}
+
+/// `y = conv(x, weight)`. y is overwritten. Images run in parallel (see `forEachImage`).
 package func conv2dForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                            _ g: Conv2dGeometry) {
     let hwo = g.ho * g.wo
-    forEachLoweredInput(x, g) { i, gr, b in
-            gemm(transA: false, transB: false, m: g.og, n: hwo, k: g.kdim, alpha: 1,
-                 a: weight + gr * g.og * g.kdim, lda: g.kdim, b: b, ldb: hwo,
-                 beta: 0, c: y + (i * g.o + gr * g.og) * hwo, ldc: hwo)
+    forEachLoweredInput(x, g, imagesInParallel: true) { i, gr, b, threads in
+        gemm(transA: false, transB: false, m: g.og, n: hwo, k: g.kdim, alpha: 1,
+             a: weight + gr * g.og * g.kdim, lda: g.kdim, b: b, ldb: hwo,
+             beta: 0, c: y + (i * g.o + gr * g.og) * hwo, ldc: hwo, threads: threads)
     }
 }
 
 /// `dx += ∂L/∂x` given `dy = ∂L/∂y`. The caller zeroes `dx` first if it wants the gradient alone.
+/// Images run in parallel: each writes only its own slice of `dx`.
 package func conv2dBackwardInput(dy: UnsafePointer<Float>, weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                                  _ g: Conv2dGeometry) {
     let hwo = g.ho * g.wo, chw = g.c * g.h * g.w
-    let col = UnsafeMutablePointer<Float>.allocate(capacity: g.kdim * hwo)
-    defer { col.deallocate() }
-    for i in 0..<g.n {
+    forEachImage(g.n, scratch: g.isPointwise ? 0 : g.kdim * hwo, inParallel: true) { i, col, threads in
         for gr in 0..<g.groups {
             let dyi = dy + (i * g.o + gr * g.og) * hwo
             let wg = weight + gr * g.og * g.kdim
             if g.isPointwise {
                 // dx_g (cg, HW) += W_gᵀ (cg, og) · dy_g (og, HW)
                 gemm(transA: true, transB: false, m: g.kdim, n: hwo, k: g.og, alpha: 1, a: wg, lda: g.kdim,
-                     b: dyi, ldb: hwo, beta: 1, c: dx + i * chw + gr * g.cg * g.h * g.w, ldc: hwo)
+                     b: dyi, ldb: hwo, beta: 1, c: dx + i * chw + gr * g.cg * g.h * g.w, ldc: hwo, threads: threads)
             } else {
                 gemm(transA: true, transB: false, m: g.kdim, n: hwo, k: g.og, alpha: 1, a: wg, lda: g.kdim,
-                     b: dyi, ldb: hwo, beta: 0, c: col, ldc: hwo)
+                     b: dyi, ldb: hwo, beta: 0, c: col, ldc: hwo, threads: threads)
                 col2imAdd(col, g, c0: gr * g.cg, dx + i * chw)
             }
         }
@@ -134,35 +153,62 @@ package func conv2dBackwardInput(dy: UnsafePointer<Float>, weight: UnsafePointer
 }
 
 /// `dWeight += ∂L/∂weight` given `dy`. The caller zeroes `dWeight` first if it wants the gradient alone.
+/// Images run one after the other (they all add into `dWeight`), each through a multi-threaded GEMM,
+/// so the sum is taken in image order whatever the thread count.
 package func conv2dBackwardWeight(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
                                   _ g: Conv2dGeometry) {
     let hwo = g.ho * g.wo
-    forEachLoweredInput(x, g) { i, gr, b in
-            // dW_g (og, kdim) += dy_g (og, HW) · colᵀ (HW, kdim)
-            gemm(transA: false, transB: true, m: g.og, n: g.kdim, k: hwo, alpha: 1,
-                 a: dy + (i * g.o + gr * g.og) * hwo, lda: hwo, b: b, ldb: hwo,
-                 beta: 1, c: dWeight + gr * g.og * g.kdim, ldc: g.kdim)
+    forEachLoweredInput(x, g, imagesInParallel: false) { i, gr, b, threads in
+        // dW_g (og, kdim) += dy_g (og, HW) · colᵀ (HW, kdim)
+        gemm(transA: false, transB: true, m: g.og, n: g.kdim, k: hwo, alpha: 1,
+             a: dy + (i * g.o + gr * g.og) * hwo, lda: hwo, b: b, ldb: hwo,
+             beta: 1, c: dWeight + gr * g.og * g.kdim, ldc: g.kdim, threads: threads)
     }
 }
 
-/// Calls `body(image, group, col)` with the lowered input `col: (cg·KH·KW, HO·WO)` of every image and
-/// group: `im2col` into one scratch buffer, or the input itself for pointwise convolutions.
+/// Calls `body(image, group, col, gemmThreads)` with the lowered input `col: (cg·KH·KW, HO·WO)` of every
+/// image and group: `im2col` into the worker's scratch buffer, or the input itself for pointwise
+/// convolutions.
 @inline(__always)
-private func forEachLoweredInput(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry,
-                                 _ body: (Int, Int, UnsafePointer<Float>) -> Void) {
+private func forEachLoweredInput(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry, imagesInParallel: Bool,
+                                 _ body: (Int, Int, UnsafePointer<Float>, Int) -> Void) {
     let chw = g.c * g.h * g.w
-    let col: UnsafeMutablePointer<Float>? = g.isPointwise ? nil : .allocate(capacity: g.kdim * g.ho * g.wo)
-    defer { col?.deallocate() }
-    for i in 0..<g.n {
+    forEachImage(g.n, scratch: g.isPointwise ? 0 : g.kdim * g.ho * g.wo, inParallel: imagesInParallel) { i, col, threads in
+        let xi = x + i * chw
         for gr in 0..<g.groups {
-            let xi = x + i * chw
-            if let col {
-                im2col(xi, g, c0: gr * g.cg, col)
-                body(i, gr, UnsafePointer(col))
+            if g.isPointwise {
+                body(i, gr, xi + gr * g.cg * g.h * g.w, threads)
             } else {
-                body(i, gr, xi + gr * g.cg * g.h * g.w)
+                im2col(xi, g, c0: gr * g.cg, col)
+                body(i, gr, UnsafePointer(col), threads)
             }
         }
+    }
+}
+
+/// Calls `body(image, scratch, gemmThreads)` for every image of the batch, with a scratch buffer of
+/// `scratch` floats owned by the calling worker.
+///
+/// In parallel, with at least as many images as threads, the batch is cut into contiguous runs of
+/// images that the threads take dynamically, each running single-threaded GEMMs: one image of a late
+/// WideResNet layer (8x8 outputs) is too small a GEMM to keep two cores busy, a batch of them is not.
+/// Otherwise the images go one by one through GEMMs that use all the threads. A GEMM computes every
+/// element in the same order whatever its thread count, so the split never changes a result.
+@inline(__always)
+private func forEachImage(_ n: Int, scratch: Int, inParallel: Bool,
+                          _ body: (Int, UnsafeMutablePointer<Float>, Int) -> Void) {
+    let threads = KernelThreads.count
+    if inParallel && threads > 1 && n >= threads {
+        let runs = splitRange(n, parts: min(n, 4 * threads))
+        parallelFor(runs.count) { r in
+            let col = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratch))
+            defer { col.deallocate() }
+            for i in runs[r] { body(i, col, 1) }
+        }
+    } else {
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratch))
+        defer { col.deallocate() }
+        for i in 0..<n { body(i, col, threads) }
     }
 }
 

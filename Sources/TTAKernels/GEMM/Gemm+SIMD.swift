@@ -31,10 +31,13 @@
 /// The micro-kernel uses `addProduct` (one `vfmadd231ps`) only under `TTA_FMA`, which Package.swift
 /// defines together with `-target-cpu`; without it `addProduct` becomes a call to `fmaf`, so the
 /// portable build multiplies and adds separately.
+///
+/// `threads` caps the threads of this call (1 when the caller already runs one call per thread).
 package func gemmSIMD(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                       alpha: Float, a: UnsafePointer<Float>, lda: Int,
                       b: UnsafePointer<Float>, ldb: Int,
-                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                      beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+                      threads maxThreads: Int = KernelThreads.count) {
     if m <= 0 || n <= 0 { return }
     if k == 0 || alpha == 0 {
         scaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
@@ -42,7 +45,7 @@ package func gemmSIMD(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
     }
     // Below a few MFLOP (well under a millisecond), waking a second thread costs more than it saves.
     let flops = 2 * Double(m) * Double(n) * Double(k)
-    let threads = flops < 4e6 ? 1 : KernelThreads.count
+    let threads = flops < 4e6 ? 1 : max(1, maxThreads)
     let problem = GemmProblem(transA: transA, transB: transB, k: k, alpha: alpha, beta: beta,
                               a: SendablePointer(a), lda: lda, b: SendablePointer(b), ldb: ldb,
                               c: SendablePointer(c), ldc: ldc)

@@ -7,11 +7,12 @@
 /// `C` is M×N with leading dimension `ldc` ≥ N. With `beta == 0`, `C` is not read (NaNs in it are ignored).
 ///
 /// Dispatches to the packed, register-tiled SIMD kernel (`gemmSIMD`, multi-threaded) when the problem
-/// is large enough to pay for packing, otherwise to `gemmReference`.
+/// is large enough to pay for packing, otherwise to `gemmReference`. `threads` caps the threads it uses.
 package func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                   alpha: Float, a: UnsafePointer<Float>, lda: Int,
                   b: UnsafePointer<Float>, ldb: Int,
-                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+                  threads: Int = KernelThreads.count) {
     precondition(m >= 0 && n >= 0 && k >= 0, "gemm: negative dimension")
     if m == 0 || n == 0 { return }
     if m * n * k < 4096 {
@@ -19,7 +20,7 @@ package func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                       b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     } else {
         gemmSIMD(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
-                 b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+                 b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, threads: threads)
     }
 }
 
