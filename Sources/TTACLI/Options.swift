@@ -86,7 +86,7 @@ struct OptionSpec: Sendable {
             guard let p = rawValue.firstIndex(of: "(") else { return rawValue.uppercased() + ":" }
             return rawValue[..<p].uppercased() + String(rawValue[p...]) + ":"
         }
-        case input = "Input and output", output = "Output", runtime = "Runtime"
+        case input = "Images and logits", output = "Output", runtime = "Runtime"
     }
     let name: String
     let kind: ValueKind
@@ -133,7 +133,9 @@ let optionTable: [OptionSpec] = [
                help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), or auto to infer it from --weights.",
                group: .model, commands: adapting),
     OptionSpec(name: "weights", kind: .text(placeholder: "file.safetensors"), defaultText: "the embedded model for fmnist-c",
-               help: "Source-model weights: a PyTorch state dict saved as safetensors.", group: .model, commands: adapting),
+               help: "Source-model weights: a PyTorch state dict saved as safetensors.", group: .model, commands: experiment),
+    OptionSpec(name: "weights", kind: .text(placeholder: "file.safetensors"), defaultText: nil,
+               help: "Required. The model's weights: a PyTorch state dict saved as safetensors.", group: .model, commands: [.predict]),
     // Methods
     OptionSpec(name: "methods", kind: .list(allowed: MethodRegistry.names), defaultText: defaultCompareMethods.joined(separator: ","),
                help: "Methods to compare, in this order, each from the source model.", group: .methods, commands: [.compare]),
@@ -160,7 +162,9 @@ let optionTable: [OptionSpec] = [
                help: "Sample order within a domain: file order, or shuffled with --seed as the reference benchmark does.",
                group: .stream, commands: experiment),
     OptionSpec(name: "seed", kind: .seed, defaultText: "1",
-               help: "Seed of the shuffles and of every random draw of the methods.", group: .stream, commands: adapting),
+               help: "Seed of the shuffles and of every random draw of the methods.", group: .stream, commands: experiment),
+    OptionSpec(name: "seed", kind: .seed, defaultText: "1",
+               help: "Seed of the method's random draws (CoTTA's augmentations and restores).", group: .hyper, commands: [.predict]),
     OptionSpec(name: "dirichlet", kind: .number(.nonNegative), defaultText: "0, which sorts each domain by label",
                help: "Correlated setting only: Dirichlet concentration δ of the label-correlated order.",
                group: .stream, commands: experiment),
@@ -197,10 +201,10 @@ let optionTable: [OptionSpec] = [
                group: .hyper, commands: adapting),
     // Input and output of predict
     OptionSpec(name: "input", kind: .text(placeholder: "images.npy"), defaultText: nil,
-               help: "Images: uint8 (N, H, W, C) NHWC, divided by 255, or float32 (N, C, H, W) NCHW in the model's input range.",
+               help: "Required. Images: uint8 (N, H, W, C) NHWC, divided by 255, or float32 (N, C, H, W) NCHW in the model's input range.",
                group: .input, commands: [.predict]),
     OptionSpec(name: "output", kind: .text(placeholder: "out.npy"), defaultText: nil,
-               help: "Where to write the logits: float32 (N, classes) .npy, atomically.", group: .input, commands: [.predict]),
+               help: "Required. Where to write the logits: float32 (N, classes) .npy, atomically.", group: .input, commands: [.predict]),
     // Output of run and compare
     OptionSpec(name: "format", kind: .choice(OutputFormat.allCases.map(\.rawValue)), defaultText: "table",
                help: "How results are printed (json: the results file).", group: .output, commands: experiment),
@@ -258,14 +262,12 @@ enum Dataset: String, CaseIterable, Sendable {
         }
     }
 
-    /// The dataset a folder holds, from its name or its child folder's name.
+    /// The dataset a folder holds, from its name or its only child folder named like one (nil when
+    /// there is none, or several).
     static func detect(in directory: URL) -> Dataset? {
-        let fm = FileManager.default
-        for d in allCases {
-            if directory.lastPathComponent == d.folderName { return d }
-        }
-        for d in allCases where fm.fileExists(atPath: directory.appendingPathComponent(d.folderName).path) { return d }
-        return nil
+        if let d = allCases.first(where: { directory.lastPathComponent == $0.folderName }) { return d }
+        let children = allCases.filter { FileManager.default.fileExists(atPath: directory.appendingPathComponent($0.folderName).path) }
+        return children.count == 1 ? children[0] : nil
     }
 }
 

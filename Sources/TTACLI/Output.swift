@@ -222,7 +222,7 @@ final class ProgressPrinter {
             guard now - lastDraw > 100_000_000 || e.batch == e.batchCount else { return }
             lastDraw = now
             let line = "\(methodLabel)  domain \(e.domain)/\(e.domainCount) \(e.domainName)  batch \(e.batchInDomain)/\(e.batchesInDomain)"
-                + "  error \(ResultsView.percent(e.runningError))%  \(String(format: "%.1f", e.imagesPerSecond)) img/s  ETA \(formatClock(e.eta))"
+                + "  running error \(ResultsView.percent(e.runningError))%  \(String(format: "%.1f", e.imagesPerSecond)) img/s  ETA \(formatClock(e.eta))"
             console.err("\r\u{1B}[K" + line)
             lineShown = true
         case .domainFinished(let d):

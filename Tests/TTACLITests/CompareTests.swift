@@ -123,6 +123,20 @@ import TTARuntime
         }
     }
 
+    @Test func dataDirIsTheFolderOrItsParent() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let common = ["--weights", tiny.weights, "--corruptions", "fog", "--methods", "source", "--quiet", "--format", "json", "--threads", "3"]
+        for dir in [tiny.root, tiny.dataFolder.path] {
+            // No --dataset: the folder name (or its one child named like a benchmark) tells it.
+            let r = tta(["compare", "--data-dir", dir] + common)
+            #expect(r.code == 0, "\(r.err)")
+            let file = try JSONDecoder().decode(ResultsFile.self, from: Data(r.out.utf8))
+            #expect(file.config.dataset == "cifar10-c" && file.config.dataDirectory == tiny.dataFolder.path && file.config.threads == 3)
+            #expect(file.config.stream.batchSize == 200)  // the CIFAR default; 50 is for fmnist-c only
+        }
+    }
+
     @Test func dirichletOrder() throws {
         let tiny = try TinyBenchmark(corruptions: ["fog"], perSeverity: 400)
         defer { tiny.cleanup() }
