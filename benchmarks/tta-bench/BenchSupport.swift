@@ -44,13 +44,13 @@ func seconds(_ body: () -> Void) -> Double {
     return Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
 }
 
-/// Timings of repeated runs: one warm-up, then at least `minRuns` runs and, unless `fixedRuns`,
-/// more until about `budget` seconds have passed (at most `maxRuns`).
+/// Timings of repeated runs: `warmup` untimed runs (default one), then at least `minRuns` runs and,
+/// unless `fixedRuns`, more until about `budget` seconds have passed (at most `maxRuns`).
 struct Timing {
     let runs: [Double]
 
-    init(minRuns: Int, fixedRuns: Bool, budget: Double = 1.0, maxRuns: Int = 50, _ body: () -> Void) {
-        _ = seconds(body)
+    init(minRuns: Int, fixedRuns: Bool, warmup: Int = 1, budget: Double = 1.0, maxRuns: Int = 50, _ body: () -> Void) {
+        for _ in 0..<max(0, warmup) { body() }
         var runs: [Double] = []
         var total = 0.0
         while runs.count < minRuns || (!fixedRuns && total < budget && runs.count < maxRuns) {
