@@ -5,9 +5,9 @@
 #     benchmarks/compare_gemm.sh [--threads N] [--shapes square|conv|all|MxNxK,...] [--trans NN|NT|TN|TT]
 #                                [--rounds R] [--portable] [--out DIR]
 #
-# Builds tta-bench in release first, as the default build does (the FMA kernel on an AVX2+FMA
-# x86-64 host), or with TTA_TARGET_CPU=portable under --portable.
-# Set SCRATCH to choose the build folder (default: .build / .build-bench-portable).
+# Builds tta-bench in release first with TTA_TARGET_CPU=auto (the FMA kernel on an AVX2+FMA x86-64
+# host), or portable (the default build) under --portable.
+# Set SCRATCH to choose the build folder (default: .build-bench-native / .build-bench-portable).
 # --rounds R alternates numpy and Swift R times and keeps each side's best per shape, which evens
 # out a shared, noisy machine. The JSON reports and the merged table stay in --out
 # (default: results/gemm-<date>).
@@ -38,8 +38,8 @@ if [[ $portable == 1 ]]; then
     scratch="${SCRATCH:-.build-bench-portable}"
     TTA_TARGET_CPU=portable swift build -c release --product tta-bench --scratch-path "$scratch" >&2
 else
-    scratch="${SCRATCH:-.build}"
-    env -u TTA_TARGET_CPU swift build -c release --product tta-bench --scratch-path "$scratch" >&2
+    scratch="${SCRATCH:-.build-bench-native}"
+    TTA_TARGET_CPU=auto swift build -c release --product tta-bench --scratch-path "$scratch" >&2
 fi
 bench="$scratch/release/tta-bench"
 

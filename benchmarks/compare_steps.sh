@@ -8,9 +8,9 @@
 #                                 [--portable] [--no-build] [--out DIR]
 #
 # Defaults: WRN-28-10 at batch 200 and WRN-16-2 at batch 64, all five methods, warm-up 1, 3 runs.
-# Builds tta-bench in release first, as the default build does (the FMA kernel on an AVX2+FMA
-# x86-64 host), or with TTA_TARGET_CPU=portable under --portable (as compare_gemm.sh).
-# Set SCRATCH to choose the build folder (default: .build / .build-bench-portable);
+# Builds tta-bench in release first with TTA_TARGET_CPU=auto (the FMA kernel on an AVX2+FMA
+# x86-64 host), or portable (the default build) under --portable (as compare_gemm.sh).
+# Set SCRATCH to choose the build folder (default: .build-bench-native / .build-bench-portable);
 # --no-build uses $SCRATCH/release/tta-bench as it is. The JSON reports and the merged table stay in
 # --out (default: results/steps-<date>).
 set -euo pipefail
@@ -46,8 +46,8 @@ if [[ $portable == 1 ]]; then
     scratch="${SCRATCH:-.build-bench-portable}"
     [[ $build == 1 ]] && TTA_TARGET_CPU=portable swift build -c release --product tta-bench --scratch-path "$scratch" >&2
 else
-    scratch="${SCRATCH:-.build}"
-    [[ $build == 1 ]] && env -u TTA_TARGET_CPU swift build -c release --product tta-bench --scratch-path "$scratch" >&2
+    scratch="${SCRATCH:-.build-bench-native}"
+    [[ $build == 1 ]] && TTA_TARGET_CPU=auto swift build -c release --product tta-bench --scratch-path "$scratch" >&2
 fi
 bench="$scratch/release/tta-bench"
 [[ -x $bench ]] || { echo "compare_steps.sh: no $bench (build it, or drop --no-build)" >&2; exit 1; }

@@ -15,9 +15,15 @@ every parameter is ill-conditioned in float32: Adam's update is nearly the sign 
 element, so rounding noise in near-zero gradients moves weights by ±lr; PyTorch's own float32 run
 differs from its float64 run by 1e-3 to 7e-3 after four batches.
 
-Run from the repository root: python3 scripts/make_method_fixtures.py
+ETA, EATA and SAR (mariodoebler `methods/eata.py`, `sar.py`) run on a copy of the model
+whose classifier is rescaled to be confident and class-diverse on the stream (`model_confident`), so that
+the entropy and redundancy filters keep some samples and drop others at the reference margins.
+
+Run from the repository root: python3 scripts/make_method_fixtures.py [case ...]
+(with case names, only those cases' files, and the confident model they use, are written).
 """
 import copy
+import math
 import os
 import sys
 
@@ -171,6 +177,159 @@ def run_cotta(model, xs, cfg):
     return outs
 
 
+def features_and_logits(model, x):
+    """Penultimate features (the input of `fc`) and logits, as the reference's `split_up_model`."""
+    feats = []
+    hook = model.fc.register_forward_hook(lambda mod, inp, out: feats.append(inp[0]))
+    y = model(x)
+    hook.remove()
+    return feats[0], y
+
+
+def lame_affinity(f, kind, knn):
+    """LAME's affinity on L2-normalised features f (N, d): rbf, kNN or linear (reference semantics)."""
+    n = f.shape[0]
+    dist = (f.unsqueeze(0) - f.unsqueeze(1)).norm(dim=-1)
+    if kind == "knn":
+        idx = dist.topk(min(knn + 1, n), dim=-1, largest=False).indices[:, 1:]
+        return torch.zeros(n, n, dtype=f.dtype).scatter_(-1, idx, 1.0)
+    if kind == "rbf":
+        sigma = dist.topk(min(knn, n), dim=-1, largest=False).values[:, -1].mean()
+        return torch.exp(-dist ** 2 / (2 * sigma ** 2))
+    return f @ f.t()
+
+
+def run_lame(model, xs, cfg):
+    """LAME: source model (eval, running BN statistics), bound iterations on the batch's affinity."""
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for x in xs:
+            feats, logits = features_and_logits(model, x)
+            unary = -torch.log(logits.softmax(1) + 1e-10)
+            kernel = lame_affinity(nn.functional.normalize(feats, p=2, dim=-1), cfg["affinity"], cfg["knn"])
+            if cfg["force_symmetry"]:
+                kernel = 0.5 * (kernel + kernel.t())
+            y = (-unary).softmax(-1)
+            old = float("inf")
+            for i in range(100):
+                pairwise = kernel @ y
+                y = (-unary + pairwise).softmax(-1)
+                e = (unary * y - pairwise * y + y * torch.log(y.clip(1e-20))).sum().item()
+                if i > 1 and abs(e - old) <= 1e-8 * abs(old):
+                    break
+                old = e
+            outs.append(y)
+    return outs
+
+
+def configure_norm_adaptation(model):
+    """EATA/SAR set-up: eval mode, batch-statistics BN, only the BN affine parameters train."""
+    model.eval()
+    model.requires_grad_(False)
+    set_bn_batch_stats(model)
+    params = []
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.requires_grad_(True)
+            params += [m.weight, m.bias]
+    return params
+
+
+def eata_fisher(model, source):
+    """EATA's Fisher: per source batch, the squared gradient of CE against argmax pseudo-labels; averaged."""
+    fishers = {}
+    for x in source:
+        y = model(x)
+        nn.functional.cross_entropy(y, y.max(1)[1]).backward()
+        for name, p in model.named_parameters():
+            if p.grad is not None:
+                fishers[name] = fishers.get(name, 0) + p.grad.detach() ** 2
+                p.grad = None
+    return {name: (f / len(source), dict(model.named_parameters())[name].detach().clone()) for name, f in fishers.items()}
+
+
+def run_eata(model, xs, cfg):
+    """ETA (fisher_alpha 0) and EATA: reliable and non-redundant samples, reweighted entropy, EWC term."""
+    params = configure_norm_adaptation(model)
+    opt = make_optimizer(params, cfg)
+    e_margin = cfg["margin_e0"] * math.log(10)
+    fishers = eata_fisher(model, cfg["source"]) if cfg["fisher_alpha"] > 0 else None
+    current = None
+    outs, gaps = [], []
+    for x in xs:
+        y = model(x)
+        ent = softmax_entropy(y)
+        gaps.append((ent - e_margin).abs().min().item())
+        ids1 = torch.where(ent < e_margin)
+        ent = ent[ids1]
+        probs = y[ids1].softmax(1)
+        if current is not None:
+            cos = nn.functional.cosine_similarity(current.unsqueeze(0), probs, dim=1)
+            gaps.append((cos.abs() - cfg["d_margin"]).abs().min().item() if len(cos) else 1.0)
+            ids2 = torch.where(cos.abs() < cfg["d_margin"])
+            ent, probs = ent[ids2], probs[ids2]
+        if len(ent) > 0:
+            with torch.no_grad():
+                current = probs.mean(0) if current is None else 0.9 * current + 0.1 * probs.mean(0)
+            loss = (ent * torch.exp(e_margin - ent.detach())).mean(0)
+            if fishers is not None:
+                for name, p in model.named_parameters():
+                    if name in fishers:
+                        loss = loss + cfg["fisher_alpha"] * (fishers[name][0] * (p - fishers[name][1]) ** 2).sum()
+            loss.backward()
+            opt.step()
+        opt.zero_grad()
+        outs.append(y.detach())
+    print(f"  eata: smallest distance of an entropy to E0 or |cos| to d_margin: {min(gaps):.2e}")
+    extra = {f"fisher.{k}": v[0].float() for k, v in (fishers or {}).items()}
+    return outs, extra
+
+
+def run_sar(model, xs, cfg):
+    """SAR: SAM (rho 0.05) around SGD momentum 0.9, reliable entropy on both passes, EMA model recovery."""
+    params = configure_norm_adaptation(model)
+    source_state = copy.deepcopy(model.state_dict())
+    opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9)
+    e_margin = cfg["margin_e0"] * math.log(10)
+    ema, outs, emas, gaps = None, [], [], []
+    for x in xs:
+        opt.zero_grad()
+        y = model(x)
+        ent = softmax_entropy(y)
+        gaps.append((ent - e_margin).abs().min().item())
+        ids1 = torch.where(ent < e_margin)
+        ent[ids1].mean(0).backward()
+        with torch.no_grad():  # SAM first step: climb to theta + rho * g / |g|
+            norm = torch.stack([p.grad.norm(p=2) for p in params]).norm(p=2)
+            old = [p.detach().clone() for p in params]
+            for p in params:
+                p.add_(p.grad * (0.05 / (norm + 1e-12)))
+        opt.zero_grad()
+        ent2 = softmax_entropy(model(x))[ids1]
+        gaps.append((ent2 - e_margin).abs().min().item() if len(ent2) else 1.0)
+        loss2 = ent2[torch.where(ent2 < e_margin)].mean(0)
+        if not math.isnan(loss2.item()):
+            ema = loss2.item() if ema is None else 0.9 * ema + 0.1 * loss2.item()
+        loss2.backward()
+        with torch.no_grad():  # SAM second step: back to theta, SGD step with the perturbed gradient
+            for p, o in zip(params, old):
+                p.copy_(o)
+        opt.step(); opt.zero_grad()
+        recovered = ema is not None and ema < cfg["reset_constant"]
+        print(f"  sar: loss EMA {ema}" + (" < reset constant: back to the source" if recovered else ""))
+        if recovered:
+            model.load_state_dict(source_state)
+            opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9)
+            ema = None
+        emas.append(float("nan") if ema is None else ema)
+        outs.append(y.detach())
+    print(f"  sar: smallest entropy-to-E0 distance {min(gaps):.2e}")
+    return outs, {"ema": torch.tensor(emas, dtype=torch.float32)}
+
+
+RECOVERY_CONSTANT = 0.3   # sar_recovery: the loss EMA falls below it after batch 1, so the model goes back to the source
+
 CASES = {
     "source": (run_source, {}),
     "norm_test": (run_norm_test, {}),
@@ -180,26 +339,73 @@ CASES = {
     "tent_sgd_steps2": (run_tent, {"optimizer": "sgd", "lr": 0.01, "steps": 2}),
     "cotta": (run_cotta, {"optimizer": "adam", "lr": 1e-3, "ap": 1.0, "n_aug": 2, "mt": 0.9, "symmetric": False}),
     "cotta_symmetric_sgd": (run_cotta, {"optimizer": "sgd", "lr": 0.01, "ap": 1.0, "n_aug": 2, "mt": 0.9, "symmetric": True}),
+    # LAME on the source fixture model; ETA/EATA/SAR on model_confident (see the module docstring).
+    # Reference CIFAR-10 defaults unless noted.
+    "lame": (run_lame, {"affinity": "rbf", "knn": 5, "force_symmetry": False}),
+    "lame_knn_symmetric": (run_lame, {"affinity": "knn", "knn": 3, "force_symmetry": True}),
+    "lame_linear": (run_lame, {"affinity": "linear", "knn": 5, "force_symmetry": False}),
+    "eta": (run_eata, {"optimizer": "adam", "lr": 1e-3, "margin_e0": 0.4, "d_margin": 0.4, "fisher_alpha": 0.0}),
+    "eta_sgd": (run_eata, {"optimizer": "sgd", "lr": 0.002, "margin_e0": 0.4, "d_margin": 0.5, "fisher_alpha": 0.0}),
+    "eata": (run_eata, {"optimizer": "adam", "lr": 1e-3, "margin_e0": 0.4, "d_margin": 0.4, "fisher_alpha": 2000.0}),
+    "sar": (run_sar, {"lr": 1e-3, "margin_e0": 0.4, "reset_constant": 0.2}),
+    "sar_recovery": (run_sar, {"lr": 1e-3, "margin_e0": 0.4, "reset_constant": RECOVERY_CONSTANT}),
 }
+CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery"}
 
 
-def method_cases():
-    """methods/model.safetensors, methods/stream.safetensors and methods/<case>.safetensors (per-batch outputs)."""
+def make_source_batches():
+    """Two source batches for EATA's Fisher information (a different draw from the stream)."""
+    g = torch.Generator().manual_seed(22)
+    return list(torch.rand(2 * BATCH_SIZE, 3, 32, 32, generator=g).split(BATCH_SIZE))
+
+
+def confident_state(state, xs):
+    """The fixture model with `fc` rescaled per feature (×6 / feature std over the stream) and re-centred
+    (bias −W·mean feature), so that predictions are confident and spread over the classes."""
+    model = WideResNet(depth=16, widen_factor=1, num_classes=10)
+    model.load_state_dict(state)
+    model = model.double()
+    set_bn_batch_stats(model)
+    with torch.no_grad():
+        feats = torch.cat([features_and_logits(model, x.double())[0] for x in xs])
+    w = 6 * state["fc.weight"].double() / (feats.std(0) + 1e-3)
+    out = dict(state)
+    out["fc.weight"] = w.float().contiguous()
+    out["fc.bias"] = (-(w @ feats.mean(0))).float().contiguous()
+    return out
+
+
+def method_cases(only=None):
+    """methods/model.safetensors, methods/model_confident.safetensors, methods/stream.safetensors and
+    methods/<case>.safetensors (per-batch outputs; for eata also `source`, the Fisher batches, and
+    `fisher.<name>`; for sar `ema`, the loss average after each batch and any recovery, NaN when unset). `only`: write just these cases."""
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(31)
     base = WideResNet(depth=16, widen_factor=1, num_classes=10)
     randomize_bn(base, 32)
     state = {k: v.clone() for k, v in base.state_dict().items()}
-    save_file(state, os.path.join(OUT, "model.safetensors"))
     stream = make_stream()
-    save_file({"x": stream}, os.path.join(OUT, "stream.safetensors"), metadata={"batch_size": str(BATCH_SIZE)})
     xs = list(stream.split(BATCH_SIZE))
+    confident = confident_state(state, xs)
+    if only is None:
+        save_file(state, os.path.join(OUT, "model.safetensors"))
+        save_file({"x": stream}, os.path.join(OUT, "stream.safetensors"), metadata={"batch_size": str(BATCH_SIZE)})
+    if only is None or CONFIDENT & set(only):
+        save_file(confident, os.path.join(OUT, "model_confident.safetensors"))
+    source = make_source_batches()
     for name, (fn, cfg) in CASES.items():
+        if only is not None and name not in only:
+            continue
         model = WideResNet(depth=16, widen_factor=1, num_classes=10)
-        model.load_state_dict(state)
+        model.load_state_dict(confident if name in CONFIDENT else state)
         model = model.double()
-        outs = fn(model, [x.double() for x in xs], cfg)
+        run_cfg = dict(cfg, source=[x.double() for x in source])
+        result = fn(model, [x.double() for x in xs], run_cfg)
+        outs, extra = result if isinstance(result, tuple) else (result, {})
         tensors = {f"batch{i}": o.float().contiguous() for i, o in enumerate(outs)}
+        tensors.update({k: v.contiguous() for k, v in extra.items()})
+        if name == "eata":
+            tensors["source"] = torch.cat(source).contiguous()
         # Final BN state (affine parameters and running statistics): what these methods change.
         final = {f"final.{k}": v.detach().float().clone() for k, v in model.state_dict().items()
                  if v.is_floating_point() and "bn" in k}
@@ -212,4 +418,4 @@ def method_cases():
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    method_cases()
+    method_cases(sys.argv[1:] or None)

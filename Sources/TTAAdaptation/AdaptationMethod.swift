@@ -79,17 +79,42 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
     public var augmentations: Int = 32
     /// CoTTA loss: soft-target cross-entropy on CIFAR, symmetric cross-entropy on ImageNet.
     public var symmetricLoss: Bool
+    /// EATA/ETA/SAR reliability margin as a fraction of ln C: `E0 = factor·ln C` (`EATA.MARGIN_E0`).
+    public var entropyMarginFactor: Float = 0.4
+    /// EATA/ETA redundancy threshold ε on `|cos(m, p_i)|` (`EATA.D_MARGIN`): 0.4 on CIFAR-10, 0.1 on
+    /// CIFAR-100, 0.05 on ImageNet.
+    public var redundancyMargin: Float = 0.4
+    /// EATA's Fisher-regulariser weight β (`EATA.FISHER_ALPHA`): 1 on CIFAR, 2000 on ImageNet. `eta` ignores it.
+    public var fisherAlpha: Float = 1
+    /// SAR model recovery: reset to the source when the EMA of the loss falls below this (`SAR.RESET_CONSTANT_EM`).
+    public var sarResetConstant: Float = 0.2
+    /// SAR's SAM neighbourhood radius ρ (fixed at 0.05 in the reference).
+    public var samRho: Float = 0.05
+    /// LAME affinity between features (`LAME.AFFINITY`).
+    public var lameAffinity: LAMEAffinity = .rbf
+    /// LAME neighbours k (`LAME.KNN`): the kNN graph's degree, or rbf's σ from the k-th nearest distance.
+    public var lameNeighbours: Int = 5
+    /// LAME: use `(W + Wᵀ)/2` (`LAME.FORCE_SYMMETRY`).
+    public var lameForceSymmetry: Bool = false
 
     /// The reference defaults: CIFAR10-C/CIFAR100-C (`Adam 1e-3`, CoTTA rst 0.01, ap 0.92 on CIFAR-10
-    /// and 0.72 on CIFAR-100) or ImageNet-C (`SGD` Nesterov; TENT 2.5e-4, CoTTA 0.01, rst 0.001, ap 0.1).
+    /// and 0.72 on CIFAR-100; EATA ε 0.4 on CIFAR-10 and 0.1 on CIFAR-100, β 1) or ImageNet-C (`SGD`
+    /// Nesterov; TENT, EATA and SAR 2.5e-4, CoTTA 0.01, rst 0.001, ap 0.1; EATA ε 0.05, β 2000).
+    /// SAR builds its own SGD (momentum 0.9, no Nesterov) with `lr`, as the reference does.
     public static func defaults(for family: Family, method: String = "", numClasses: Int = 10) -> MethodConfiguration {
         switch family {
         case .cifar:
-            return MethodConfiguration(optimizer: .adam, lr: 1e-3, restoreProbability: 0.01,
-                                       confidenceThreshold: numClasses >= 100 ? 0.72 : 0.92, symmetricLoss: false)
+            var c = MethodConfiguration(optimizer: .adam, lr: 1e-3, restoreProbability: 0.01,
+                                        confidenceThreshold: numClasses >= 100 ? 0.72 : 0.92, symmetricLoss: false)
+            c.redundancyMargin = numClasses >= 100 ? 0.1 : 0.4
+            c.fisherAlpha = 1
+            return c
         case .imagenet:
-            return MethodConfiguration(optimizer: .sgd, lr: method == "cotta" ? 0.01 : 2.5e-4, restoreProbability: 0.001,
-                                       confidenceThreshold: 0.1, symmetricLoss: true)
+            var c = MethodConfiguration(optimizer: .sgd, lr: method == "cotta" ? 0.01 : 2.5e-4, restoreProbability: 0.001,
+                                        confidenceThreshold: 0.1, symmetricLoss: true)
+            c.redundancyMargin = 0.05
+            c.fisherAlpha = 2000
+            return c
         }
     }
 
@@ -114,5 +139,11 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         try check(restoreProbability >= 0 && restoreProbability <= 1, "restore-probability must be in [0, 1], got \(restoreProbability)")
         try check(confidenceThreshold >= 0 && confidenceThreshold <= 1, "confidence-threshold must be in [0, 1], got \(confidenceThreshold)")
         try check(augmentations >= 0, "augmentations must be non-negative, got \(augmentations)")
+        try check(entropyMarginFactor.isFinite && entropyMarginFactor > 0, "entropy-margin must be positive, got \(entropyMarginFactor)")
+        try check(redundancyMargin.isFinite && redundancyMargin >= 0, "redundancy-margin must be non-negative, got \(redundancyMargin)")
+        try check(fisherAlpha.isFinite && fisherAlpha >= 0, "fisher-alpha must be non-negative, got \(fisherAlpha)")
+        try check(sarResetConstant.isFinite, "sar-reset-constant must be a number, got \(sarResetConstant)")
+        try check(samRho.isFinite && samRho >= 0, "sam-rho must be non-negative, got \(samRho)")
+        try check(lameNeighbours >= 1, "lame-neighbours must be at least 1, got \(lameNeighbours)")
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import TTAModels
 import TTANN
 import TTATensor
@@ -9,9 +10,13 @@ public struct GradientUpdate {
     public let optimizer: Optimizer
     public init(_ optimizer: Optimizer) { self.optimizer = optimizer }
 
-    public func apply(_ dLogits: Tensor, model: any ImageClassifier, timer: inout PhaseTimer) {
+    /// - Parameter regularize: adds the gradient of any loss term that does not go through the logits
+    ///   (EATA's Fisher penalty) to the store's gradient arena, after backward and before the step.
+    public func apply(_ dLogits: Tensor, model: any ImageClassifier, timer: inout PhaseTimer,
+                      regularize: ((ParameterStore) -> Void)? = nil) {
         timer.measure(.backward) { model.backward(dLogits) }
         timer.measure(.update) {
+            regularize?(model.store)
             optimizer.step()
             model.store.zeroGrads()
         }
@@ -46,4 +51,57 @@ public func stochasticRestore(_ store: ParameterStore, source: ParameterStore.Sn
     for (i, e) in store.entries.enumerated() where store.trainable[i] {
         for j in e.offset..<(e.offset + e.count) where g.nextUniform() < p { v[j] = source.values[j] }
     }
+}
+
+/// EATA/ETA/SAR's reliability margin `E0 = factor·ln C` (`EATA.MARGIN_E0 · log(num_classes)`).
+public func entropyMargin(factor: Float, numClasses: Int) -> Float {
+    Float(Double(factor) * Foundation.log(Double(numClasses)))
+}
+
+/// The softmax entropy `H_i = −Σ_c p_ic log p_ic` of every row of `(N, C)` logits, in Double.
+public func softmaxEntropies(_ logits: Tensor) -> [Float] {
+    (0..<logits.shape[0]).map { i in
+        let lp = logSoftmaxRow(logits, i)
+        return Float(-lp.reduce(0) { $0 + Foundation.exp($1) * $1 })
+    }
+}
+
+/// The samples among `candidates` whose entropy is below `margin` (the "reliable" samples of EATA
+/// and SAR: `torch.where(entropys < margin)`), in order.
+public func reliableSamples(_ entropies: [Float], below margin: Float, among candidates: [Int]? = nil) -> [Int] {
+    (candidates ?? Array(entropies.indices)).filter { entropies[$0] < margin }
+}
+
+/// Mean entropy over a subset `S` of the rows, optionally weighted:
+/// `L = (1/|S|) Σ_{i∈S} w_i H_i`, with `∂L/∂z_ij = −(w_i/|S|) p_ij (log p_ij + H_i)` on the rows of `S`
+/// and zero elsewhere. The weights are constants (detached, as EATA's `exp(E0 − H_i)`).
+/// An empty `S` gives the value NaN (PyTorch's mean of nothing) and a zero gradient.
+/// - Parameters:
+///   - samples: row indices `S`, no repeats.
+///   - weights: `w_i` for each entry of `samples` (all 1 when nil).
+public func subsetEntropyLoss(_ logits: Tensor, samples: [Int], weights: [Float]? = nil) -> (value: Float, gradient: Tensor) {
+    precondition(logits.rank == 2, "subsetEntropyLoss: expected (N, C) logits, got \(logits.shape)")
+    precondition(weights == nil || weights!.count == samples.count, "subsetEntropyLoss: one weight per sample")
+    let c = logits.shape[1]
+    var grad = Tensor(shape: logits.shape)
+    guard !samples.isEmpty else { return (.nan, grad) }
+    let n = Double(samples.count)
+    var total = 0.0
+    for (k, i) in samples.enumerated() {
+        let lp = logSoftmaxRow(logits, i)
+        let h = -lp.reduce(0) { $0 + Foundation.exp($1) * $1 }
+        let w = weights.map { Double($0[k]) } ?? 1
+        total += w * h
+        for j in 0..<c { grad.storage[i * c + j] = Float(-w / n * Foundation.exp(lp[j]) * (lp[j] + h)) }
+    }
+    return (Float(total / n), grad)
+}
+
+/// Log-softmax of row `i` of `(N, C)` logits, in Double.
+private func logSoftmaxRow(_ logits: Tensor, _ i: Int) -> [Double] {
+    let c = logits.shape[1]
+    let row = logits.storage[(i * c)..<((i + 1) * c)].map(Double.init)
+    let mx = row.max()!
+    let lse = mx + Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - mx) })
+    return row.map { $0 - lse }
 }

@@ -18,13 +18,19 @@ public enum MethodRegistry {
         Entry(name: "norm_ema", summary: "BN running statistics updated on the test stream, then used (BN-EMA)", usesGradients: false),
         Entry(name: "tent", summary: "entropy minimisation over BN affine parameters (TENT)", usesGradients: true),
         Entry(name: "cotta", summary: "mean teacher, augmentation-averaged pseudo-labels, stochastic restore (CoTTA)", usesGradients: true),
+        Entry(name: "lame", summary: "Laplacian-regularised output correction on the source model's features, no update (LAME)", usesGradients: false),
+        Entry(name: "eta", summary: "entropy minimisation on reliable, non-redundant samples, reweighted (ETA)", usesGradients: true),
+        Entry(name: "eata", summary: "ETA plus a Fisher penalty towards the source parameters; needs source data (EATA)", usesGradients: true),
+        Entry(name: "sar", summary: "sharpness-aware reliable entropy minimisation with model recovery (SAR)", usesGradients: true),
     ]
 
     public static var names: [String] { entries.map(\.name) }
 
-    /// Builds the method `name` with `configuration`; `augment` is CoTTA's augmentation (nil disables it).
+    /// Builds the method `name` with `configuration`; `augment` is CoTTA's augmentation (nil disables it);
+    /// `sourceBatches` are source-domain images for EATA's Fisher information (`eata` refuses to be built
+    /// without them while its `fisherAlpha` is positive; the other methods ignore them).
     public static func make(_ name: String, configuration: MethodConfiguration,
-                            augment: BatchAugmentation? = nil) throws -> any AdaptationMethod {
+                            augment: BatchAugmentation? = nil, sourceBatches: [Tensor] = []) throws -> any AdaptationMethod {
         try configuration.validate()
         switch name {
         case "source": return ForwardOnlyMethod.source()
@@ -33,6 +39,10 @@ public enum MethodRegistry {
         case "norm_ema": return NormEMAMethod()
         case "tent": return TentMethod(configuration)
         case "cotta": return CoTTAMethod(configuration, augment: augment)
+        case "lame": return LAMEMethod(configuration)
+        case "eta": return EATAMethod(eta: configuration)
+        case "eata": return try EATAMethod(eata: configuration, sourceBatches: sourceBatches)
+        case "sar": return SARMethod(configuration)
         default:
             throw AdaptationError("unknown method '\(name)'; known methods: \(names.joined(separator: ", "))")
         }

@@ -21,6 +21,20 @@ public protocol ImageClassifier: AnyObject {
     func copy() -> Self
 }
 
+/// A classifier that splits into a feature extractor and a head: `forward(x) == head(features(x))`.
+///
+/// Methods that work on penultimate features (LAME's affinity, and later RMT's and AdaContrast's
+/// projections) ask for this protocol. `features` ends where the reference benchmark's
+/// `split_up_model` ends the encoder: after global pooling and flattening.
+public protocol FeatureClassifier: ImageClassifier {
+    /// Width `D` of the features.
+    var featureCount: Int { get }
+    /// Penultimate features `(N, D)` for images `(N, C, H, W)` in [0, 1].
+    func features(_ x: Tensor, _ ctx: ForwardContext) -> Tensor
+    /// Logits `(N, numClasses)` for features `(N, D)`.
+    func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor
+}
+
 extension ImageClassifier {
     /// Sets every BatchNorm2d to `mode`.
     public func setBatchNormMode(_ mode: BatchNormMode) {

@@ -54,7 +54,7 @@ final class WideBasicBlock: Module {
 /// Layout: `conv1` (3×3, in→16) → `block1..3` (n = (depth−4)/6 blocks each, widths 16k, 32k, 64k,
 /// strides 1, 2, 2) → `bn1` → ReLU → global average pool (RobustBench's `avg_pool2d(8)` on 32×32
 /// inputs) → `fc`. `inputChannels` is 3 for CIFAR; other values serve grey-scale benchmarks.
-public final class WideResNet: ImageClassifier, Module {
+public final class WideResNet: FeatureClassifier, Module {
     public let store = ParameterStore()
     public let depth, widenFactor, numClasses, inputChannels: Int
     public var inputNormalization: (mean: [Float], std: [Float])?
@@ -91,12 +91,25 @@ public final class WideResNet: ImageClassifier, Module {
     }
 
     public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        head(features(x, ctx), ctx)
+    }
+
+    /// Width of the pooled features, 64·widenFactor.
+    public var featureCount: Int { fc.inputFeatures }
+
+    /// `conv1` … `bn1` → ReLU → global average pool: `(N, 64·widenFactor)`.
+    public func features(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
         precondition(x.rank == 4 && x.shape[1] == inputChannels,
                      "\(architecture): expected images (N, \(inputChannels), H, W), got \(x.shape)")
         var h = conv1.forward(normalizeInput(x), ctx)
         for b in blocks { h = b.forward(h, ctx) }
         h = relu.forward(bn1.forward(h, ctx), ctx)
-        return fc.forward(pool.forward(h, ctx), ctx)
+        return pool.forward(h, ctx)
+    }
+
+    /// `fc`: logits `(N, numClasses)`.
+    public func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor {
+        fc.forward(features, ctx)
     }
 
     public func backward(_ dLogits: Tensor) {

@@ -6,9 +6,11 @@ import TTATensor
 /// Builds registered methods with the runtime's pieces wired in (CoTTA's augmentation pipeline).
 public enum MethodFactory {
     /// The method `name` for images of `imageSize` pixels (the augmentation canvas follows it).
-    public static func make(_ name: String, configuration: MethodConfiguration, imageSize: Int) throws -> any AdaptationMethod {
+    /// `sourceBatches`: source-domain images, for the methods that need them (EATA's Fisher information).
+    public static func make(_ name: String, configuration: MethodConfiguration, imageSize: Int,
+                            sourceBatches: [Tensor] = []) throws -> any AdaptationMethod {
         let aug = CoTTAAugmentation(imageSize: imageSize)
         let augment: BatchAugmentation = { x, g in aug(x, using: &g) }
-        return try MethodRegistry.make(name, configuration: configuration, augment: augment)
+        return try MethodRegistry.make(name, configuration: configuration, augment: augment, sourceBatches: sourceBatches)
     }
 }

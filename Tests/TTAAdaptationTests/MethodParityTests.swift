@@ -18,6 +18,20 @@ func methodFixtureModel() throws -> any ImageClassifier {
     try ModelZoo.load(try fixture("methods/model.safetensors"))
 }
 
+/// The fixture model with a confident, class-diverse classifier (ETA, EATA, SAR cases).
+/// Golden: `confident_state()` in scripts/make_method_fixtures.py.
+func confidentFixtureModel() throws -> any ImageClassifier {
+    try ModelZoo.load(try fixture("methods/model_confident.safetensors"))
+}
+
+/// Cases run on `confidentFixtureModel()` (the `CONFIDENT` set of the script).
+let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery"]
+
+/// `(B·8, …)` images cut into batches of 8.
+func batchesOf8(_ x: Tensor) -> [Tensor] {
+    (0..<(x.shape[0] / 8)).map { x.slice(($0 * 8)..<(($0 + 1) * 8)) }
+}
+
 /// The configuration each fixture case was generated with.
 func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguration) {
     var c = MethodConfiguration.defaults(for: .cifar)
@@ -29,18 +43,37 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         c.confidenceThreshold = 1; c.augmentations = 2; c.restoreProbability = 0; c.teacherMomentum = 0.9
         if name == "cotta_symmetric_sgd" { c.optimizer = .sgd; c.lr = 0.01; c.symmetricLoss = true }
         return ("cotta", c)
+    case "lame_knn_symmetric":
+        c.lameAffinity = .knn; c.lameNeighbours = 3; c.lameForceSymmetry = true
+        return ("lame", c)
+    case "lame_linear":
+        c.lameAffinity = .linear
+        return ("lame", c)
+    case "eta_sgd":
+        c.optimizer = .sgd; c.lr = 0.002; c.redundancyMargin = 0.5
+        return ("eta", c)
+    case "eata":
+        c.fisherAlpha = 2000
+        return ("eata", c)
+    case "sar_recovery":
+        c.sarResetConstant = 0.3
+        return ("sar", c)
     default:
         return (name, c)
     }
 }
 
 /// Per-batch outputs of every method against the PyTorch runs, to 1e-4.
+/// Golden: `method_cases()` in scripts/make_method_fixtures.py (`run_lame`, `run_eata`, `run_sar` for
+/// the LAME, ETA/EATA and SAR cases).
 @Suite struct MethodParityTests {
-    @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd"])
+    @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
+                      "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)
-        let model = try methodFixtureModel()
+        let model = try confidentCases.contains(name) ? confidentFixtureModel() : methodFixtureModel()
+        let source = expected.names.contains("source") ? batchesOf8(try expected.tensor("source")) : []
         // The fixtures' deterministic CoTTA augmentation: a horizontal flip.
         let flip: BatchAugmentation = { x, _ in
             var y = x
@@ -48,10 +81,28 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
             for row in 0..<(x.count / w) { for j in 0..<w { y.storage[row * w + j] = x.storage[row * w + w - 1 - j] } }
             return y
         }
-        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: flip), seed: 1)
+        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: flip,
+                                                                                sourceBatches: source), seed: 1)
+        var lossAverages: [Float] = []
         for (i, x) in try methodFixtureStream().enumerated() {
             let out = try adaptor.adapt(x)
             expectClose(out, try expected.tensor("batch\(i)"), "\(name) batch \(i)")
+            if let sar = adaptor.method as? SARMethod { lossAverages.append(sar.lossAverage.map(Float.init) ?? .nan) }
+        }
+        // EATA: the Fisher information from the source batches, per parameter.
+        if let eata = adaptor.method as? EATAMethod, let r = eata.regularizer {
+            let keys = expected.names.filter { $0.hasPrefix("fisher.") }
+            #expect(keys.count == model.store.trainableNames.count)
+            for key in keys {
+                let e = try #require(model.store.entry(named: String(key.dropFirst("fisher.".count))))
+                expectClose(Array(r.fisher[e.offset..<(e.offset + e.count)]), try expected.tensor(key).storage, "\(name) \(key)")
+            }
+        }
+        // SAR: the loss average after each batch (after any recovery, which unsets it; NaN while unset).
+        if !lossAverages.isEmpty {
+            let reference = try expected.tensor("ema").storage
+            #expect(lossAverages.map(\.isNaN) == reference.map(\.isNaN))
+            expectClose(lossAverages.filter { !$0.isNaN }, reference.filter { !$0.isNaN }, "\(name) ema")
         }
         // Where the reference saved the final BN state (affine parameters, running statistics), compare it too.
         for key in expected.names where key.hasPrefix("final.") {
@@ -73,6 +124,9 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         c.augmentations = 2
         c.restoreProbability = 0.1
         c.bnAlpha = 0.3
+        // ETA/EATA/SAR: the fixture model is unconfident (entropies near ln 10); let every sample through.
+        c.entropyMarginFactor = 1
+        c.redundancyMargin = 1.01
         return c
     }
 
@@ -84,7 +138,8 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 
     func run(_ method: String, seed: UInt64) throws -> (Adaptor, [Tensor]) {
         let adaptor = try Adaptor(model: try methodFixtureModel(),
-                                  method: try MethodRegistry.make(method, configuration: config(method), augment: Self.jitter), seed: seed)
+                                  method: try MethodRegistry.make(method, configuration: config(method), augment: Self.jitter,
+                                                                  sourceBatches: [try methodFixtureStream()[3]]), seed: seed)
         let outs = try methodFixtureStream().map { try adaptor.adapt($0) }
         return (adaptor, outs)
     }
@@ -127,10 +182,12 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
             default: break
             }
         }
-        let expectedTrainable: [String: ParameterSelection] = ["tent": .normAffine, "cotta": .all]
+        // SAR's exclusions (ResNet layer4, ViT blocks 9-11) do not occur in a WideResNet.
+        let expectedTrainable: [String: ParameterSelection] = ["tent": .normAffine, "cotta": .all, "eta": .normAffine,
+                                                               "eata": .normAffine, "sar": .normAffine]
         let selection = expectedTrainable[method] ?? ParameterSelection.none
         #expect(store.trainableNames == store.entries.filter { $0.kind == .parameter && selection.selects($0) }.map(\.name))
-        if method == "tent" || method == "cotta" {
+        if expectedTrainable[method] != nil {
             #expect(store.snapshot() != source, "\(method) adapted nothing")
         }
     }
@@ -149,6 +206,43 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 
 /// The hooks, each on its own.
 @Suite struct HookTests {
+    @Test func subsetEntropyLossOverAllRowsIsTheMeanEntropy() {
+        let logits = Tensor(shape: [4, 5], storage: randomFloats(20, seed: 4, scale: 3))
+        let all = subsetEntropyLoss(logits, samples: [0, 1, 2, 3])
+        let reference = Loss.softmaxEntropy(logits)
+        #expect(abs(all.value - reference.value) < 1e-6)
+        expectClose(all.gradient, reference.gradient, tolerance: 1e-5)
+        // A subset with weights: rows outside get no gradient; empty subsets give NaN and no gradient.
+        let part = subsetEntropyLoss(logits, samples: [2], weights: [3])
+        #expect(abs(part.value - 3 * softmaxEntropies(logits)[2]) < 1e-5)
+        #expect(part.gradient.storage[0..<10].allSatisfy { $0 == 0 } && part.gradient.storage[15..<20].allSatisfy { $0 == 0 })
+        let none = subsetEntropyLoss(logits, samples: [])
+        #expect(none.value.isNaN && none.gradient.storage.allSatisfy { $0 == 0 })
+        #expect(reliableSamples([0.5, 2, 0.1, 3], below: 1) == [0, 2])
+        #expect(reliableSamples([0.5, 2, 0.1, 3], below: 1, among: [1, 2]) == [2])
+        #expect(abs(entropyMargin(factor: 0.4, numClasses: 10) - 0.921034) < 1e-6)
+    }
+
+    @Test func eataWithoutSourceDataIsRefusedAndEtaIsNot() throws {
+        let c = MethodConfiguration.defaults(for: .cifar)
+        #expect(throws: AdaptationError.self) { try MethodRegistry.make("eata", configuration: c) }
+        var noFisher = c
+        noFisher.fisherAlpha = 0
+        #expect(try MethodRegistry.make("eata", configuration: noFisher).name == "eata")
+        #expect(try MethodRegistry.make("eta", configuration: c).name == "eta")
+    }
+
+    @Test func referenceDefaultsOfTheNewMethods() {
+        let c10 = MethodConfiguration.defaults(for: .cifar), c100 = MethodConfiguration.defaults(for: .cifar, numClasses: 100)
+        let imagenet = MethodConfiguration.defaults(for: .imagenet, method: "sar")
+        #expect(c10.redundancyMargin == 0.4 && c100.redundancyMargin == 0.1 && imagenet.redundancyMargin == 0.05)
+        #expect(c10.fisherAlpha == 1 && imagenet.fisherAlpha == 2000 && imagenet.lr == 2.5e-4)
+        #expect(c10.entropyMarginFactor == 0.4 && c10.sarResetConstant == 0.2 && c10.samRho == 0.05)
+        #expect(c10.lameAffinity == .rbf && c10.lameNeighbours == 5 && !c10.lameForceSymmetry)
+        #expect(SARMethod.isExcluded(layer: "layer4.0.bn1") && SARMethod.isExcluded(layer: "norm")
+                && SARMethod.isExcluded(layer: "blocks.10.norm1") && !SARMethod.isExcluded(layer: "block3.layer.1.bn2"))
+    }
+
     @Test func meanTeacherUpdatesParametersOnly() {
         let (a, b) = (ParameterStore(), ParameterStore())
         for s in [a, b] { s.add("w", shape: [2], kind: .parameter); s.add("rm", shape: [1], kind: .buffer); s.finalize() }

@@ -6,7 +6,7 @@
 //     swift run -c release tta-bench steps [--model wideresnet-D-W[,...]] [--batch N[,...]] [--methods LIST]
 //                                          [--warmup W] [--runs R] [--threads T] [--json FILE]
 //
-// The default build uses the FMA kernels on an AVX2+FMA x86-64 host; TTA_TARGET_CPU=portable forces the portable path (see Package.swift).
+// Build with TTA_TARGET_CPU=auto for the FMA kernels on an AVX2+FMA x86-64 host (see Package.swift).
 
 import Foundation
 
