@@ -9,6 +9,8 @@ public enum MethodRegistry {
         public let summary: String
         /// Whether it updates parameters with gradients (and so uses the optimizer settings).
         public let usesGradients: Bool
+        /// Whether it needs labelled or unlabelled source-domain data (EATA's Fisher information).
+        public var needsSourceData = false
     }
 
     public static let entries: [Entry] = [
@@ -20,11 +22,15 @@ public enum MethodRegistry {
         Entry(name: "cotta", summary: "mean teacher, augmentation-averaged pseudo-labels, stochastic restore (CoTTA)", usesGradients: true),
         Entry(name: "lame", summary: "Laplacian-regularised output correction on the source model's features, no update (LAME)", usesGradients: false),
         Entry(name: "eta", summary: "entropy minimisation on reliable, non-redundant samples, reweighted (ETA)", usesGradients: true),
-        Entry(name: "eata", summary: "ETA plus a Fisher penalty towards the source parameters; needs source data (EATA)", usesGradients: true),
+        Entry(name: "eata", summary: "ETA plus a Fisher penalty towards the source parameters; needs source data (EATA)", usesGradients: true,
+              needsSourceData: true),
         Entry(name: "sar", summary: "sharpness-aware reliable entropy minimisation with model recovery (SAR)", usesGradients: true),
     ]
 
     public static var names: [String] { entries.map(\.name) }
+
+    /// The entry named `name`, if any.
+    public static func entry(_ name: String) -> Entry? { entries.first { $0.name == name } }
 
     /// Builds the method `name` with `configuration`; `augment` is CoTTA's augmentation (nil disables it);
     /// `sourceBatches` are source-domain images for EATA's Fisher information (`eata` refuses to be built

@@ -190,6 +190,13 @@ final class Experiment {
         if let s = o.sourceData, !FileManager.default.fileExists(atPath: s) {
             throw CLIError.fileNotFound(what: "--source-data", path: s)
         }
+        if let name = o.methods.first(where: { MethodRegistry.entry($0)?.needsSourceData == true }) {
+            guard o.sourceData != nil else {
+                throw CLIError.usage("method '\(name)' needs source data: give --source-data, or use eta (EATA without its Fisher term)")
+            }
+            throw CLIError.failed("method '\(name)' cannot run from the command line yet: --source-data is not read yet "
+                                  + "(the library takes source batches: MethodRegistry.make(_:configuration:sourceBatches:)); use eta")
+        }
 
         // 2. Which benchmark, folder and weights.
         let dataset: Dataset
