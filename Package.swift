@@ -3,14 +3,12 @@ import PackageDescription
 import Foundation
 
 // Build switches (documented in README.md):
-//   TTA_TARGET_CPU         which CPU the code is compiled for. Unset or `portable`: the baseline (x86-64 or
-//                          arm64; plain SIMD multiply and add). `auto`: on an x86-64 Linux host whose
+//   TTA_TARGET_CPU         which CPU the code is compiled for. Unset or `auto`: on an x86-64 Linux host whose
 //                          /proc/cpuinfo lists AVX2 and FMA, `haswell` (the x86-64-v3 feature level: any CPU
-//                          since Haswell or Zen), which enables the FMA kernel path; elsewhere the baseline.
-//                          Any other value (e.g. `native`) is passed to `-target-cpu` as is. A binary built
-//                          for haswell or native stops with SIGILL on a CPU without those instructions.
-//                          Not the default yet: the FMA build fails one parity check (TENT's BN biases
-//                          after four Adam steps drift 1e-4..2e-3 from PyTorch's) that the portable build passes.
+//                          since Haswell or Zen), which enables the FMA kernel path; anywhere else the portable
+//                          baseline. `portable` forces the baseline (plain SIMD multiply-add; any x86-64 or
+//                          arm64). Any other value (e.g. `native`) is passed to `-target-cpu` as is. A binary
+//                          built for haswell or native stops with SIGILL on a CPU without those instructions.
 //   TTA_CHECKS=1           turns on expensive shape / finiteness checks inside kernels.
 func hostSupportsX86_64v3() -> Bool {
     #if os(Linux) && arch(x86_64)
@@ -23,9 +21,9 @@ func hostSupportsX86_64v3() -> Bool {
     #endif
 }
 let targetCPU: String? = {
-    switch Context.environment["TTA_TARGET_CPU"] ?? "portable" {
-    case "auto": return hostSupportsX86_64v3() ? "haswell" : nil
-    case "", "portable": return nil
+    switch Context.environment["TTA_TARGET_CPU"] ?? "auto" {
+    case "", "auto": return hostSupportsX86_64v3() ? "haswell" : nil
+    case "portable": return nil
     case let cpu: return cpu
     }
 }()

@@ -5,8 +5,8 @@
 #     benchmarks/compare_gemm.sh [--threads N] [--shapes square|conv|all|MxNxK,...] [--trans NN|NT|TN|TT]
 #                                [--rounds R] [--portable] [--out DIR]
 #
-# Builds tta-bench in release first with TTA_TARGET_CPU=auto (the FMA kernel on an AVX2+FMA x86-64
-# host), or portable (the default build) under --portable.
+# Builds tta-bench in release first as the default build does (TTA_TARGET_CPU=auto: the FMA kernel on an
+# AVX2+FMA x86-64 host), or with TTA_TARGET_CPU=portable under --portable.
 # Set SCRATCH to choose the build folder (default: .build-bench-native / .build-bench-portable).
 # --rounds R alternates numpy and Swift R times and keeps each side's best per shape, which evens
 # out a shared, noisy machine. The JSON reports and the merged table stay in --out

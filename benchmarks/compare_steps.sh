@@ -8,8 +8,8 @@
 #                                 [--portable] [--no-build] [--out DIR]
 #
 # Defaults: WRN-28-10 at batch 200 and WRN-16-2 at batch 64, all five methods, warm-up 1, 3 runs.
-# Builds tta-bench in release first with TTA_TARGET_CPU=auto (the FMA kernel on an AVX2+FMA
-# x86-64 host), or portable (the default build) under --portable (as compare_gemm.sh).
+# Builds tta-bench in release first as the default build does (TTA_TARGET_CPU=auto: the FMA kernel on an
+# AVX2+FMA x86-64 host), or with TTA_TARGET_CPU=portable under --portable (as compare_gemm.sh).
 # Set SCRATCH to choose the build folder (default: .build-bench-native / .build-bench-portable);
 # --no-build uses $SCRATCH/release/tta-bench as it is. The JSON reports and the merged table stay in
 # --out (default: results/steps-<date>).

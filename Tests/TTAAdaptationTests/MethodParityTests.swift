@@ -104,8 +104,10 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
             #expect(lossAverages.map(\.isNaN) == reference.map(\.isNaN))
             expectClose(lossAverages.filter { !$0.isNaN }, reference.filter { !$0.isNaN }, "\(name) ema")
         }
-        // Where the reference saved the final BN state (affine parameters, running statistics), compare it too.
-        for key in expected.names where key.hasPrefix("final.") {
+        // Where the reference saved the final BN state (affine parameters, running statistics), compare it too,
+        // except after Adam steps: there it is ill-conditioned (1e-7 relative noise on the inputs moves it by
+        // 1.9e-3 in float64 PyTorch: `adam_final_state_sensitivity()` in scripts/make_method_fixtures.py).
+        for key in expected.names where key.hasPrefix("final.") && config.optimizer != .adam {
             let param = String(key.dropFirst("final.".count))
             if let mine = model.store.tensor(param) {
                 expectClose(mine, try expected.tensor(key), "\(name) \(param)")

@@ -6,7 +6,7 @@
 //     swift run -c release tta-bench steps [--model wideresnet-D-W[,...]] [--batch N[,...]] [--methods LIST]
 //                                          [--warmup W] [--runs R] [--threads T] [--json FILE]
 //
-// Build with TTA_TARGET_CPU=auto for the FMA kernels on an AVX2+FMA x86-64 host (see Package.swift).
+// The default build (TTA_TARGET_CPU=auto) uses the FMA kernels on an AVX2+FMA x86-64 host (see Package.swift).
 
 import Foundation
 
