@@ -46,11 +46,10 @@ import tempfile
 import time
 
 import torch
-import torch.nn as nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from make_fixtures import WideResNet  # noqa: E402
-from make_method_fixtures import set_bn_batch_stats, softmax_entropy  # noqa: E402
+from make_method_fixtures import bn_affine_only, set_bn_batch_stats, softmax_entropy  # noqa: E402
 
 METHODS = ["source", "norm_test", "tent", "cotta", "cotta-noaug"]
 DEFAULTS = [("wideresnet-28-10", 200), ("wideresnet-16-2", 64)]
@@ -166,14 +165,7 @@ def setup(name, model):
 
     if name == "tent":
         model.train()
-        model.requires_grad_(False)
-        set_bn_batch_stats(model)
-        params = []
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.requires_grad_(True)
-                params += [m.weight, m.bias]
-        opt = torch.optim.Adam(params, lr=LR, betas=BETAS, weight_decay=0.0)
+        opt = torch.optim.Adam(bn_affine_only(model), lr=LR, betas=BETAS, weight_decay=0.0)
 
         def step(x, ph):
             with ph("forward"):

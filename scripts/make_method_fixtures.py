@@ -123,8 +123,9 @@ def make_optimizer(params, cfg):
     return torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9, dampening=0, weight_decay=0.0, nesterov=True)
 
 
-def run_tent(model, xs, cfg):
-    model.train()
+def bn_affine_only(model):
+    """Batch-statistics BN (`set_bn_batch_stats`) and only the BN affine parameters trainable; returns
+    them. Call after model.train() / model.eval(), which would otherwise reset the BN modes."""
     model.requires_grad_(False)
     set_bn_batch_stats(model)
     params = []
@@ -132,7 +133,12 @@ def run_tent(model, xs, cfg):
         if isinstance(m, nn.BatchNorm2d):
             m.requires_grad_(True)
             params += [m.weight, m.bias]
-    opt = make_optimizer(params, cfg)
+    return params
+
+
+def run_tent(model, xs, cfg):
+    model.train()
+    opt = make_optimizer(bn_affine_only(model), cfg)
     outs = []
     for x in xs:
         for _ in range(cfg.get("steps", 1)):
@@ -226,14 +232,7 @@ def run_lame(model, xs, cfg):
 def configure_norm_adaptation(model):
     """EATA/SAR set-up: eval mode, batch-statistics BN, only the BN affine parameters train."""
     model.eval()
-    model.requires_grad_(False)
-    set_bn_batch_stats(model)
-    params = []
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.requires_grad_(True)
-            params += [m.weight, m.bias]
-    return params
+    return bn_affine_only(model)
 
 
 def eata_fisher(model, source):

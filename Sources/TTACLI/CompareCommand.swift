@@ -1,6 +1,6 @@
 /// `tta compare`: several methods on the same stream, each from the source model, and the table
 /// papers print (rows: methods; columns: domains in stream order, then the mean).
-struct CompareCommand: Command {
+struct CompareCommand: ExperimentCommand {
     static let name = CommandName.compare
     static let abstract = "Run several methods on the same stream and print the error table."
     static let discussion = """
@@ -16,15 +16,4 @@ struct CompareCommand: Command {
     static let usage = "tta compare [options]"
 
     let options: ExperimentOptions
-
-    init(_ arguments: ParsedArguments) throws {
-        guard arguments.positionals.isEmpty else {
-            throw CLIError.unexpectedArgument(arguments.positionals[0], command: Self.name.rawValue)
-        }
-        options = ExperimentOptions(arguments, command: Self.name)
-    }
-
-    func run(console: Console) throws -> Int32 {
-        try executeExperiment(options, command: Self.name, console: console)
-    }
 }

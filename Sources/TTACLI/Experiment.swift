@@ -315,6 +315,26 @@ final class Experiment {
     }
 }
 
+/// `tta run` and `tta compare`: the same options, no positional arguments, and one driver
+/// (`executeExperiment`, which reads from the command name what to print).
+protocol ExperimentCommand: Command {
+    var options: ExperimentOptions { get }
+    init(options: ExperimentOptions)
+}
+
+extension ExperimentCommand {
+    init(_ arguments: ParsedArguments) throws {
+        guard arguments.positionals.isEmpty else {
+            throw CLIError.unexpectedArgument(arguments.positionals[0], command: Self.name.rawValue)
+        }
+        self.init(options: ExperimentOptions(arguments, command: Self.name))
+    }
+
+    func run(console: Console) throws -> Int32 {
+        try executeExperiment(options, command: Self.name, console: console)
+    }
+}
+
 /// What `tta run` and `tta compare` share: validate, run, print, write, and map an interruption to 130.
 func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Console) throws -> Int32 {
     let experiment = try Experiment.prepare(o, console: console)

@@ -1,5 +1,5 @@
 /// `tta run`: one method over the stream, each domain printed as it finishes, then the summary.
-struct RunCommand: Command {
+struct RunCommand: ExperimentCommand {
     static let name = CommandName.run
     static let abstract = "Run one method, printing each domain as it finishes."
     static let discussion = """
@@ -10,15 +10,4 @@ struct RunCommand: Command {
     static let usage = "tta run [--method <name>] [options]"
 
     let options: ExperimentOptions
-
-    init(_ arguments: ParsedArguments) throws {
-        guard arguments.positionals.isEmpty else {
-            throw CLIError.unexpectedArgument(arguments.positionals[0], command: Self.name.rawValue)
-        }
-        options = ExperimentOptions(arguments, command: Self.name)
-    }
-
-    func run(console: Console) throws -> Int32 {
-        try executeExperiment(options, command: Self.name, console: console)
-    }
 }

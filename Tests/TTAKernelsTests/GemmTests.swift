@@ -1,5 +1,6 @@
 import Testing
 import TTAKernels
+import TTATensor
 import TTATestSupport
 
 /// gemmSIMD against the naive gemmReference: odd and tiny shapes, shapes that cross every blocking
@@ -24,7 +25,7 @@ struct GemmTests {
     @Test("matches gemmReference", arguments: 0..<shapes.count)
     func matchesReference(_ index: Int) {
         let (m, n, k) = Self.shapes[index]
-        var rng = SplitMix64(state: UInt64(index) &+ 42)
+        var rng = SeededGenerator(seed: UInt64(index) &+ 42)
         var variant = index
         for threads in [1, 2] {
             for transA in [false, true] {
@@ -42,7 +43,7 @@ struct GemmTests {
 
     @Test("beta == 0 ignores NaN and infinity in C")
     func betaZeroDoesNotReadC() {
-        var rng = SplitMix64(state: 7)
+        var rng = SeededGenerator(seed: 7)
         for (m, n, k) in [(1, 1, 1), (7, 19, 5), (64, 130, 300)] {
             for threads in [1, 2] {
                 withKernelThreads(threads) {
@@ -57,7 +58,7 @@ struct GemmTests {
 
     @Test("k == 0 scales C by beta")
     func emptyInnerDimension() {
-        var rng = SplitMix64(state: 9)
+        var rng = SeededGenerator(seed: 9)
         for beta: Float in [0, 1, -0.5] {
             check(m: 5, n: 37, k: 0, transA: false, transB: true, alpha: 2, beta: beta,
                   padding: (1, 1, 3), rng: &rng)
@@ -66,7 +67,7 @@ struct GemmTests {
 
     @Test("a shared operand larger than 4M floats is packed in super-blocks")
     func superBlocks() {
-        var rng = SplitMix64(state: 17)
+        var rng = SeededGenerator(seed: 17)
         // A shared (m <= n): 7 x 350000 floats, in blocks of 6 and 1 rows. B shared (m > n):
         // 17 x 140000, in blocks of 16 and 1 columns. (Bᵀ keeps gemmReference's inner loop
         // contiguous, hence fast.)
@@ -80,7 +81,7 @@ struct GemmTests {
 
     @Test("two threads give the same result as one, on shapes split along rows and along columns")
     func threadCountDoesNotChangeResult() {
-        var rng = SplitMix64(state: 11)
+        var rng = SeededGenerator(seed: 11)
         for (m, n, k) in [(300, 40, 300), (20, 700, 300), (128, 128, 128)] {
             let a = randomMatrix(m * k, &rng), b = randomMatrix(k * n, &rng)
             var results: [[Float]] = []
@@ -99,7 +100,7 @@ struct GemmTests {
 
     @Test("gemm dispatches small and large problems correctly")
     func dispatch() {
-        var rng = SplitMix64(state: 13)
+        var rng = SeededGenerator(seed: 13)
         for (m, n, k) in [(3, 4, 5), (70, 80, 90)] {
             let a = randomMatrix(m * k, &rng), b = randomMatrix(k * n, &rng)
             var fast = [Float](repeating: .nan, count: m * n)
@@ -118,7 +119,7 @@ struct GemmTests {
     /// Runs gemmSIMD and gemmReference on the same random inputs and compares every element of C,
     /// including the padding between n and ldc, which must be left untouched.
     private func check(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, alpha: Float, beta: Float,
-                       padding: (Int, Int, Int), rng: inout SplitMix64, fill: Float? = nil,
+                       padding: (Int, Int, Int), rng: inout SeededGenerator, fill: Float? = nil,
                        sourceLocation: SourceLocation = #_sourceLocation) {
         // Stored shapes: A is m x k (k x m transposed), B is k x n (n x k transposed).
         let (aRows, aCols) = transA ? (k, m) : (m, k)
@@ -165,25 +166,7 @@ struct GemmTests {
         #expect(failures == 0, sourceLocation: sourceLocation)
     }
 
-    private func randomMatrix(_ count: Int, _ rng: inout SplitMix64) -> [Float] {
-        (0..<count).map { _ in rng.nextSigned() }
-    }
-}
-
-/// SplitMix64: deterministic test inputs.
-private struct SplitMix64 {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    mutating func nextSigned() -> Float {
-        Float(next() >> 40) * (2.0 / 16_777_216.0) - 1
+    private func randomMatrix(_ count: Int, _ rng: inout SeededGenerator) -> [Float] {
+        (0..<count).map { _ in 2 * rng.nextUniform() - 1 }
     }
 }

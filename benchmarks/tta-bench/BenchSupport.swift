@@ -91,21 +91,3 @@ func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
         throw BenchError.failed("cannot write \(path): \(error.localizedDescription)")
     }
 }
-
-/// SplitMix64, for reproducible benchmark inputs.
-struct SplitMix64 {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    mutating func nextSigned() -> Float {
-        Float(next() >> 40) * (2.0 / 16_777_216.0) - 1
-    }
-}

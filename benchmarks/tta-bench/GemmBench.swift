@@ -1,5 +1,6 @@
 import Foundation
 import TTAKernels
+import TTATensor
 
 /// One GEMM problem: C[m, n] = op(A)[m, k] op(B)[k, n].
 struct GemmShape: Hashable, Codable {
@@ -149,9 +150,9 @@ struct GemmBench {
         let (m, n, k) = (shape.m, shape.n, shape.k)
         // Stored layouts: A is m x k (or k x m when transposed), B is k x n (or n x k).
         let lda = shape.transA ? m : k, ldb = shape.transB ? k : n, ldc = n
-        var rng = SplitMix64(state: UInt64(truncatingIfNeeded: m &* 1_000_003 &+ n &* 1009 &+ k))
-        let a = Matrix(count: m * k) { _ in rng.nextSigned() }
-        let b = Matrix(count: k * n) { _ in rng.nextSigned() }
+        var rng = SeededGenerator(seed: UInt64(truncatingIfNeeded: m &* 1_000_003 &+ n &* 1009 &+ k))
+        let a = Matrix(count: m * k) { _ in 2 * rng.nextUniform() - 1 }
+        let b = Matrix(count: k * n) { _ in 2 * rng.nextUniform() - 1 }
         let c = Matrix(count: m * n) { _ in .nan }
         defer { a.free(); b.free(); c.free() }
 
