@@ -219,6 +219,9 @@ let optionTable: [OptionSpec] = [
     // Runtime
     OptionSpec(name: "threads", kind: .int(min: 1), defaultText: "\(ProcessInfo.processInfo.activeProcessorCount), the active cores",
                help: "Threads the kernels use.", group: .runtime, commands: adapting),
+    OptionSpec(name: "memory-limit", kind: .text(placeholder: "size"), defaultText: "the memory the system reports available",
+               help: "Refuse up front a run whose estimated peak memory exceeds this (e.g. 8GiB, 512MiB); none skips the estimate.",
+               group: .runtime, commands: experiment),
     OptionSpec(name: "config", kind: .text(placeholder: "file.json"), defaultText: nil,
                help: "A JSON object of options: keys are the option names without dashes (\"lr\": 0.01, \"methods\": [\"tent\"]); flags override it.",
                group: .runtime, commands: adapting),
