@@ -89,12 +89,12 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
 
 /// Checks a `--model` name the way `ModelZoo.make` will, before any file is opened.
 func checkModelName(_ name: String) throws {
-    guard name != "auto" else { return }
+    guard name != "auto", !["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) else { return }
     let parts = name.lowercased().split(separator: "-")
     if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
        d >= 10, (d - 4) % 6 == 0, w >= 1 { return }
     throw CLIError.invalidValue(option: "model", value: name,
-                                expected: "auto or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
+                                expected: "auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
 }
 
 /// Reads `--weights` and builds the model: `auto` infers the architecture from the keys; a named
