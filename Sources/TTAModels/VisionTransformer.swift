@@ -54,34 +54,33 @@ final class PatchEmbedding: Module {
 
     /// `(B, C, H, W)` → `(B·(H/p)·(W/p), C·p·p)`, each row one patch in the conv weight's `(c, ky, kx)` order.
     private func patchify(_ x: Tensor) -> Tensor {
-        let (b, c, h, w, p) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3], patch)
-        let (gh, gw) = (h / p, w / p)
-        var out = Tensor(shape: [b * gh * gw, c * p * p])
-        for n in 0..<b { for i in 0..<gh { for j in 0..<gw {
-            let row = ((n * gh + i) * gw + j) * c * p * p
-            for ch in 0..<c { for ky in 0..<p {
-                let src = ((n * c + ch) * h + i * p + ky) * w + j * p
-                let dst = row + (ch * p + ky) * p
-                for kx in 0..<p { out.storage[dst + kx] = x.storage[src + kx] }
-            } }
-        } } }
-        return out
+        var patches = Tensor(shape: [x.count / patchFeatures, patchFeatures])
+        var image = x
+        copyPatches(image: &image, patches: &patches, imageShape: x.shape, toPatches: true)
+        return patches
     }
 
-    /// The adjoint of `patchify`.
-    private func unpatchify(_ patches: Tensor, imageShape s: [Int]) -> Tensor {
+    /// The adjoint of `patchify` (patches do not overlap: each value goes back to its pixel).
+    private func unpatchify(_ patches: Tensor, imageShape: [Int]) -> Tensor {
+        var image = Tensor(shape: imageShape), p = patches
+        copyPatches(image: &image, patches: &p, imageShape: imageShape, toPatches: false)
+        return image
+    }
+
+    /// Copies every patch row between `image` and `patches`, in the direction `toPatches` says.
+    private func copyPatches(image: inout Tensor, patches: inout Tensor, imageShape s: [Int], toPatches: Bool) {
         let (b, c, h, w, p) = (s[0], s[1], s[2], s[3], patch)
         let (gh, gw) = (h / p, w / p)
-        var x = Tensor(shape: s)
         for n in 0..<b { for i in 0..<gh { for j in 0..<gw {
             let row = ((n * gh + i) * gw + j) * c * p * p
             for ch in 0..<c { for ky in 0..<p {
-                let dst = ((n * c + ch) * h + i * p + ky) * w + j * p
-                let src = row + (ch * p + ky) * p
-                for kx in 0..<p { x.storage[dst + kx] = patches.storage[src + kx] }
+                let pixel = ((n * c + ch) * h + i * p + ky) * w + j * p, entry = row + (ch * p + ky) * p
+                for kx in 0..<p {
+                    if toPatches { patches.storage[entry + kx] = image.storage[pixel + kx] }
+                    else { image.storage[pixel + kx] = patches.storage[entry + kx] }
+                }
             } }
         } } }
-        return x
     }
 }
 

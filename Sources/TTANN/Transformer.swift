@@ -62,27 +62,15 @@ public final class GELU: Module {
     public init() {}
 
     public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
-        var y = Tensor(shape: x.shape)
-        x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in geluForward(x: xp.baseAddress!, y: yp.baseAddress!, count: x.count) }
-        }
         savedInput = ctx.recording ? x : nil
-        return y
+        return mapElements(x) { geluForward(x: $0, y: $1, count: $2) }
     }
 
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
         guard let x = savedInput else { preconditionFailure("GELU.backward without a recorded forward") }
         savedInput = nil
         guard needInputGradient else { return nil }
-        var dx = Tensor(shape: dy.shape)
-        dy.withUnsafeBufferPointer { dyp in
-            x.withUnsafeBufferPointer { xp in
-                dx.withUnsafeMutableBufferPointer { dxp in
-                    geluBackward(dy: dyp.baseAddress!, x: xp.baseAddress!, dx: dxp.baseAddress!, count: x.count)
-                }
-            }
-        }
-        return dx
+        return mapElements(dy, x) { geluBackward(dy: $0, x: $1, dx: $2, count: $3) }
     }
 }
 

@@ -72,17 +72,22 @@ package func layerNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>
 
 // MARK: - Reference twins (Double, direct formulas)
 
+/// Mean and `1/√(biased variance + eps)` of one row, in Double.
+private func layerNormRowStatisticsReference(_ row: UnsafePointer<Float>, _ dim: Int, _ eps: Float) -> (mean: Double, invStd: Double) {
+    var s = 0.0
+    for j in 0..<dim { s += Double(row[j]) }
+    let mu = s / Double(dim)
+    var q = 0.0
+    for j in 0..<dim { let d = Double(row[j]) - mu; q += d * d }
+    return (mu, 1 / (q / Double(dim) + Double(eps)).squareRoot())
+}
+
 /// Reference of `layerNormForward`, one row at a time in Double.
 package func layerNormForwardReference(x: UnsafePointer<Float>, rows: Int, dim: Int,
                                        gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, eps: Float,
                                        y: UnsafeMutablePointer<Float>) {
     for row in 0..<rows {
-        var s = 0.0
-        for j in 0..<dim { s += Double(x[row * dim + j]) }
-        let mu = s / Double(dim)
-        var q = 0.0
-        for j in 0..<dim { let d = Double(x[row * dim + j]) - mu; q += d * d }
-        let istd = 1 / (q / Double(dim) + Double(eps)).squareRoot()
+        let (mu, istd) = layerNormRowStatisticsReference(x + row * dim, dim, eps)
         for j in 0..<dim {
             y[row * dim + j] = Float((Double(x[row * dim + j]) - mu) * istd * Double(gamma[j]) + Double(beta[j]))
         }
@@ -94,12 +99,7 @@ package func layerNormBackwardReference(dy: UnsafePointer<Float>, x: UnsafePoint
                                         gamma: UnsafePointer<Float>, eps: Float, dx: UnsafeMutablePointer<Float>,
                                         dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>) {
     for row in 0..<rows {
-        var s = 0.0
-        for j in 0..<dim { s += Double(x[row * dim + j]) }
-        let mu = s / Double(dim)
-        var q = 0.0
-        for j in 0..<dim { let d = Double(x[row * dim + j]) - mu; q += d * d }
-        let istd = 1 / (q / Double(dim) + Double(eps)).squareRoot()
+        let (mu, istd) = layerNormRowStatisticsReference(x + row * dim, dim, eps)
         let xh = (0..<dim).map { (Double(x[row * dim + $0]) - mu) * istd }
         let g = (0..<dim).map { Double(gamma[$0]) * Double(dy[row * dim + $0]) }
         let meanG = g.reduce(0, +) / Double(dim)
