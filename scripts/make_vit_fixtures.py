@@ -9,6 +9,7 @@ Needs torch, safetensors and timm (`pip install --no-deps timm` suffices; writte
 never needed in CI: the outputs are committed.
 """
 import os
+import sys
 
 import timm
 import torch
@@ -16,6 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_method_fixtures import run_sar  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Fixtures", "vit")
 TINY = dict(img_size=32, patch_size=8, in_chans=3, num_classes=10, embed_dim=32, depth=2, num_heads=2, mlp_ratio=4.0)
@@ -149,9 +153,56 @@ def tent_cases():
     save("tent.safetensors", t)
 
 
+class Normalized(nn.Module):
+    """The ViT behind timm's input normalisation, as SwiftTTA runs it."""
+    def __init__(self, vit):
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x):
+        return self.vit(normalized(x))
+
+
+def sar_layer_norm_params(vit):
+    """SAR's `collect_params` on timm names: LayerNorm γ/β, except modules named with `layer4`,
+    `blocks.9`–`blocks.11` or `norm.`, and the top-level `norm`; only those keep gradients."""
+    vit.requires_grad_(False)
+    params = []
+    for nm, m in vit.named_modules():
+        if any(s in nm for s in ["layer4", "blocks.9", "blocks.10", "blocks.11", "norm."]) or nm == "norm":
+            continue
+        if isinstance(m, nn.LayerNorm):
+            m.requires_grad_(True)
+            params += [m.weight, m.bias]
+    return params
+
+
+def sar_cases():
+    """sar.safetensors: SAR (`run_sar` of make_method_fixtures.py: SAM around SGD lr 1e-3, margin 0.4·ln 10)
+    on a more confident tiny ViT (sar_model.safetensors) over 3 batches of 4: per-batch logits, the loss
+    EMA, and the final LayerNorm parameters (the final `norm` stays frozen)."""
+    vit = tiny_vit(3)
+    with torch.no_grad():
+        vit.head.weight.mul_(4)
+    save_file({k: v.clone().contiguous() for k, v in vit.state_dict().items()}, os.path.join(OUT, "sar_model.safetensors"),
+              metadata={"num_heads": str(TINY["num_heads"]), "generator": "scripts/make_vit_fixtures.py"})
+    xs = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    params = sar_layer_norm_params(vit)
+    outs, extra = run_sar(Normalized(vit), list(xs.split(4)), {"lr": 1e-3, "margin_e0": 0.4, "reset_constant": 0.2}, params)
+    t = {"x": xs, **extra}
+    for i, y in enumerate(outs):
+        t[f"logits.{i}"] = y
+        print(f"  sar: batch {i}: {(entropy(y) < 0.4 * torch.log(torch.tensor(10.0))).sum().item()} of 4 reliable")
+    for name, p in vit.named_parameters():
+        if isinstance(dict(vit.named_modules()).get(name.rsplit(".", 1)[0]), nn.LayerNorm):
+            t[f"final.{name}"] = p
+    save("sar.safetensors", t)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(1)
     kernel_cases()
     model_cases()
     tent_cases()
+    sar_cases()

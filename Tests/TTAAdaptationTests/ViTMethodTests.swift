@@ -36,6 +36,31 @@ import TTATestSupport
         #expect(model.store.tensor("blocks.0.attn.qkv.weight") == source.store.tensor("blocks.0.attn.qkv.weight"))
     }
 
+    /// SAR on a more confident tiny ViT for 3 batches: per-batch logits, the loss EMA, and the final
+    /// LayerNorm parameters, the final `norm` left frozen. Golden: `sar_cases()` in scripts/make_vit_fixtures.py
+    /// (`run_sar` of make_method_fixtures.py with SAR's `collect_params` on timm names).
+    @Test func sarMatchesPyTorchOnViT() throws {
+        let expected = try fixture("vit/sar.safetensors")
+        var config = MethodConfiguration.defaults(for: .cifar, method: "sar")
+        config.lr = 1e-3
+        let model = try ModelZoo.load(try fixture("vit/sar_model.safetensors"))
+        let sar = try #require(try MethodRegistry.make("sar", configuration: config) as? SARMethod)
+        let adaptor = try Adaptor(model: model, method: sar, seed: 0)
+        let x = try expected.tensor("x"), ema = try expected.tensor("ema").storage
+        for i in 0..<3 {
+            let logits = try adaptor.adapt(x.slice((4 * i)..<(4 * i + 4)))
+            expectClose(logits, try expected.tensor("logits.\(i)"), "batch \(i) logits")
+            expectClose([Float(sar.lossAverage ?? .nan)], [ema[i]], "batch \(i) loss EMA")
+        }
+        #expect(sar.recoveries == 0)
+        let source = try ModelZoo.load(try fixture("vit/sar_model.safetensors"))
+        for name in expected.names where name.hasPrefix("final.") {
+            let p = String(name.dropFirst("final.".count))
+            expectClose(model.store.tensor(p)!, try expected.tensor(name), "final \(p)")
+            #expect((model.store.tensor(p) == source.store.tensor(p)) == p.hasPrefix("norm."), "\(p) moved iff SAR adapts it")
+        }
+    }
+
     /// A ViT-B-deep (12 blocks) but narrow model, so that SAR's exclusions all apply.
     static func deepNarrowViT() -> VisionTransformer {
         VisionTransformer(ViTConfiguration(imageSize: 8, patchSize: 4, dim: 8, depth: 12, heads: 2, numClasses: 3))
