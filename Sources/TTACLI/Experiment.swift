@@ -117,10 +117,10 @@ struct LoadedWeights {
         if modelName == "auto" {
             do { model = try ModelZoo.infer(file) } catch { throw CLIError.wrap(error) }
             if let n = numClasses, model.numClasses != n {
-                throw CLIError.data("\(url.path): the weights have \(model.numClasses) classes (fc.weight) but the data has \(n)")
+                throw CLIError.data("\(url.path): the weights have \(model.numClasses) classes (\(model is VisionTransformer ? "head.weight" : "fc.weight")) but the data has \(n)")
             }
             if let c = inputChannels, model.inputChannels != c {
-                throw CLIError.data("\(url.path): the weights take \(model.inputChannels)-channel images (conv1.weight) but the data has \(c) channel\(c == 1 ? "" : "s")")
+                throw CLIError.data("\(url.path): the weights take \(model.inputChannels)-channel images (\(model is VisionTransformer ? "patch_embed.proj.weight" : "conv1.weight")) but the data has \(c) channel\(c == 1 ? "" : "s")")
             }
         } else {
             var classes = numClasses, channels = inputChannels
