@@ -93,12 +93,12 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
 
 /// Checks a `--model` name the way `ModelZoo.make` will, before any file is opened.
 func checkModelName(_ name: String) throws {
-    guard name != "auto" else { return }
+    guard name != "auto", !["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) else { return }
     let parts = name.lowercased().split(separator: "-")
     if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
        d >= 10, (d - 4) % 6 == 0, w >= 1 { return }
     throw CLIError.invalidValue(option: "model", value: name,
-                                expected: "auto or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
+                                expected: "auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
 }
 
 /// Reads `--weights` and builds the model: `auto` infers the architecture from the keys; a named
@@ -121,10 +121,10 @@ struct LoadedWeights {
         if modelName == "auto" {
             do { model = try ModelZoo.infer(file) } catch { throw CLIError.wrap(error) }
             if let n = numClasses, model.numClasses != n {
-                throw CLIError.data("\(url.path): the weights have \(model.numClasses) classes (fc.weight) but the data has \(n)")
+                throw CLIError.data("\(url.path): the weights have \(model.numClasses) classes (\(model is VisionTransformer ? "head.weight" : "fc.weight")) but the data has \(n)")
             }
             if let c = inputChannels, model.inputChannels != c {
-                throw CLIError.data("\(url.path): the weights take \(model.inputChannels)-channel images (conv1.weight) but the data has \(c) channel\(c == 1 ? "" : "s")")
+                throw CLIError.data("\(url.path): the weights take \(model.inputChannels)-channel images (\(model is VisionTransformer ? "patch_embed.proj.weight" : "conv1.weight")) but the data has \(c) channel\(c == 1 ? "" : "s")")
             }
         } else {
             var classes = numClasses, channels = inputChannels

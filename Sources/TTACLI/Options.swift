@@ -130,7 +130,7 @@ let optionTable: [OptionSpec] = [
                help: "Source-domain data; accepted and recorded, no current method uses it.", group: .data, commands: experiment),
     // Model
     OptionSpec(name: "model", kind: .text(placeholder: "name"), defaultText: "auto",
-               help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), or auto to infer it from --weights.",
+               help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), vit-b-16 (timm vit_base_patch16_224), or auto to infer it from --weights.",
                group: .model, commands: adapting),
     OptionSpec(name: "weights", kind: .text(placeholder: "file.safetensors"), defaultText: "the embedded model for fmnist-c",
                help: "Source-model weights: a PyTorch state dict saved as safetensors.", group: .model, commands: experiment),
