@@ -54,6 +54,8 @@ public struct RunResult: Sendable, Codable, Equatable {
     public var methodConfiguration: MethodConfiguration
     /// Error over all samples (differs from `meanError` when domains differ in size).
     public var errorOverAllSamples: Double
+    /// Batches the guard rejected or rolled back, and detected collapses.
+    public var stability = StabilityReport()
 }
 
 /// The whole results file: every run and the configuration that produced them.
@@ -101,28 +103,6 @@ extension ResultsFile {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         return try e.encode(self)
-    }
-}
-
-/// Writes `data` to `url` atomically: a temporary file in the same directory, flushed, then renamed
-/// over the target. A killed process leaves either the old file or the new one, never half of one.
-public func writeAtomically(_ data: Data, to url: URL) throws {
-    let dir = url.deletingLastPathComponent()
-    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
-    guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-        throw RuntimeError("cannot write \(url.path): cannot create a file in \(dir.path)")
-    }
-    do {
-        let h = try FileHandle(forWritingTo: tmp)
-        try h.write(contentsOf: data)
-        try h.synchronize()
-        try h.close()
-        if rename(tmp.path, url.path) != 0 {
-            throw RuntimeError("cannot write \(url.path): rename failed (\(String(cString: strerror(errno))))")
-        }
-    } catch {
-        try? FileManager.default.removeItem(at: tmp)
-        throw error
     }
 }
 
