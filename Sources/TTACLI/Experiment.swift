@@ -417,7 +417,8 @@ func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Co
     }
     if interrupted {
         let done = runs.last.map { "\($0.domains.count) of \(stream.domains.count) domains of \($0.method)" } ?? "nothing"
-        console.err("tta: interrupted: kept \(done)\(o.output.map { "; partial results written to \($0)" } ?? "")\n")
+        console.err("tta: interrupted: kept \(done)\(o.output.map { "; partial results written to \($0)" } ?? "")"
+                    + (o.checkpoint.map { "; continue with --resume \($0)" } ?? "") + "\n")
         return interruptedExitCode
     }
     return 0

@@ -29,6 +29,7 @@ func deterministicResults(_ data: Data) throws -> ResultsFile {
         // 6 batches per method, 7 stop checks each (the last finds the stream's end): cotta runs 3 batches.
         let stopped = tta(options + ["--checkpoint", checkpoint, "--checkpoint-every", "2"], stopAfter: 10)
         #expect(stopped.code == 130, "\(stopped.err)")
+        #expect(stopped.err.hasSuffix("; continue with --resume \(checkpoint)\n"))
         let saved = try RunCheckpoint.read(URL(fileURLWithPath: checkpoint))
         #expect(saved.methodIndex == 1 && saved.finishedRuns.map(\.method) == ["tent"] && saved.inProgress?.progress.batches == 3)
 
