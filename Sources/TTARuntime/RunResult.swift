@@ -58,6 +58,16 @@ public struct RunResult: Sendable, Codable, Equatable {
     public var stability = StabilityReport()
 }
 
+extension RunResult {
+    /// The result with its measured fields (times, throughput, peak memory) zeroed: what two runs of the
+    /// same configuration, or a run and its resumption from a checkpoint, have bit for bit in common.
+    public var withoutMeasurements: RunResult {
+        var r = self
+        (r.seconds, r.imagesPerSecond, r.peakMemoryBytes, r.phaseSeconds) = (0, 0, 0, [:])
+        return r
+    }
+}
+
 /// The whole results file: every run and the configuration that produced them.
 public struct ResultsFile: Sendable, Codable, Equatable {
     public var runs: [RunResult]
