@@ -6,8 +6,21 @@ import TTATensor
 
 /// A test-time adaptation method: what varies between TENT, CoTTA, BN recalibration, …
 ///
-/// The shared mechanics (source snapshot and reset, the steps loop, input validation, timing) live
-/// once in `Adaptor`. A method only says how it configures the model and what one step does.
+/// The shared mechanics (source snapshot and reset, the steps loop, input validation, the guard
+/// against non-finite steps, timing) live once in `Adaptor`. A method only says how it configures the
+/// model, what one step does, and what state it keeps between batches.
+///
+/// **State.** `captureState()` and `restoreState(_:)` export and import everything the method changes
+/// between batches outside the model's trainable parameters, buffers and counters (which the adaptor
+/// saves itself): optimizer moments and step counts, teacher weights, moving averages, sample counters.
+/// The adaptor uses them to roll back a step that produced NaN or infinity and to checkpoint and resume
+/// a run bit for bit, so `restoreState(captureState())` after any steps must leave the method exactly as
+/// it was. What `configure` fixes and never changes (a frozen anchor copy, the source snapshot, EATA's
+/// Fisher information) is rebuilt by `configure` and need not be stored. A method without such state
+/// returns `MethodState()` and ignores what it is given. The helpers of `MethodState` store an
+/// optimizer (`store(_:as:)` / `optimizerState(_:of:)`) and a teacher model (`store(_:as:)` /
+/// `restore(_:from:of:)`); plain values go in `numbers`. A method must change nothing in the model
+/// but its trainable parameters, buffers and counters, unless its state holds the rest.
 public protocol AdaptationMethod: AnyObject {
     /// Registry name, as in the reference benchmark (`tent`, `cotta`, `norm_test`, …).
     var name: String { get }
@@ -22,6 +35,11 @@ public protocol AdaptationMethod: AnyObject {
     /// Restores the method's own state (optimizer moments, teacher, anchor, …) to just after `configure`.
     /// The adaptor restores the model itself.
     func reset()
+    /// The method's mutable state between batches (see the protocol's discussion).
+    func captureState() -> MethodState
+    /// Restores a state from `captureState()` of the same method with the same configuration and model.
+    /// Throws, naming the key, when a value is missing or does not fit.
+    func restoreState(_ state: MethodState) throws
 }
 
 /// Wall time per phase of adaptation, accumulated across batches.

@@ -82,4 +82,18 @@ public final class CoTTAMethod: AdaptationMethod {
             anchor?.store.restore(sourceState)
         }
     }
+
+    /// The optimizer and the teacher; the anchor never changes after `configure`.
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        if let update { s.store(update.optimizer.state, as: "optimizer") }
+        if let teacher { s.store(teacher.store, as: "teacher") }
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        guard let update, let teacher else { throw AdaptationError("cotta: state restored before configure") }
+        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        try state.restore(teacher.store, from: "teacher", of: name)
+    }
 }

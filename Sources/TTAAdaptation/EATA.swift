@@ -145,6 +145,25 @@ public final class EATAMethod: AdaptationMethod {
         meanProbabilities = nil
         (reliableSampleCount, updateSampleCount) = (0, 0)
     }
+
+    /// The optimizer, the moving mean of the probabilities and the sample counters; the Fisher
+    /// regulariser is fixed by `configure`.
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        if let update { s.store(update.optimizer.state, as: "optimizer") }
+        if let meanProbabilities { s.numbers["meanProbabilities"] = meanProbabilities }
+        s.numbers["reliableSampleCount"] = [Double(reliableSampleCount)]
+        s.numbers["updateSampleCount"] = [Double(updateSampleCount)]
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        guard let update else { throw AdaptationError("\(name): state restored before configure") }
+        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        meanProbabilities = state.numbers["meanProbabilities"]
+        reliableSampleCount = try state.count("reliableSampleCount", of: name)
+        updateSampleCount = try state.count("updateSampleCount", of: name)
+    }
 }
 
 /// `a·b / √max(‖a‖²‖b‖², 1e-16)`, as `F.cosine_similarity`.

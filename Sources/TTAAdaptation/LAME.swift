@@ -68,6 +68,10 @@ public final class LAMEMethod: AdaptationMethod {
 
     public func reset() {}
 
+    /// Nothing persists in the method (the BN statistics live in the model).
+    public func captureState() -> MethodState { MethodState() }
+    public func restoreState(_ state: MethodState) throws {}
+
     /// `f_i / max(‖f_i‖, 1e-12)` in Double, as `F.normalize`.
     private func normalizedRows(_ f: Tensor) -> [[Double]] {
         let d = f.shape[1]

@@ -25,4 +25,8 @@ public final class NormEMAMethod: AdaptationMethod {
     }
 
     public func reset() {}
+
+    /// Nothing persists in the method (the BN statistics live in the model).
+    public func captureState() -> MethodState { MethodState() }
+    public func restoreState(_ state: MethodState) throws {}
 }

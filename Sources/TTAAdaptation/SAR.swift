@@ -87,6 +87,22 @@ public final class SARMethod: AdaptationMethod {
         recoveries = 0
     }
 
+    /// The SGD state, the loss EMA and the recovery count.
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        if let optimizer { s.store(optimizer.state, as: "optimizer") }
+        if let lossAverage { s.numbers["lossAverage"] = [lossAverage] }
+        s.numbers["recoveries"] = [Double(recoveries)]
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        guard let optimizer else { throw AdaptationError("sar: state restored before configure") }
+        optimizer.state = try state.optimizerState("optimizer", of: name)
+        lossAverage = state.number("lossAverage")
+        recoveries = try state.count("recoveries", of: name)
+    }
+
     /// SAM's first step: `θ ← θ + ρ·g/(‖g‖₂ + 1e-12)` over the trainable parameters (one global norm),
     /// then zero the gradients. Returns the old `θ` of the trainable entries, by entry index.
     private func ascend(_ store: ParameterStore) -> [Int: [Float]] {

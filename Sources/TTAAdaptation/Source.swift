@@ -34,4 +34,8 @@ public final class ForwardOnlyMethod: AdaptationMethod {
     }
 
     public func reset() {}
+
+    /// Nothing persists in the method (the BN statistics live in the model).
+    public func captureState() -> MethodState { MethodState() }
+    public func restoreState(_ state: MethodState) throws {}
 }

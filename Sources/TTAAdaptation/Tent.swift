@@ -28,4 +28,15 @@ public final class TentMethod: AdaptationMethod {
     }
 
     public func reset() { update?.optimizer.reset() }
+
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        if let update { s.store(update.optimizer.state, as: "optimizer") }
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        guard let update else { throw AdaptationError("tent: state restored before configure") }
+        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+    }
 }

@@ -34,6 +34,11 @@ struct ExperimentOptions {
     var threads: Int?
     /// `--memory-limit` as given (parsed by `Experiment.prepare`).
     var memoryLimit: String?
+    var collapse: CollapsePolicy
+    /// Where checkpoints go (`--checkpoint`, else `--resume`), how often, and what to resume from.
+    var checkpoint: String?
+    var checkpointEvery: Int
+    var resume: String?
 
     init(_ a: ParsedArguments, command: CommandName) {
         dataset = a.word("dataset").flatMap(Dataset.init(rawValue:))
@@ -59,6 +64,11 @@ struct ExperimentOptions {
         quiet = a.flag("quiet")
         threads = a.int("threads")
         memoryLimit = a.word("memory-limit")
+        collapse = CollapsePolicy(window: a.int("collapse-window") ?? 10, threshold: a.number("collapse-threshold") ?? 0.95,
+                                  resetOnCollapse: a.word("on-collapse") == "reset")
+        resume = a.word("resume")
+        checkpoint = a.word("checkpoint") ?? resume
+        checkpointEvery = a.int("checkpoint-every") ?? 10
     }
 
     /// The format of the `--output` file: `--format` when given, else by the file's extension.
@@ -162,10 +172,16 @@ final class Experiment {
     let runConfiguration: RunConfiguration
     /// The model loaded during validation, used by the first method.
     private var firstModel: (any ImageClassifier)?
+    /// What identifies the run in its checkpoints (when checkpointing), and the checkpoint it resumes.
+    let identity: RunCheckpoint.Identity?
+    let resume: RunCheckpoint?
 
     private init(options: ExperimentOptions, dataset: Dataset, benchmark: CorruptionBenchmark, stream: BenchmarkStream,
                  weights: LoadedWeights, model: any ImageClassifier,
-                 methods: [(name: String, configuration: MethodConfiguration)], runConfiguration: RunConfiguration) {
+                 methods: [(name: String, configuration: MethodConfiguration)], runConfiguration: RunConfiguration,
+                 identity: RunCheckpoint.Identity?, resume: RunCheckpoint?) {
+        self.identity = identity
+        self.resume = resume
         self.options = options
         self.dataset = dataset
         self.benchmark = benchmark
@@ -184,7 +200,9 @@ final class Experiment {
             throw CLIError.usage("--dirichlet applies only to --setting correlated (the setting is \(o.setting.rawValue))")
         }
         try checkModelName(o.model)
-        for path in [o.output, o.report].compactMap({ $0 }) {
+        do { try o.collapse.validate() } catch let e as RuntimeError { throw CLIError.usage("--" + e.message) }
+        if let path = o.resume, !FileManager.default.fileExists(atPath: path) { throw CLIError.fileNotFound(what: "--resume", path: path) }
+        for path in [o.output, o.report, o.checkpoint].compactMap({ $0 }) {
             let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
             var isDir: ObjCBool = false
             guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
@@ -283,10 +301,29 @@ final class Experiment {
             config.inputs = try InputFingerprint(weights: weights.url, data: [benchmark.folder.appendingPathComponent("labels.npy")]
                                                  + unique.map(benchmark.fileURL(corruption:)))
         } catch { throw CLIError.wrap(error) }
-        let experiment = Experiment(options: o, dataset: dataset, benchmark: benchmark, stream: stream, weights: weights, model: model,
-                                    methods: methods, runConfiguration: config)
 
-        // 7. Each method's peak memory, measured on two small probe batches; refused when it will not fit.
+        // 7. Checkpoints: what identifies this run, and the checkpoint to resume, which must match it.
+        var identity: RunCheckpoint.Identity?
+        var resume: RunCheckpoint?
+        if o.checkpoint != nil, let inputs = config.inputs {
+            identity = RunCheckpoint.Identity(
+                dataset: dataset.rawValue, model: model.architecture,
+                weightsFingerprint: inputs.weights.sha256, dataFingerprint: inputs.dataSHA256,
+                stream: streamConfiguration, methods: o.methods,
+                methodConfigurations: methods.map(\.configuration), seed: o.seed, collapse: o.collapse)
+        }
+        if let path = o.resume, let identity {
+            let checkpoint: RunCheckpoint
+            do { checkpoint = try RunCheckpoint.read(URL(fileURLWithPath: path)) } catch { throw CLIError.wrap(error) }
+            if let difference = checkpoint.identity.difference(from: identity) {
+                throw CLIError.failed("--resume \(path): the checkpoint is of another run: different \(difference)")
+            }
+            resume = checkpoint
+        }
+        let experiment = Experiment(options: o, dataset: dataset, benchmark: benchmark, stream: stream, weights: weights,
+                                    model: model, methods: methods, runConfiguration: config, identity: identity, resume: resume)
+
+        // 8. Each method's peak memory, measured on two small probe batches; refused when it will not fit.
         if case .limit(let limit) = memoryLimit {
             try experiment.estimateMemory(limit: limit)
         }
@@ -329,12 +366,18 @@ final class Experiment {
                               + (fits > 0 ? "A batch size of at most \(fits) fits" : "No batch size fits") + "; or raise --memory-limit.")
     }
 
-    /// Runs every method in turn, each from a freshly loaded source model, until done or stopped.
-    /// Returns the runs (the last one partial when interrupted) and whether the run was interrupted.
+    /// Runs every method in turn, each from a freshly loaded source model, until done or stopped; with a
+    /// checkpoint to resume, from where it stopped. Returns the runs (the last one partial when
+    /// interrupted) and whether the run was interrupted.
     func run(console: Console, progress: ProgressPrinter) throws -> (runs: [RunResult], interrupted: Bool) {
-        var runs: [RunResult] = []
+        var runs = resume?.finishedRuns ?? []
         let every = max(1, stream.batchCount / 250)
-        for (i, m) in methods.enumerated() {
+        let checkpointURL = options.checkpoint.map { URL(fileURLWithPath: $0) }
+        func saveCheckpoint(methodIndex: Int, _ inProgress: (progress: RunProgress, adaptor: Adaptor.State)?) throws {
+            guard let checkpointURL, let identity else { return }
+            try RunCheckpoint(identity: identity, finishedRuns: runs, methodIndex: methodIndex, inProgress: inProgress).write(to: checkpointURL)
+        }
+        for (i, m) in methods.enumerated() where i >= runs.count {
             let model: any ImageClassifier
             if let first = firstModel {
                 model = first
@@ -348,8 +391,13 @@ final class Experiment {
                 let adaptor = try Adaptor(model: model, method: method, seed: options.seed)
                 stream.restart()
                 progress.beginMethod(m.name, index: i, of: methods.count)
+                let resumeState = resume?.methodIndex == i ? resume?.inProgress : nil
+                let checkpointing = checkpointURL.map { _ in
+                    BenchmarkRunner.Checkpointing(every: options.checkpointEvery) { try saveCheckpoint(methodIndex: i, ($0, $1)) }
+                }
                 result = try BenchmarkRunner.run(method: m.name, adaptor: adaptor, stream: stream, configuration: m.configuration,
-                                                 runningErrorEvery: every, progress: { progress.handle($0) },
+                                                 runningErrorEvery: every, collapse: options.collapse, resume: resumeState,
+                                                 checkpointing: checkpointing, progress: { progress.handle($0) },
                                                  shouldStop: console.shouldStop)
             } catch {
                 progress.clearLine()
@@ -357,8 +405,9 @@ final class Experiment {
             }
             result.estimatedPeakMemoryBytes = memoryEstimates[m.name]?.peakBytes
             progress.endMethod(result)
+            if !result.completed { return (runs + [result], true) }
             runs.append(result)
-            if !result.completed { return (runs, true) }
+            do { try saveCheckpoint(methodIndex: i + 1, nil) } catch { throw CLIError.wrap(error) }
         }
         return (runs, false)
     }
@@ -411,18 +460,19 @@ func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Co
     console.out(try view.render(o.format))
     if let path = o.output {
         do {
-            try TTARuntime.writeAtomically(Data(try view.render(o.outputFileFormat).utf8), to: URL(fileURLWithPath: path))
+            try writeAtomically(Data(try view.render(o.outputFileFormat).utf8), to: URL(fileURLWithPath: path))
         } catch { throw CLIError.wrap(error) }
         if !o.quiet { console.err("tta: results written to \(path)\n") }
     }
     if let path = o.report {
         let html = HTMLReport(view: view, sourceData: o.sourceData, generated: Date()).render()
-        do { try TTARuntime.writeAtomically(Data(html.utf8), to: URL(fileURLWithPath: path)) } catch { throw CLIError.wrap(error) }
+        do { try writeAtomically(Data(html.utf8), to: URL(fileURLWithPath: path)) } catch { throw CLIError.wrap(error) }
         if !o.quiet { console.err("tta: report written to \(path)\n") }
     }
     if interrupted {
         let done = runs.last.map { "\($0.domains.count) of \(stream.domains.count) domains of \($0.method)" } ?? "nothing"
-        console.err("tta: interrupted: kept \(done)\(o.output.map { "; partial results written to \($0)" } ?? "")\n")
+        console.err("tta: interrupted: kept \(done)\(o.output.map { "; partial results written to \($0)" } ?? "")"
+                    + (o.checkpoint.map { "; continue with --resume \($0)" } ?? "") + "\n")
         return interruptedExitCode
     }
     return 0

@@ -79,9 +79,14 @@ struct ResultsView {
         }
         lines.append("")
         lines.append(contentsOf: timingTable())
+        let notes = stabilityNotes
+        if !notes.isEmpty { lines.append(""); lines.append(contentsOf: notes) }
         if anyInterrupted { lines.append(""); lines.append(interruptedNote) }
         return lines.map { $0.trailingSpacesRemoved }.joined(separator: "\n") + "\n"
     }
+
+    /// One line per run whose guard or collapse monitor saw something (none when all ran cleanly).
+    var stabilityNotes: [String] { file.runs.compactMap { r in stabilitySummary(r.stability).map { "\(r.method): \($0)" } } }
 
     var interruptedNote: String {
         "* interrupted: the mean is over the domains finished before Ctrl-C."
@@ -122,6 +127,8 @@ struct ResultsView {
             lines.append("| \(r.method) | \(String(format: "%.1f", r.imagesPerSecond)) | \(String(format: "%.1f", r.seconds)) | "
                          + "\(String(format: "%.1f", Double(r.peakMemoryBytes) / 1_048_576)) | \(r.batches)/\(r.totalBatches) |")
         }
+        let notes = stabilityNotes
+        if !notes.isEmpty { lines.append(""); lines.append(contentsOf: notes) }
         if anyInterrupted { lines.append(""); lines.append(interruptedNote) }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -141,6 +148,26 @@ struct ResultsView {
     private func csvField(_ s: String) -> String {
         s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
     }
+}
+
+/// What the guard and the collapse monitor saw, in words (`2 batches rejected (NaN or infinity in the
+/// images: 3, 9); collapse after batch 37 (class 4, 97% of the window), reset to source`), or nil when nothing happened.
+func stabilitySummary(_ s: StabilityReport) -> String? {
+    func batches(_ list: [Int]) -> String {
+        list.prefix(5).map(String.init).joined(separator: ", ") + (list.count > 5 ? ", … \(list.count - 5) more" : "")
+    }
+    var parts: [String] = []
+    if !s.rejectedBatches.isEmpty {
+        parts.append("\(s.rejectedBatches.count) batch\(s.rejectedBatches.count == 1 ? "" : "es") rejected (NaN or infinity in the images: \(batches(s.rejectedBatches)))")
+    }
+    if !s.rolledBackBatches.isEmpty {
+        parts.append("\(s.rolledBackBatches.count) step\(s.rolledBackBatches.count == 1 ? "" : "s") rolled back (NaN or infinity after the update: \(batches(s.rolledBackBatches)))")
+    }
+    if s.samplesWithoutPrediction > 0 { parts.append("\(s.samplesWithoutPrediction) images without a prediction scored wrong") }
+    for c in s.collapses {
+        parts.append("collapse after batch \(c.batch) (class \(c.dominantClass), \(Int((c.share * 100).rounded()))% of the window)\(c.reset ? ", reset to source" : "")")
+    }
+    return parts.isEmpty ? nil : parts.joined(separator: "; ")
 }
 
 func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : s + String(repeating: " ", count: n - s.count) }
@@ -242,7 +269,8 @@ final class ProgressPrinter {
         clearLine()
         let state = r.completed ? "" : " (interrupted after \(r.batches) of \(r.totalBatches) batches)"
         console.err("\(method): mean error \(r.domains.isEmpty ? "–" : ResultsView.percent(r.meanError) + "%"), "
-                    + "\(String(format: "%.1f", r.imagesPerSecond)) images/s, \(formatDuration(r.seconds))\(state)\n")
+                    + "\(String(format: "%.1f", r.imagesPerSecond)) images/s, \(formatDuration(r.seconds))\(state)"
+                    + (stabilitySummary(r.stability).map { "; " + $0 } ?? "") + "\n")
     }
 
     /// Removes the live line, if one is shown.

@@ -37,6 +37,7 @@ struct HTMLReport {
         if let s = sourceData { meta.append(("source data", s)) }
         let metaHTML = meta.map { "<dt>\(esc($0.0))</dt><dd>\(esc($0.1))</dd>" }.joined()
         let interrupted = view.anyInterrupted ? "<p class=\"note\">\(esc(view.interruptedNote))</p>" : ""
+        let stability = view.stabilityNotes.map { "<p class=\"note\">\(esc($0))</p>" }.joined()
         return """
         <!DOCTYPE html>
         <html lang="en">
@@ -70,7 +71,7 @@ struct HTMLReport {
         <dl>\(metaHTML)</dl>
         <h2>Error (%) per domain</h2>
         <div class="scroll">\(errorTable())</div>
-        \(interrupted)
+        \(interrupted)\(stability)
         <p class="caption">Lowest error per column in bold. Each method starts from the source model.</p>
         <h2>Throughput and memory</h2>
         \(timingTable())

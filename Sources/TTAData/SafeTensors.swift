@@ -460,15 +460,6 @@ extension SafeTensorsFile {
     }
 }
 
-/// Writes `data` to `url` via a temporary file in the same directory and a rename.
-func writeAtomically(_ data: Data, to url: URL) throws {
-    do {
-        try data.write(to: url, options: .atomic)
-    } catch {
-        throw DataError(file: url.path, message: "cannot write file: \(error.localizedDescription)")
-    }
-}
-
 /// A JSON string literal for `s` (escaping quotes, backslashes and control characters).
 func jsonQuoted(_ s: String) -> String {
     var out = "\""

@@ -159,6 +159,10 @@ public final class ParameterStore {
     public struct Snapshot: Sendable, Equatable {
         public let values: [Float]
         public let counters: [String: Int64]
+        public init(values: [Float], counters: [String: Int64]) {
+            self.values = values
+            self.counters = counters
+        }
     }
 
     public func snapshot() -> Snapshot {
@@ -169,6 +173,44 @@ public final class ParameterStore {
         precondition(s.values.count == totalCount, "ParameterStore.restore: snapshot of another model")
         s.values.withUnsafeBufferPointer { values.update(from: $0.baseAddress!, count: totalCount) }
         counters = s.counters
+    }
+
+    /// The values of some entries and every counter: what a rollback needs when only those entries
+    /// can change (the adaptor's guard keeps the trainable parameters and the buffers).
+    public struct PartialSnapshot: Sendable, Equatable {
+        public let entries: [Int]
+        public let values: [Float]
+        public let counters: [String: Int64]
+    }
+
+    /// The indices of the trainable parameters and of every buffer: what adaptation can change.
+    public var adaptableEntries: [Int] { entries.indices.filter { trainable[$0] || entries[$0].kind == .buffer } }
+
+    public func snapshot(entries indices: [Int]) -> PartialSnapshot {
+        var v: [Float] = []
+        v.reserveCapacity(indices.reduce(0) { $0 + entries[$1].count })
+        for i in indices { v.append(contentsOf: UnsafeBufferPointer(start: values + entries[i].offset, count: entries[i].count)) }
+        return PartialSnapshot(entries: indices, values: v, counters: counters)
+    }
+
+    public func restore(_ s: PartialSnapshot) {
+        var k = 0
+        s.values.withUnsafeBufferPointer { src in
+            for i in s.entries {
+                (values + entries[i].offset).update(from: src.baseAddress! + k, count: entries[i].count)
+                k += entries[i].count
+            }
+        }
+        counters = s.counters
+    }
+
+    /// True when every value of the given entries is finite.
+    public func isFinite(entries indices: [Int]) -> Bool {
+        for i in indices {
+            let p = UnsafeBufferPointer(start: values + entries[i].offset, count: entries[i].count)
+            for x in p where !x.isFinite { return false }
+        }
+        return true
     }
 
     /// Copies every value and counter from `other`, which must have the same layout.

@@ -14,14 +14,15 @@ public struct InputFingerprint: Sendable, Codable, Equatable {
     public var weights: File
     /// The benchmark files actually read (labels and one file per corruption of the stream), in order.
     public var data: [File]
-    /// One digest over the data files' digests in order, for a quick comparison.
+    /// One digest over the data files' names (without folders) and digests in order: equal for the same
+    /// bytes wherever the benchmark folder is.
     public var dataSHA256: String
 
     /// Hashes `weights` and `data`. Reads every byte once, in chunks.
     public init(weights: URL, data: [URL]) throws {
         self.weights = try File(weights)
         self.data = try data.map(File.init)
-        dataSHA256 = SHA256.hex(Array(self.data.map { "\($0.path)\t\($0.sha256)\n" }.joined().utf8))
+        dataSHA256 = SHA256.hex(Array(self.data.map { "\(URL(fileURLWithPath: $0.path).lastPathComponent)\t\($0.sha256)\n" }.joined().utf8))
     }
 }
 

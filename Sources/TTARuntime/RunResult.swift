@@ -57,6 +57,19 @@ public struct RunResult: Sendable, Codable, Equatable {
     /// The peak resident memory estimated before the run (`MemoryEstimate`), beside the measured
     /// `peakMemoryBytes`; nil when no estimate was made.
     public var estimatedPeakMemoryBytes: Int? = nil
+    /// Batches the guard rejected or rolled back, and detected collapses.
+    public var stability = StabilityReport()
+}
+
+extension RunResult {
+    /// The result with its measured fields (times, throughput, peak memory) zeroed: what two runs of the
+    /// same configuration, or a run and its resumption from a checkpoint, have bit for bit in common.
+    public var withoutMeasurements: RunResult {
+        var r = self
+        (r.seconds, r.imagesPerSecond, r.peakMemoryBytes, r.phaseSeconds) = (0, 0, 0, [:])
+        r.estimatedPeakMemoryBytes = nil
+        return r
+    }
 }
 
 /// The whole results file: every run and the configuration that produced them.
@@ -106,28 +119,6 @@ extension ResultsFile {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         return try e.encode(self)
-    }
-}
-
-/// Writes `data` to `url` atomically: a temporary file in the same directory, flushed, then renamed
-/// over the target. A killed process leaves either the old file or the new one, never half of one.
-public func writeAtomically(_ data: Data, to url: URL) throws {
-    let dir = url.deletingLastPathComponent()
-    let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
-    guard FileManager.default.createFile(atPath: tmp.path, contents: nil) else {
-        throw RuntimeError("cannot write \(url.path): cannot create a file in \(dir.path)")
-    }
-    do {
-        let h = try FileHandle(forWritingTo: tmp)
-        try h.write(contentsOf: data)
-        try h.synchronize()
-        try h.close()
-        if rename(tmp.path, url.path) != 0 {
-            throw RuntimeError("cannot write \(url.path): rename failed (\(String(cString: strerror(errno))))")
-        }
-    } catch {
-        try? FileManager.default.removeItem(at: tmp)
-        throw error
     }
 }
 

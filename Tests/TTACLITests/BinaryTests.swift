@@ -58,4 +58,52 @@ import TTARuntime
         #expect(!run.completed && run.domains.count >= 1 && run.domains.count < 8 && run.batches < run.totalBatches)
         #expect(text.contains("tta: interrupted: kept \(run.domains.count) of 8 domains of cotta; partial results written to \(output)"))
     }
+
+    /// A run killed with SIGKILL in the middle of its second method leaves a readable checkpoint (written
+    /// atomically after every batch) and no results file; resumed from it, it writes the same results
+    /// JSON, bit for bit apart from the measured times and memory, as a run that was never killed.
+    @Test func sigkilledRunResumesToTheSameResults() throws {
+        let corruptions = ["gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur"]
+        let tiny = try TinyBenchmark(corruptions: corruptions, perSeverity: 20)
+        defer { tiny.cleanup() }
+        let options = ["compare", "--dataset", "cifar10-c", "--data-dir", tiny.root, "--weights", tiny.weights,
+                       "--corruptions", corruptions.joined(separator: ","), "--methods", "tent,cotta", "--batch-size", "2",
+                       "--augmentations", "4", "--quiet", "--format", "json"]
+        let full = try runBinary(options + ["--output", tiny.folder.path("full.json")])
+        #expect(full.code == 0, "\(full.err)")
+
+        let checkpoint = tiny.folder.path("run.ckpt"), killedOutput = tiny.folder.path("killed.json")
+        let p = Process()
+        p.executableURL = try ttaExecutable()
+        p.arguments = options + ["--output", killedOutput, "--checkpoint", checkpoint, "--checkpoint-every", "1"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // Kill once cotta (40 batches) has saved a few batches.
+        var killedAt: RunCheckpoint?
+        let deadline = Date().addingTimeInterval(120)
+        while p.isRunning && Date() < deadline {
+            if let c = try? RunCheckpoint.read(URL(fileURLWithPath: checkpoint)), c.methodIndex == 1,
+               let done = c.inProgress?.progress.batches, done >= 3 {
+                kill(p.processIdentifier, SIGKILL)
+                killedAt = c
+                break
+            }
+            usleep(2_000)
+        }
+        p.waitUntilExit()
+        let saved = try #require(killedAt, "the run ended before it could be killed mid-way (\(p.terminationStatus))")
+        #expect(p.terminationReason == .uncaughtSignal && p.terminationStatus == SIGKILL)
+        #expect(!FileManager.default.fileExists(atPath: killedOutput))
+        let last = try RunCheckpoint.read(URL(fileURLWithPath: checkpoint))
+        #expect(last.methodIndex == 1 && last.finishedRuns.map(\.method) == ["tent"])
+        let position = try #require(last.inProgress?.progress.batches)
+        #expect(position >= saved.inProgress!.progress.batches && position < 40)
+
+        let resumed = try runBinary(options + ["--output", tiny.folder.path("resumed.json"), "--resume", checkpoint])
+        #expect(resumed.code == 0, "\(resumed.err)")
+        let expected = try deterministicResults(Data(contentsOf: URL(fileURLWithPath: tiny.folder.path("full.json"))))
+        #expect(try deterministicResults(Data(contentsOf: URL(fileURLWithPath: tiny.folder.path("resumed.json")))) == expected)
+        #expect(try deterministicResults(Data(resumed.out.utf8)) == expected)
+    }
 }

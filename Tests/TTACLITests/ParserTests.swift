@@ -44,6 +44,12 @@ import TTAData
         (["--memory-limit", "8GiB"], "memory-limit", .word("8GiB")),
         (["--quiet"], "quiet", .bool(true)),
         (["--batch-size=32"], "batch-size", .int(32)),
+        (["--collapse-window", "20"], "collapse-window", .int(20)),
+        (["--collapse-threshold", "0.9"], "collapse-threshold", .number(0.9)),
+        (["--on-collapse", "reset"], "on-collapse", .word("reset")),
+        (["--checkpoint", "run.ckpt"], "checkpoint", .word("run.ckpt")),
+        (["--checkpoint-every", "5"], "checkpoint-every", .int(5)),
+        (["--resume", "run.ckpt"], "resume", .word("run.ckpt")),
     ]
 
     @Test(arguments: compareCases)
