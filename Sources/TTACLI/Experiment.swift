@@ -106,7 +106,13 @@ func checkModelName(_ name: String) throws {
     guard name != "auto", !["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) else { return }
     let parts = name.lowercased().split(separator: "-")
     if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
-       d >= 10, (d - 4) % 6 == 0, w >= 1 { return }
+       d >= 10, (d - 4) % 6 == 0, w >= 1 {
+        // One class and one channel: the smallest head, so only the depth and width can make it too big.
+        if let count = WideResNet.parameterCount(depth: d, widenFactor: w, numClasses: 1, inputChannels: 1),
+           count <= WideResNet.maxParameterCount { return }
+        throw CLIError.invalidValue(option: "model", value: name,
+                                    expected: "a model of at most \(WideResNet.maxParameterCount) parameters (wideresnet-28-10 has 36479194)")
+    }
     throw CLIError.invalidValue(option: "model", value: name,
                                 expected: "auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
 }

@@ -1,4 +1,5 @@
 import Foundation
+import TTAData
 
 /// The options and positional arguments of one command line, checked against the option table.
 struct ParsedArguments: Sendable, Equatable {
@@ -139,9 +140,14 @@ enum Parser {
         let url = URL(fileURLWithPath: path)
         guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError.fileNotFound(what: "--config", path: path) }
         let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw CLIError.failed("--config \(path): cannot read the file (\(error.localizedDescription))")
+        do { data = try readFileContents(url, mapped: false) } catch let e as DataError {
+            throw CLIError.failed("--config \(path): \(e.message)")
         }
+        return try parseConfig(data, path: path, command: command)
+    }
+
+    /// Checks the contents of a `--config` file (`path` names it in errors); no file access.
+    static func parseConfig(_ data: Data, path: String, command: CommandName) throws -> [String: OptionValue] {
         let root: ConfigValue
         do { root = try JSONDecoder().decode(ConfigValue.self, from: data) } catch {
             throw CLIError.usage("\(path): not valid JSON; expected an object such as {\"lr\": 0.01, \"methods\": [\"tent\"]}")

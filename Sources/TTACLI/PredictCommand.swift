@@ -66,12 +66,13 @@ struct PredictCommand: Command {
 
         let quiet = arguments.flag("quiet")
         let n = layout.count
-        let batches = (n + batchSize - 1) / batchSize
+        // Written so that no sum passes Int.max: --batch-size may be anything up to it.
+        let batches = n == 0 ? 0 : (n - 1) / batchSize + 1
         var logits: [Float] = []
         logits.reserveCapacity(n * net.numClasses)
         let start = DispatchTime.now().uptimeNanoseconds
         for b in 0..<batches {
-            let rows = (b * batchSize)..<min(n, (b + 1) * batchSize)
+            let rows = (b * batchSize)..<(b * batchSize + min(batchSize, n - b * batchSize))
             let x = try layout.batch(file, rows: rows)
             let y: Tensor
             do { y = try adaptor.adapt(x) } catch { throw CLIError.failed("batch \(b + 1) of \(batches) (images \(rows.lowerBound)..<\(rows.upperBound)): \(CLIError.wrap(error).description)") }

@@ -240,7 +240,7 @@ public final class BenchmarkStream {
             var start = segment.lowerBound
             var first = true
             while start < segment.upperBound {
-                let end = min(start + cfg.batchSize, segment.upperBound)
+                let end = start + min(cfg.batchSize, segment.upperBound - start)  // batchSize may be Int.max
                 ranges.append(start..<end)
                 resets.append(cfg.episodic || (first && resetFirst) || ranges.count == 1)
                 first = false

@@ -1,3 +1,5 @@
+import Foundation
+
 /// An error reading or writing a data file (`.safetensors`, `.npy`, a state dict).
 ///
 /// Every error names the file (its path, or `"<memory>"` / the name given for in-memory data), the
@@ -28,9 +30,31 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
     }
 }
 
+/// The contents of the file at `url` (memory-mapped when `mapped`). A directory, a device or a FIFO is
+/// refused before reading (a device like /dev/zero never ends), and any other failure becomes a
+/// `DataError` naming the file.
+package func readFileContents(_ url: URL, mapped: Bool = true) throws -> Data {
+    let target = url.resolvingSymlinksInPath().path
+    if let type = (try? FileManager.default.attributesOfItem(atPath: target)[.type]) as? FileAttributeType,
+       type != .typeRegular {
+        let kind = switch type {
+        case .typeDirectory: "a directory"
+        case .typeCharacterSpecial, .typeBlockSpecial: "a device"
+        case .typeSocket: "a socket"
+        default: "a special file"
+        }
+        throw DataError(file: url.path, message: "is \(kind); expected a regular file")
+    }
+    do {
+        return try Data(contentsOf: url, options: mapped ? .alwaysMapped : [])
+    } catch {
+        throw DataError(file: url.path, message: "cannot read file: \(error.localizedDescription)")
+    }
+}
+
 /// Formats a shape as `[2, 3]`.
 @inline(__always)
-func shapeString(_ shape: [Int]) -> String {
+package func shapeString(_ shape: [Int]) -> String {
     "[" + shape.map(String.init).joined(separator: ", ") + "]"
 }
 

@@ -42,13 +42,7 @@ public struct JPEGImage: Sendable, Equatable {
 
     /// Reads and decodes the JPEG file at `url`.
     public static func read(_ url: URL) throws -> JPEGImage {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw DataError(file: url.path, message: "cannot read file: \(error.localizedDescription)")
-        }
-        return try decode(data, file: url.path)
+        try decode(try readFileContents(url, mapped: false), file: url.path)
     }
 }
 

@@ -60,13 +60,7 @@ public struct NPYFile: Sendable {
 
     /// Opens `url` memory-mapped and validates its header and size.
     public init(contentsOf url: URL) throws {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url, options: .alwaysMapped)
-        } catch {
-            throw DataError(file: url.path, message: "cannot read file: \(error.localizedDescription)")
-        }
-        try self.init(data: data, name: url.path)
+        try self.init(data: try readFileContents(url), name: url.path)
     }
 
     /// Same as `init(contentsOf:)`.
@@ -244,7 +238,10 @@ public struct NPYFile: Sendable {
             throw DataError(file: name, key: "shape", keyKind: "header field",
                             message: "rows \(rows.lowerBound)..<\(rows.upperBound) are out of range: the array has \(n) rows (shape \(shapeString(shape)))")
         }
-        let perRow = Array(shape.dropFirst()).product  // bounded by the validated total
+        // With no rows, only the empty range passes the check above; the other dimensions may then
+        // multiply past Int.max (shape (0, 2**40, 2**40) holds no bytes), so their product is not formed.
+        guard n > 0 else { return (header.dataOffset, 0) }
+        let perRow = Array(shape.dropFirst()).product  // at most the validated total when there are rows
         return (header.dataOffset + rows.lowerBound * perRow * dtype.itemSize, rows.count * perRow)
     }
 

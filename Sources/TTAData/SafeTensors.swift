@@ -53,13 +53,7 @@ public struct SafeTensorsFile: Sendable {
 
     /// Opens and validates `url` (memory-mapped).
     public static func read(_ url: URL) throws -> SafeTensorsFile {
-        let data: Data
-        do {
-            data = try Data(contentsOf: url, options: .alwaysMapped)
-        } catch {
-            throw DataError(file: url.path, message: "cannot read file: \(error.localizedDescription)")
-        }
-        return try SafeTensorsFile(data: data, name: url.path)
+        try SafeTensorsFile(data: try readFileContents(url), name: url.path)
     }
 
     /// Validates in-memory file contents; `name` is used in error messages.

@@ -63,6 +63,15 @@ public enum ModelZoo {
         let parts = name.lowercased().split(separator: "-")
         if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
            d >= 10, (d - 4) % 6 == 0, w >= 1 {
+            guard numClasses >= 1, inputChannels >= 1 else {
+                throw DataError(file: "--model", key: name, keyKind: "model",
+                                message: "needs at least 1 class and 1 input channel, got \(numClasses) and \(inputChannels)")
+            }
+            let count = WideResNet.parameterCount(depth: d, widenFactor: w, numClasses: numClasses, inputChannels: inputChannels)
+            guard let count, count <= WideResNet.maxParameterCount else {
+                throw DataError(file: "--model", key: name, keyKind: "model",
+                                message: "has \(count.map(String.init) ?? "more than Int.max") parameters, more than the limit of \(WideResNet.maxParameterCount)")
+            }
             return WideResNet(depth: d, widenFactor: w, numClasses: numClasses, inputChannels: inputChannels)
         }
         if ["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) {
@@ -94,6 +103,25 @@ public enum ModelZoo {
             guard b1[0] % 16 == 0, widen >= 1, c1[0] == 16 else {
                 throw DataError(file: file.name, key: "block1.layer.0.conv1.weight",
                                 message: "looks like a WideResNet but its width \(b1[0]) is not a multiple of 16")
+            }
+            // The model is built (its parameters allocated) before the weights are checked, and its size
+            // comes from these shapes: check first that the file holds the tensors that dominate it, so a
+            // small file cannot ask for a huge model. Any real checkpoint passes, as loading needs them all.
+            let architecture = "WideResNet-\(6 * n + 4)-\(widen)"
+            func expect(_ key: String, _ expected: [Int]) throws {
+                guard let found = shape(key) else {
+                    throw DataError(file: file.name, key: key, message: "missing; a \(architecture) needs it with shape \(shapeString(expected))")
+                }
+                guard found == expected, !found.contains(0) else {
+                    throw DataError(file: file.name, key: key,
+                                    message: "has shape \(shapeString(found)); a \(architecture) needs \(shapeString(expected)) (no zero dimension)")
+                }
+            }
+            try expect("block1.layer.0.conv1.weight", [16 * widen, 16, 3, 3])  // holds 2304·widen values
+            try expect("conv1.weight", [16, max(c1[1], 1), 3, 3])
+            try expect("fc.weight", [max(fc[0], 1), 64 * widen])
+            for (group, width) in [16 * widen, 32 * widen, 64 * widen].enumerated() {
+                for i in 0..<n { try expect("block\(group + 1).layer.\(i).conv2.weight", [width, width, 3, 3]) }
             }
             return WideResNet(depth: 6 * n + 4, widenFactor: widen, numClasses: fc[0], inputChannels: c1[1])
         }

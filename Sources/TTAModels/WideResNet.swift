@@ -68,6 +68,34 @@ public final class WideResNet: FeatureClassifier, Module {
 
     public var architecture: String { "wideresnet-\(depth)-\(widenFactor)" }
 
+    /// Larger models are refused before anything is allocated (WRN-28-10 has 36.5 million parameters).
+    public static let maxParameterCount = 1 << 32
+
+    /// The trainable parameters (`store.parameterCount`) the model would have, computed without
+    /// building it; nil when the count does not fit in an Int.
+    public static func parameterCount(depth: Int, widenFactor: Int, numClasses: Int, inputChannels: Int) -> Int? {
+        var total = 0, overflow = false
+        func add(_ factors: Int...) {
+            var p = 1
+            for f in factors { let (r, o) = p.multipliedReportingOverflow(by: f); p = r; overflow = overflow || o }
+            let (r, o) = total.addingReportingOverflow(p); total = r; overflow = overflow || o
+        }
+        let n = (depth - 4) / 6
+        let (w64, o) = widenFactor.multipliedReportingOverflow(by: 64)
+        guard !o else { return nil }
+        let widths = [16, w64 / 4, w64 / 2, w64]
+        add(16, inputChannels, 9)
+        for group in 0..<3 {
+            for i in 0..<n {
+                let inPlanes = i == 0 ? widths[group] : widths[group + 1], outPlanes = widths[group + 1]
+                add(2, inPlanes); add(outPlanes, inPlanes, 9); add(2, outPlanes); add(outPlanes, outPlanes, 9)
+                if inPlanes != outPlanes { add(outPlanes, inPlanes) }
+            }
+        }
+        add(2, widths[3]); add(widths[3], numClasses); add(numClasses)
+        return overflow ? nil : total
+    }
+
     public init(depth: Int, widenFactor: Int, numClasses: Int, inputChannels: Int = 3) {
         precondition((depth - 4) % 6 == 0 && depth >= 10, "WideResNet: depth must be 6n+4 (10, 16, 22, 28, …), got \(depth)")
         precondition(widenFactor >= 1 && numClasses >= 1 && inputChannels >= 1)

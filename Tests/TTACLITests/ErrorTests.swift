@@ -32,6 +32,12 @@ import TTATensor
         expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar", code: 64)
         expectError(tta(["compare", "--model", "resnet50"]),
                     "invalid value 'resnet50' for '--model': expected auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)", code: 64)
+        // A valid name whose model would not fit in memory is refused before anything is allocated
+        // (it used to trap building the model).
+        expectError(tta(["predict", "--model", "wideresnet-28-100000", "--weights", "w", "--input", "i", "--output", "o"]),
+                    "invalid value 'wideresnet-28-100000' for '--model': expected a model of at most 4294967296 parameters (wideresnet-28-10 has 36479194)", code: 64)
+        expectError(tta(["compare", "--model", "wrn-10-9223372036854775807"]),
+                    "invalid value 'wrn-10-9223372036854775807' for '--model': expected a model of at most 4294967296 parameters (wideresnet-28-10 has 36479194)", code: 64)
         expectError(tta(["compare", "--lr"]), "option '--lr' needs a value: a non-negative number", code: 64)
         expectError(tta(["compare", "--lr", "--steps", "2"]), "option '--lr' needs a value: a non-negative number", code: 64)
     }

@@ -143,6 +143,8 @@ import TTAData
         try write(#"{"config": "other.json"}"#)
         expectError(tta(["compare", "--config", path]), "\(path): unknown key 'config'", code: 64)
         expectError(tta(["compare", "--config", dir.path("missing.json")]), "--config: no such file: \(dir.path("missing.json"))", code: 1)
+        expectError(tta(["compare", "--config", dir.url.path]), "--config \(dir.url.path): is a directory; expected a regular file", code: 1)
+        expectError(tta(["compare", "--config", "/dev/zero"]), "--config /dev/zero: is a device; expected a regular file", code: 1)
     }
 
     @Test func closestSuggestions() {

@@ -47,6 +47,15 @@ import TTATestSupport
         try NPYFile.write(floats: nchw, shape: [10, 3, 16, 16], to: URL(fileURLWithPath: floatInput))
         #expect(tta(["predict", "--weights", tiny.weights, "--input", floatInput, "--output", floatOutput, "--batch-size", "10"]).code == 0)
         expectClose(try NPYFile(contentsOf: URL(fileURLWithPath: floatOutput)).floats(), expected.storage, tolerance: 1e-5, "float input")
+
+        // --batch-size takes any positive Int: Int.max makes one batch (the batch count used to be
+        // (n + batchSize - 1) / batchSize, which trapped on overflow; found checking what the option
+        // fuzzer cannot reach).
+        let oneBatch = tiny.folder.path("logits-one-batch.npy")
+        let big = tta(["predict", "--weights", tiny.weights, "--input", input, "--output", oneBatch, "--batch-size", "\(Int.max)"])
+        #expect(big.code == 0, "\(big.err)")
+        #expect(big.out.contains("10 images in 1 batch of up to 9223372036854775807"), "\(big.out)")
+        expectClose(try NPYFile(contentsOf: URL(fileURLWithPath: oneBatch)).floats(), expected.storage, tolerance: 1e-5, "one batch")
     }
 
     @Test func aMethodAdaptsWhilePredicting() throws {

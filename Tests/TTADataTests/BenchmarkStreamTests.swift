@@ -206,6 +206,19 @@ struct BenchmarkStreamTests {
         for b in batches { #expect(Set(b.domainIndex).count == 1, "a batch crosses a domain boundary") }
     }
 
+    /// `tta compare --batch-size 9223372036854775807` is a valid option value; the end of each batch
+    /// used to be computed as start + batchSize, which overflowed (a trap) from the second domain on.
+    /// Found while checking what the option fuzzer cannot reach (scripts/fuzz.sh).
+    @Test func batchSizeUpToIntMax() throws {
+        let f = try CBFixture.make(Self.three, k: 10, classes: 4)
+        let s = try stream(f, StreamConfiguration(setting: .continual, corruptions: ["shot_noise", "gaussian_noise"],
+                                                  severities: [5, 3], batchSize: .max, order: .file))
+        #expect(s.batchCount == 4)
+        let batches = try allBatches(s)
+        #expect(batches.map(\.count) == [10, 10, 10, 10])
+        #expect(batches.map { $0.domainIndex[0] } == [0, 1, 2, 3])
+    }
+
     @Test func resetEachShiftResetsAtEveryDomainStart() throws {
         let f = try CBFixture.make(Self.three, k: 5, classes: 4)
         let s = try stream(f, StreamConfiguration(setting: .reset_each_shift, corruptions: Self.three, severities: [5, 4],

@@ -103,6 +103,27 @@ struct JPEGTests {
         }
     }
 
+    @Test("gigantic declared dimensions are refused before any large allocation (make_rgb420)")
+    func giganticDimensions() throws {
+        let original = [UInt8](try Data(contentsOf: JPEGFixtures.directory.appendingPathComponent("rgb420_q75_17x13.jpg")))
+        let sof = try #require((0..<(original.count - 1)).first { original[$0] == 0xFF && original[$0 + 1] == 0xC0 })
+        func claiming(width: Int, height: Int) -> Data {
+            var b = original
+            (b[sof + 5], b[sof + 6]) = (UInt8(height >> 8), UInt8(height & 0xFF))
+            (b[sof + 7], b[sof + 8]) = (UInt8(width >> 8), UInt8(width & 0xFF))
+            return Data(b)
+        }
+        func error(_ data: Data) -> DataError? {
+            do { _ = try JPEGImage.decode(data, file: "big.jpg"); return nil } catch { return error as? DataError }
+        }
+        // Over the pixel limit: refused in the frame header.
+        let over = try #require(error(claiming(width: 65535, height: 65535)))
+        #expect(over.key == "SOF0" && over.message.hasPrefix("image of 65535x65535 pixels exceeds the limit of 268435456 pixels"))
+        // At the limit: refused at the scan, as its few hundred bytes cannot code the 6291456 blocks of 16384x16384 4:2:0.
+        let atLimit = try #require(error(claiming(width: 16384, height: 16384)))
+        #expect(atLimit.key == "SOS" && atLimit.message.hasPrefix("truncated: the scan has 6291456 blocks (at least 2 bits each) but only"))
+    }
+
     @Test("in-memory data is named in errors")
     func memoryName() {
         #expect(throws: DataError.self) { try JPEGImage.decode(Data([0xFF, 0xD8, 0xFF]), file: "x.jpg") }

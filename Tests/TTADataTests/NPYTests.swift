@@ -229,6 +229,17 @@ struct NPYTests {
         expectDataError(file: url.path, key: nil, contains: ["cannot read file"]) { _ = try NPYFile.read(url) }
     }
 
+    /// A directory or a device is refused by name before reading (reading /dev/zero would never end).
+    @Test func directoriesAndDevicesAreRefused() throws {
+        let dir = try TempDir()
+        let device = URL(fileURLWithPath: "/dev/zero")
+        for (url, message) in [(dir.url, "is a directory; expected a regular file"), (device, "is a device; expected a regular file")] {
+            expectDataError(file: url.path, key: nil, contains: [message]) { _ = try NPYFile.read(url) }
+            expectDataError(file: url.path, key: nil, contains: [message]) { _ = try SafeTensorsFile.read(url) }
+            expectDataError(file: url.path, key: nil, contains: [message]) { _ = try JPEGImage.read(url) }
+        }
+    }
+
     // MARK: Hostile in-memory files
 
     private let name = "bad.npy"
@@ -371,6 +382,21 @@ struct NPYTests {
                     if let n = f.shape.first { _ = try? f.rowsAsFloats(0..<n); _ = try? f.uint8Rows(0..<n) }
                 }
             }
+        }
+    }
+
+    // MARK: Found by fuzzing (scripts/fuzz.sh npy)
+
+    /// No rows, but rows so large that their size overflows Int: the array holds no bytes, so the
+    /// header is valid, and reading its (empty) rows used to trap multiplying the row dimensions.
+    @Test func zeroRowsOfAnOverflowingRowSize() throws {
+        let header = "{'descr': '|u1', 'fortran_order': False, 'shape': (0, 4294967296, 4294967296, 3), }"
+        let f = try NPYFile(data: npyBytes(header: header), name: name)
+        #expect(f.shape == [0, 4294967296, 4294967296, 3] && f.count == 0)
+        #expect(try f.floats() == [] && f.ints() == [] && f.tensor().storage == [])
+        #expect(try f.uint8Rows(0..<0) == [] && f.rowsAsFloats(0..<0) == [])
+        expectDataError(file: name, key: "shape", contains: ["rows 0..<1 are out of range: the array has 0 rows"]) {
+            _ = try f.uint8Rows(0..<1)
         }
     }
 

@@ -120,6 +120,45 @@ import TTATestSupport
         #expect(again.store.snapshot() == model.store.snapshot())
     }
 
+    @Test func parameterCountWithoutBuilding() throws {
+        #expect(WideResNet.parameterCount(depth: 28, widenFactor: 10, numClasses: 10, inputChannels: 3) == 36_479_194)
+        for (d, w, k, c) in [(10, 1, 10, 3), (16, 2, 7, 1), (22, 3, 100, 2)] {
+            let built = WideResNet(depth: d, widenFactor: w, numClasses: k, inputChannels: c).store.parameterCount
+            #expect(WideResNet.parameterCount(depth: d, widenFactor: w, numClasses: k, inputChannels: c) == built, "\(d)-\(w)")
+        }
+        #expect(WideResNet.parameterCount(depth: 10, widenFactor: Int.max / 8, numClasses: 1, inputChannels: 1) == nil)
+        let tooBig = #expect(throws: DataError.self) { try ModelZoo.make("wideresnet-28-100000", numClasses: 10) }
+        #expect(tooBig?.description == "--model: model 'wideresnet-28-100000': has 3642880499200474 parameters, more than the limit of 4294967296")
+        #expect(throws: DataError.self) { try ModelZoo.make("wideresnet-10-1", numClasses: 0) }
+    }
+
+    /// A few hundred bytes of header describing a WideResNet of enormous width through tensors with a
+    /// zero dimension (no data needed) used to make `infer` allocate that model and trap: found
+    /// while checking what the safetensors fuzzer cannot reach (`tta inspect` of such a file crashed).
+    @Test func inferRefusesShapesTheFileDoesNotHold() throws {
+        func inferError(_ tensors: [(String, [Int])]) throws -> DataError? {
+            let url = tempURL("bomb.safetensors")
+            defer { try? FileManager.default.removeItem(at: url) }
+            try SafeTensorsFile.write(tensors.map { (name: $0.0, tensor: Tensor(shape: $0.1)) }, to: url)
+            do { _ = try ModelZoo.infer(try SafeTensorsFile.read(url)); return nil } catch let e as DataError { return e }
+        }
+        let wide = 16 << 20
+        let bomb = try #require(try inferError([("conv1.weight", [16, 0, 3, 3]), ("block1.layer.0.conv1.weight", [wide, 0, 3, 3]),
+                                                 ("fc.weight", [10, 0])]))
+        #expect(bomb.key == "block1.layer.0.conv1.weight")
+        #expect(bomb.message == "has shape [16777216, 0, 3, 3]; a WideResNet-10-1048576 needs [16777216, 16, 3, 3] (no zero dimension)")
+        // No classes: WideResNet's init used to stop on a precondition.
+        let noClasses = try #require(try inferError([("conv1.weight", [16, 3, 3, 3]), ("block1.layer.0.conv1.weight", [16, 16, 3, 3]),
+                                                      ("fc.weight", [0, 64])]))
+        #expect(noClasses.key == "fc.weight" && noClasses.message.hasPrefix("has shape [0, 64]; a WideResNet-10-1 needs [1, 64]"))
+        // The head and stem fit, but the big convolutions are missing.
+        let missing = try #require(try inferError([("conv1.weight", [16, 3, 3, 3]), ("block1.layer.0.conv1.weight", [16, 16, 3, 3]),
+                                                    ("fc.weight", [10, 64])]))
+        #expect(missing.key == "block1.layer.0.conv2.weight" && missing.message == "missing; a WideResNet-10-1 needs it with shape [16, 16, 3, 3]")
+        // A real checkpoint still infers.
+        #expect(try ModelZoo.infer(try fixture("wrn16_1.safetensors")).architecture == "wideresnet-16-1")
+    }
+
     @Test func unknownArchitecturesAreRefused() throws {
         #expect(throws: DataError.self) { try ModelZoo.make("resnet-9000", numClasses: 10) }
         #expect(throws: DataError.self) { try ModelZoo.make("wideresnet-27-10", numClasses: 10) }
