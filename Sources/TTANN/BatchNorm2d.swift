@@ -17,6 +17,10 @@ public enum BatchNormMode: Sendable, Equatable {
     /// α-BN (`norm_alpha`): `μ = (1−α)·μ_run + α·μ_batch`, `σ² = (1−α)·σ²_run + α·σ²_batch,unbiased`.
     /// Forward only.
     case alphaMixed(alpha: Float)
+    /// RoTTA's robust BN in train mode: `μ = (1−α)·μ_run + α·μ_batch`, `σ² = (1−α)·σ²_run + α·σ²_batch,biased`;
+    /// then `μ_run, σ²_run ← μ, σ²`. Only the batch part carries a gradient to the input.
+    /// (Its eval mode is `runningStatistics`.)
+    case robust(alpha: Float)
 }
 
 /// `nn.BatchNorm2d(features)` with `<name>.weight`, `.bias`, `.running_mean`, `.running_var`,
@@ -35,6 +39,9 @@ public final class BatchNorm2d: Module {
     private var savedMean: [Float] = []
     private var savedInvStd: [Float] = []
     private var savedBatchStatistics = false
+    /// Robust mode: α and the batch mean, for the backward pass.
+    private var savedBatchWeight: Float = 1
+    private var savedBatchMean: [Float]?
 
     public init(_ store: ParameterStore, name: String, features: Int, eps: Float = 1e-5, momentum: Float? = 0.1) {
         self.store = store
@@ -55,11 +62,12 @@ public final class BatchNorm2d: Module {
         var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
         let rm = store.pointer(runningMean), rv = store.pointer(runningVar)
         let usesBatch: Bool
+        var batchWeight: Float = 1, batchMean: [Float]?
         switch mode {
         case .runningStatistics:
             for j in 0..<c { mean[j] = rm[j]; variance[j] = rv[j] }
             usesBatch = false
-        case .batchStatistics, .batchStatisticsUpdatingRunning, .alphaMixed:
+        case .batchStatistics, .batchStatisticsUpdatingRunning, .alphaMixed, .robust:
             precondition(n * hw > 1, "BatchNorm2d \(name): batch statistics need more than 1 value per channel (got N·H·W = \(n * hw))")
             x.withUnsafeBufferPointer { xp in
                 batchNormStatistics(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: &mean, variance: &variance)
@@ -79,6 +87,16 @@ public final class BatchNorm2d: Module {
                     variance[j] = (1 - a) * rv[j] + a * variance[j] * unbias
                 }
             }
+            if case .robust(let a) = mode {
+                batchMean = mean
+                batchWeight = a
+                for j in 0..<c {
+                    mean[j] = (1 - a) * rm[j] + a * mean[j]
+                    variance[j] = (1 - a) * rv[j] + a * variance[j]
+                    rm[j] = mean[j]
+                    rv[j] = variance[j]
+                }
+            }
             if case .alphaMixed = mode { usesBatch = false } else { usesBatch = true }
         }
         let invStd = variance.map { 1 / ($0 + eps).squareRoot() }
@@ -95,6 +113,8 @@ public final class BatchNorm2d: Module {
             savedMean = mean
             savedInvStd = invStd
             savedBatchStatistics = usesBatch
+            savedBatchWeight = batchWeight
+            savedBatchMean = batchMean
         } else {
             savedInput = nil
         }
@@ -114,6 +134,7 @@ public final class BatchNorm2d: Module {
                 dx.withUnsafeMutableBufferPointer { dxp in
                     batchNormBackward(dy: dyp.baseAddress!, x: xp.baseAddress!, n: n, c: c, hw: hw, mean: savedMean,
                                       invStd: savedInvStd, gamma: g, batchStatistics: savedBatchStatistics,
+                                      batchWeight: savedBatchWeight, batchMean: savedBatchMean,
                                       dx: needInputGradient ? dxp.baseAddress : nil, dGamma: dG, dBeta: dB)
                 }
             }

@@ -25,7 +25,18 @@ func confidentFixtureModel() throws -> any ImageClassifier {
 }
 
 /// Cases run on `confidentFixtureModel()` (the `CONFIDENT` set of the script).
-let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery"]
+let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid"]
+
+/// Sets every BN's running statistics to those of `images` (one pass with momentum 1: batch mean and
+/// unbiased variance), as `run_rotta` does before RoTTA so that its eval-mode teacher predicts diverse classes.
+func calibrateRunningStatistics(_ model: any ImageClassifier, on images: Tensor) {
+    let momenta = model.batchNorms.map(\.momentum)
+    for bn in model.batchNorms { bn.momentum = 1 }
+    model.setBatchNormMode(.batchStatisticsUpdatingRunning)
+    _ = model.forward(images, .inference)
+    for (bn, m) in zip(model.batchNorms, momenta) { bn.momentum = m }
+    model.setBatchNormMode(.runningStatistics)
+}
 
 /// `(B·8, …)` images cut into batches of 8.
 func batchesOf8(_ x: Tensor) -> [Tensor] {
@@ -58,6 +69,15 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     case "sar_recovery":
         c.sarResetConstant = 0.3
         return ("sar", c)
+    case "rdumb":
+        c.optimizer = .sgd; c.lr = 0.001; c.resetAfterUpdates = 2
+        return ("rdumb", c)
+    case "rotta":
+        c.rottaMemorySize = 12; c.rottaUpdateFrequency = 6; c.rottaNu = 0.2
+        return ("rotta", c)
+    case "roid_plain_sgd":
+        c.optimizer = .sgd; c.lr = 0.01; c.roidWeighting = false; c.roidConsistency = false
+        return ("roid", c)
     default:
         return (name, c)
     }
@@ -65,15 +85,17 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 
 /// Per-batch outputs of every method against the PyTorch runs, to 1e-4.
 /// Golden: `method_cases()` in scripts/make_method_fixtures.py (`run_lame`, `run_eata`, `run_sar` for
-/// the LAME, ETA/EATA and SAR cases).
+/// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`).
 @Suite struct MethodParityTests {
     @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
-                      "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery"])
+                      "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery",
+                      "rdumb", "rotta", "roid", "roid_plain_sgd"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)
         let model = try confidentCases.contains(name) ? confidentFixtureModel() : methodFixtureModel()
         let source = expected.names.contains("source") ? batchesOf8(try expected.tensor("source")) : []
+        if method == "rotta" { calibrateRunningStatistics(model, on: try fixture("methods/stream.safetensors").tensor("x")) }
         // The fixtures' deterministic CoTTA augmentation: a horizontal flip.
         let flip: BatchAugmentation = { x, _ in
             var y = x
@@ -97,6 +119,10 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
                 let e = try #require(model.store.entry(named: String(key.dropFirst("fisher.".count))))
                 expectClose(Array(r.fisher[e.offset..<(e.offset + e.count)]), try expected.tensor(key).storage, "\(name) \(key)")
             }
+        }
+        // RoTTA: how many images of each pseudo-class the memory holds at the end.
+        if let rotta = adaptor.method as? RoTTAMethod {
+            #expect(rotta.memory.classes.map { Float($0.count) } == (try expected.tensor("memory_counts").storage))
         }
         // SAR: the loss average after each batch (after any recovery, which unsets it; NaN while unset).
         if !lossAverages.isEmpty {
@@ -129,6 +155,8 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         // ETA/EATA/SAR: the fixture model is unconfident (entropies near ln 10); let every sample through.
         c.entropyMarginFactor = 1
         c.redundancyMargin = 1.01
+        c.resetAfterUpdates = 3                                   // RDumb: one periodic reset within the 4 batches
+        c.rottaMemorySize = 16; c.rottaUpdateFrequency = 8        // RoTTA: an update every batch of 8
         return c
     }
 
@@ -172,7 +200,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let (adaptor, _) = try run(method, seed: 7)
         let store = adaptor.model.store
         let source = adaptor.sourceSnapshot
-        let bufferModes: Set<String> = ["norm_test", "norm_ema"]   // modes that update BN running statistics
+        let bufferModes: Set<String> = ["norm_test", "norm_ema", "rotta"]   // modes that update BN running statistics
         for (i, e) in store.entries.enumerated() {
             let now = Array(store.allValues[e.offset..<(e.offset + e.count)])
             let then = Array(source.values[e.offset..<(e.offset + e.count)])
@@ -186,7 +214,8 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         }
         // SAR's exclusions (ResNet layer4, ViT blocks 9-11) do not occur in a WideResNet.
         let expectedTrainable: [String: ParameterSelection] = ["tent": .normAffine, "cotta": .all, "eta": .normAffine,
-                                                               "eata": .normAffine, "sar": .normAffine]
+                                                               "eata": .normAffine, "sar": .normAffine, "rdumb": .normAffine,
+                                                               "rotta": .normAffine, "roid": .normAffine]
         let selection = expectedTrainable[method] ?? ParameterSelection.none
         #expect(store.trainableNames == store.entries.filter { $0.kind == .parameter && selection.selects($0) }.map(\.name))
         if expectedTrainable[method] != nil {
