@@ -512,6 +512,66 @@ def run_roid(model, xs, cfg):
     return outs
 
 
+class UnMixTNS2d(nn.Module):
+    """UnMix-TNS's normalisation layer (devavratTomar/unmixtns `unmixtns.py`, UnMixTNS2d): K components per
+    layer, per-sample statistics mixed from them, component update with momentum eta. The initial means
+    are given (`init_means`, K x C), so that Swift can be fed the same draws."""
+
+    def __init__(self, bn, eta, init_means):
+        super().__init__()
+        k = init_means.shape[0]
+        self.eta, self.eps = eta, bn.eps
+        self.means = init_means.clone()
+        self.vars = (1 - (0.5 if k > 1 else 0.0)) * bn.running_var.detach().repeat(k, 1)
+        self.weight, self.bias = bn.weight, bn.bias
+
+    def forward(self, x):
+        m = x.mean(dim=[2, 3])
+        v = x.var(dim=[2, 3], unbiased=False)
+        with torch.no_grad():
+            p = torch.softmax(nn.functional.normalize(m, dim=1) @ nn.functional.normalize(self.means, dim=1).t() / 0.07, dim=1)
+        mean_mat = (1 - p.unsqueeze(-1)) * self.means.unsqueeze(0) + p.unsqueeze(-1) * m.unsqueeze(1)   # B, K, C
+        var_mat = (1 - p.unsqueeze(-1)) * self.vars.unsqueeze(0) + p.unsqueeze(-1) * v.unsqueeze(1)
+        mean = mean_mat.mean(1)
+        var = var_mat.mean(1) + (mean_mat ** 2).mean(1) - mean ** 2
+        with torch.no_grad():
+            new_means = self.means + self.eta * (p.unsqueeze(-1) * (m.unsqueeze(1) - self.means.unsqueeze(0))).mean(0)
+            self.vars = self.vars + self.eta * (p.unsqueeze(-1) * (v.unsqueeze(1) - self.vars.unsqueeze(0))).mean(0)
+            self.means = new_means
+        b, c = mean.shape
+        return (x - mean.view(b, c, 1, 1)) / torch.sqrt(var.view(b, c, 1, 1) + self.eps) * self.weight.view(1, -1, 1, 1) \
+            + self.bias.view(1, -1, 1, 1)
+
+
+def run_unmix_tns(model, xs, cfg):
+    """UnMix-TNS under the source method (the reference's default run.sh): every BN replaced, eval mode,
+    no training. The components' initial means are drawn here from a seeded generator and saved
+    (`init.<bn name>`, K x C) for the Swift test to use; the final means are saved too (`final.<bn name>`)."""
+    k = cfg["components"]
+    g = torch.Generator().manual_seed(41)
+    eta = 1 - (1 - 0.1) ** (len(xs[0]) / cfg["batch_size_max"])
+    layers, extra = {}, {}
+
+    def swap(mod, prefix):
+        for name, child in mod.named_children():
+            full = f"{prefix}{name}"
+            if isinstance(child, nn.BatchNorm2d):
+                mean, var = child.running_mean.detach(), child.running_var.detach()
+                noise = torch.randn(k, mean.shape[0], generator=g, dtype=mean.dtype)
+                init = mean.repeat(k, 1) + (math.sqrt(0.5 * k / (k - 1)) * var.sqrt() * noise if k > 1 else 0)
+                extra[f"init.{full}"] = init.float().contiguous()
+                layers[full] = UnMixTNS2d(child, eta, init)
+                setattr(mod, name, layers[full])
+            else:
+                swap(child, full + ".")
+    swap(model, "")
+    model.eval()
+    with torch.no_grad():
+        outs = [model(x) for x in xs]
+    extra.update({f"final.{name}": layer.means.float().contiguous() for name, layer in layers.items()})
+    return outs, extra
+
+
 RECOVERY_CONSTANT = 0.3   # sar_recovery: the loss EMA falls below it after batch 1, so the model goes back to the source
 
 CASES = {
@@ -548,6 +608,7 @@ CASES = {
     "roid_plain_sgd": (run_roid, {"optimizer": "sgd", "lr": 0.01, "weighting": False, "consistency": False, "prior": True,
                                   "temperature": 1 / 3}),
 }
+CASES["unmix_tns"] = (run_unmix_tns, {"components": 4, "batch_size_max": 64})
 CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid"}
 
 

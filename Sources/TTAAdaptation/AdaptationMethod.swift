@@ -121,8 +121,15 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
     public var roidMomentumProbabilities: Float = 0.9
     /// ROID: temperature of the sample weights (`ROID.TEMPERATURE`).
     public var roidTemperature: Float = 1.0 / 3
+    /// UnMix-TNS: mixture components per BN layer (`UNMIXTNS.NUM_COMPONENTS`; 128 in the reference's
+    /// mixed-domain runs).
+    public var unmixComponents: Int = 16
+    /// UnMix-TNS: the batch size at which its momentum equals the BN momentum (`UNMIXTNS.BATCH_SIZE_MAX`;
+    /// 16 in the reference's ImageNet runs).
+    public var unmixBatchSizeMax: Int = 64
     /// The configured test batch size (`TEST.BATCH_SIZE`), for losses the reference divides by it rather
-    /// than by the images in the batch (ROID); nil: the batch's own size (equal except for a short last batch).
+    /// than by the images in the batch (ROID's loss, UnMix-TNS's momentum); nil: the batch's own size (equal
+    /// except for a short last batch).
     public var batchSize: Int?
 
     /// The reference defaults: CIFAR10-C/CIFAR100-C (`Adam 1e-3`, CoTTA rst 0.01, ap 0.92 on CIFAR-10
@@ -184,6 +191,8 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         try check(roidMomentumProbabilities >= 0 && roidMomentumProbabilities <= 1,
                   "roid-momentum-probs must be in [0, 1], got \(roidMomentumProbabilities)")
         try check(roidTemperature.isFinite && roidTemperature > 0, "roid-temperature must be positive, got \(roidTemperature)")
+        try check(unmixComponents >= 1, "unmix-components must be at least 1, got \(unmixComponents)")
+        try check(unmixBatchSizeMax >= 1, "unmix-batch-size-max must be at least 1, got \(unmixBatchSizeMax)")
         try check(batchSize.map { $0 >= 1 } ?? true, "batch-size must be at least 1, got \(batchSize ?? 0)")
     }
 }

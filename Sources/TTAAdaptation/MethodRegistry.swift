@@ -29,6 +29,8 @@ public enum MethodRegistry {
         Entry(name: "rotta", summary: "robust BN, category-balanced memory, mean teacher trained on the memory (RoTTA)", usesGradients: true),
         Entry(name: "roid", summary: "weighted soft-likelihood-ratio loss, consistency, weight ensembling, prior correction (ROID)",
               usesGradients: true),
+        Entry(name: "unmix_tns", summary: "per-sample BN statistics mixed from K running components, no training (UnMix-TNS)",
+              usesGradients: false),
     ]
 
     public static var names: [String] { entries.map(\.name) }
@@ -57,6 +59,7 @@ public enum MethodRegistry {
         case "rdumb": return RDumbMethod(configuration)
         case "rotta": return RoTTAMethod(configuration, augment: augment)
         case "roid": return try ROIDMethod(configuration, augment: augment)
+        case "unmix_tns": return UnMixTNSMethod(configuration)
         default:
             throw AdaptationError("unknown method '\(name)'; known methods: \(names.joined(separator: ", "))")
         }

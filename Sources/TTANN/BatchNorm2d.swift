@@ -23,6 +23,13 @@ public enum BatchNormMode: Sendable, Equatable {
     case robust(alpha: Float)
 }
 
+/// Statistics computed per sample instead of per batch (UnMix-TNS): the layer normalises sample `n`,
+/// channel `c` with `mean[n·C + c]` and `variance[n·C + c]`. Forward only; the provider may update its
+/// own state from `x`.
+public protocol SampleStatisticsProvider: AnyObject {
+    func statistics(_ x: Tensor, layer: BatchNorm2d) -> (mean: [Float], variance: [Float])
+}
+
 /// `nn.BatchNorm2d(features)` with `<name>.weight`, `.bias`, `.running_mean`, `.running_var`,
 /// `.num_batches_tracked`; eps 1e-5, momentum 0.1 unless given (`nil` momentum = cumulative average).
 public final class BatchNorm2d: Module {
@@ -32,6 +39,8 @@ public final class BatchNorm2d: Module {
     public let eps: Float
     public var momentum: Float?
     public var mode: BatchNormMode = .runningStatistics
+    /// When set, replaces `mode`'s statistics by per-sample ones (forward only; a recording forward is refused).
+    public var sampleStatistics: (any SampleStatisticsProvider)?
     public let weight, bias, runningMean, runningVar: ParameterRef
     public var counterName: String { "\(name).num_batches_tracked" }
 
@@ -59,6 +68,20 @@ public final class BatchNorm2d: Module {
     public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
         precondition(x.rank == 4 && x.shape[1] == features, "BatchNorm2d \(name): expected (N, \(features), H, W), got \(x.shape)")
         let (n, c, hw) = (x.shape[0], features, x.shape[2] * x.shape[3])
+        if let provider = sampleStatistics {
+            precondition(!ctx.recording, "BatchNorm2d \(name): per-sample statistics are forward-only")
+            savedInput = nil
+            let (mean, variance) = provider.statistics(x, layer: self)
+            precondition(mean.count == n * c && variance.count == n * c, "BatchNorm2d \(name): per-sample statistics of the wrong size")
+            let g = store.pointer(weight), b = store.pointer(bias)
+            var y = x
+            for row in 0..<(n * c) {
+                let ch = row % c
+                let scale = g[ch] / (variance[row] + eps).squareRoot()
+                for j in 0..<hw { y.storage[row * hw + j] = (x.storage[row * hw + j] - mean[row]) * scale + b[ch] }
+            }
+            return y
+        }
         var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
         let rm = store.pointer(runningMean), rv = store.pointer(runningVar)
         let usesBatch: Bool

@@ -75,6 +75,9 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     case "rotta":
         c.rottaMemorySize = 12; c.rottaUpdateFrequency = 6; c.rottaNu = 0.2
         return ("rotta", c)
+    case "unmix_tns":
+        c.unmixComponents = 4
+        return ("unmix_tns", c)
     case "roid_plain_sgd":
         c.optimizer = .sgd; c.lr = 0.01; c.roidWeighting = false; c.roidConsistency = false
         return ("roid", c)
@@ -85,11 +88,12 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 
 /// Per-batch outputs of every method against the PyTorch runs, to 1e-4.
 /// Golden: `method_cases()` in scripts/make_method_fixtures.py (`run_lame`, `run_eata`, `run_sar` for
-/// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`).
+/// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`,
+/// `run_unmix_tns`).
 @Suite struct MethodParityTests {
     @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
                       "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery",
-                      "rdumb", "rotta", "roid", "roid_plain_sgd"])
+                      "rdumb", "rotta", "roid", "roid_plain_sgd", "unmix_tns"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)
@@ -105,6 +109,9 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         }
         let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: flip,
                                                                                 sourceBatches: source), seed: 1)
+        // UnMix-TNS: the script's draws of the initial component means, per BN layer.
+        let unmix = adaptor.method as? UnMixTNSMethod
+        unmix?.initialMeans = try model.batchNorms.map { try expected.tensor("init.\($0.name)").storage }
         var lossAverages: [Float] = []
         for (i, x) in try methodFixtureStream().enumerated() {
             let out = try adaptor.adapt(x)
@@ -118,6 +125,12 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
             for key in keys {
                 let e = try #require(model.store.entry(named: String(key.dropFirst("fisher.".count))))
                 expectClose(Array(r.fisher[e.offset..<(e.offset + e.count)]), try expected.tensor(key).storage, "\(name) \(key)")
+            }
+        }
+        // UnMix-TNS: the component means after the stream.
+        if let unmix {
+            for (bn, layer) in zip(model.batchNorms, unmix.layers) {
+                expectClose(layer.means, try expected.tensor("final.\(bn.name)").storage, "\(name) \(bn.name) means")
             }
         }
         // RoTTA: how many images of each pseudo-class the memory holds at the end.
@@ -297,5 +310,61 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let restored = s.tensor("w")!.storage.filter { $0 == 0 }.count
         #expect(restored > 850 && restored < 1150)  // 1000 ± 4.8σ
         #expect(s.tensor("frozen")!.storage.allSatisfy { $0 == 1 })
+    }
+}
+
+/// Batches of one image, for the methods of issue #6's second part.
+@Suite struct SmallBatchTests {
+    func oneImage(_ i: Int) throws -> Tensor {
+        let x = try fixture("methods/stream.safetensors").tensor("x")
+        return x.slice(i..<(i + 1))
+    }
+
+    /// RoTTA adapts on its memory, not on the batch: single images work, and its updates still come
+    /// every `rottaUpdateFrequency` images.
+    @Test func rottaAdaptsOnSingleImages() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.rottaMemorySize = 4; c.rottaUpdateFrequency = 3
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("rotta", configuration: c), seed: 1)
+        for i in 0..<6 {
+            let out = try adaptor.adapt(try oneImage(i))
+            #expect(out.shape == [1, 10] && out.isFinite)
+        }
+        let rotta = try #require(adaptor.method as? RoTTAMethod)
+        #expect(rotta.insertedSamples == 6 && rotta.memory.count <= 4 && rotta.memory.count >= 1)
+        #expect(adaptor.model.store.snapshot() != adaptor.sourceSnapshot, "two updates in six images changed nothing")
+    }
+
+    /// ROID's weights are normalised over the batch: a single image is refused with the reason and the
+    /// way out, and the model is left as it was; two images work.
+    @Test func roidRefusesSingleImagesAndSaysWhy() throws {
+        let adaptor = try Adaptor(model: try methodFixtureModel(),
+                                  method: try MethodRegistry.make("roid", configuration: .defaults(for: .cifar)), seed: 1)
+        let before = adaptor.model.store.snapshot()
+        do {
+            _ = try adaptor.adapt(try oneImage(0))
+            Issue.record("roid adapted on one image")
+        } catch let e as AdaptationError {
+            #expect(e.message.contains("batch of 1 image") && e.message.contains("at least 2"))
+        }
+        #expect(adaptor.model.store.snapshot() == before)
+        let pair = try fixture("methods/stream.safetensors").tensor("x").slice(0..<2)
+        #expect(try adaptor.adapt(pair).isFinite)
+        // The consistency loss without the weighting is refused when the method is built (the reference fails on it).
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.roidWeighting = false
+        #expect(throws: AdaptationError.self) { try MethodRegistry.make("roid", configuration: c) }
+    }
+
+    /// RDumb (ETA) at batch size 1: batch statistics over one image's H·W positions, as the reference.
+    @Test func rdumbRunsOnSingleImagesAndResets() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.resetAfterUpdates = 2; c.entropyMarginFactor = 1; c.redundancyMargin = 1.01
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("rdumb", configuration: c), seed: 1)
+        for i in 0..<3 { #expect(try adaptor.adapt(try oneImage(i)).isFinite) }
+        let rdumb = try #require(adaptor.method as? RDumbMethod)
+        #expect(rdumb.performedUpdates == 3 && rdumb.periodicResets == 1)
+        _ = try adaptor.adapt(try oneImage(3))
+        #expect(adaptor.model.store.snapshot() == adaptor.sourceSnapshot, "the second reset restores the source")
     }
 }
