@@ -92,18 +92,20 @@ class AlphaBatchNorm(nn.Module):
         return nn.functional.batch_norm(x, mean, var, self.layer.weight, self.layer.bias, False, 0, self.layer.eps)
 
 
+def replace_bn(module, make, prefix=""):
+    """Replaces every BatchNorm2d under `module`, in `named_modules` order, by `make(bn, its full name)`."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, make(child, prefix + name))
+        else:
+            replace_bn(child, make, prefix + name + ".")
+
+
 def run_norm_alpha(model, xs, cfg):
     # As mariodoebler's BNTest.configure_model: eval() first, then the swap, so each helper BN stays
     # in train mode and sees the batch statistics.
     model.eval()
-
-    def swap(mod):
-        for name, child in mod.named_children():
-            if isinstance(child, nn.BatchNorm2d):
-                setattr(mod, name, AlphaBatchNorm(child, cfg["alpha"]))
-            else:
-                swap(child)
-    swap(model)
+    replace_bn(model, lambda bn, _: AlphaBatchNorm(bn, cfg["alpha"]))
     with torch.no_grad():
         return [model(x) for x in xs]
 
@@ -417,14 +419,7 @@ def run_rotta(model, xs, cfg):
     with torch.no_grad():
         model(torch.cat(xs))
     model.requires_grad_(False)
-
-    def swap(mod):
-        for name, child in mod.named_children():
-            if isinstance(child, nn.BatchNorm2d):
-                setattr(mod, name, RobustBN2d(child, cfg["alpha"]))
-            else:
-                swap(child)
-    swap(model)
+    replace_bn(model, lambda bn, _: RobustBN2d(bn, cfg["alpha"]))
     params = []
     for m in model.modules():
         if isinstance(m, RobustBN2d):
@@ -552,19 +547,14 @@ def run_unmix_tns(model, xs, cfg):
     eta = 1 - (1 - 0.1) ** (len(xs[0]) / cfg["batch_size_max"])
     layers, extra = {}, {}
 
-    def swap(mod, prefix):
-        for name, child in mod.named_children():
-            full = f"{prefix}{name}"
-            if isinstance(child, nn.BatchNorm2d):
-                mean, var = child.running_mean.detach(), child.running_var.detach()
-                noise = torch.randn(k, mean.shape[0], generator=g, dtype=mean.dtype)
-                init = mean.repeat(k, 1) + (math.sqrt(0.5 * k / (k - 1)) * var.sqrt() * noise if k > 1 else 0)
-                extra[f"init.{full}"] = init.float().contiguous()
-                layers[full] = UnMixTNS2d(child, eta, init)
-                setattr(mod, name, layers[full])
-            else:
-                swap(child, full + ".")
-    swap(model, "")
+    def make(bn, name):
+        mean, var = bn.running_mean.detach(), bn.running_var.detach()
+        noise = torch.randn(k, mean.shape[0], generator=g, dtype=mean.dtype)
+        init = mean.repeat(k, 1) + (math.sqrt(0.5 * k / (k - 1)) * var.sqrt() * noise if k > 1 else 0)
+        extra[f"init.{name}"] = init.float().contiguous()
+        layers[name] = UnMixTNS2d(bn, eta, init)
+        return layers[name]
+    replace_bn(model, make)
     model.eval()
     with torch.no_grad():
         outs = [model(x) for x in xs]
