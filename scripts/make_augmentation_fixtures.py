@@ -19,6 +19,7 @@ and safetensors; never needed in CI: the outputs are committed).
 """
 import json
 import os
+import sys
 
 import numpy as np
 import torch
@@ -61,8 +62,9 @@ def make_input(n, c, size, seed):
     return x
 
 
-def run_pipeline(x, p):
-    """The reference pipeline with the drawn values `p`; returns every stage."""
+def run_pipeline(x, p, roid=False):
+    """The reference pipeline with the drawn values `p`; returns every stage. `roid`: ROID's variant
+    (`get_tta_transforms(padding_mode="reflect", cotta_augs=False)`): reflect padding, no blur, no noise."""
     stages = {"input": x}
     size = x.shape[-1]
     x = torch.clip(x, 0.0, 1.0)                                   # Clip(0, 1)
@@ -80,15 +82,16 @@ def run_pipeline(x, p):
             x = x.clamp(1e-8, 1.0)
             x = F.adjust_gamma(x, p["gamma"])
         stages[f"jitter{k}"] = x
-    x = F.pad(x, padding=int(size / 2), padding_mode="edge")      # Pad(int(n_pixels / 2), 'edge')
+    x = F.pad(x, padding=int(size / 2), padding_mode="reflect" if roid else "edge")  # Pad(int(n_pixels / 2), mode)
     stages["pad"] = x
     channels = x.shape[-3]
     affine_args = dict(angle=p["angle"], translate=[p["translateX"], p["translateY"]], scale=p["scale"],
                        shear=[0.0, 0.0], interpolation=InterpolationMode.BILINEAR, fill=[0.0] * channels)
     x = F.affine(x, **affine_args)                                # RandomAffine.forward, fill 0 -> [0.] * C
     stages["affine"] = x
-    x = F.gaussian_blur(x, [5, 5], [p["blurSigma"], p["blurSigma"]])  # GaussianBlur(5, sigma)
-    stages["blur"] = x
+    if not roid:
+        x = F.gaussian_blur(x, [5, 5], [p["blurSigma"], p["blurSigma"]])  # GaussianBlur(5, sigma)
+        stages["blur"] = x
     x = F.center_crop(x, size)                                    # CenterCrop(n_pixels)
     stages["crop"] = x
     if p["flip"]:                                                 # RandomHorizontalFlip(0.5)
@@ -96,7 +99,8 @@ def run_pipeline(x, p):
     x = x + torch.zeros_like(x)                                   # GaussianNoise(0, std) with std = 0
     x = torch.clip(x, 0.0, 1.0)                                   # Clip(0, 1)
     stages["output"] = x
-    check_against_transform_classes(stages, p)
+    if not roid:
+        check_against_transform_classes(stages, p)
     return stages
 
 
@@ -114,8 +118,8 @@ def check_against_transform_classes(stages, p):
     assert torch.equal(T.CenterCrop(size=size)(stages["blur"]), stages["crop"])
 
 
-def write_case(name, function, x, p):
-    stages = run_pipeline(x, p)
+def write_case(name, function, x, p, roid=False):
+    stages = run_pipeline(x, p, roid)
     canvas = stages["pad"].shape[-1]
     matrix = _get_inverse_affine_matrix([0.0, 0.0], p["angle"], [float(p["translateX"]), float(p["translateY"])],
                                         p["scale"], [0.0, 0.0])
@@ -149,8 +153,19 @@ def gray_cases():
     write_case("gray32", "gray_cases", make_input(2, 1, 32, 106), p)
 
 
+def roid_cases():
+    """roid32_a.safetensors: ROID's consistency augmentation (reflect padding, no blur, no noise) on a
+    3-channel batch, with a rotation, translation and scale that reach into the reflected border."""
+    p = params([2, 0, 4, 1, 3], 1.12, 0.83, 1.31, -0.041, 1.08, 13.7, -4, 3, 0.92, 0.25, True)
+    write_case("roid32_a", "roid_cases", make_input(1, 3, 32, 107), p, roid=True)
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     torch.set_num_threads(1)
-    rgb_cases()
-    gray_cases()
+    if sys.argv[1:] == ["roid"]:
+        roid_cases()
+    else:
+        rgb_cases()
+        gray_cases()
+        roid_cases()

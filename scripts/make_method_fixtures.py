@@ -92,18 +92,20 @@ class AlphaBatchNorm(nn.Module):
         return nn.functional.batch_norm(x, mean, var, self.layer.weight, self.layer.bias, False, 0, self.layer.eps)
 
 
+def replace_bn(module, make, prefix=""):
+    """Replaces every BatchNorm2d under `module`, in `named_modules` order, by `make(bn, its full name)`."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, make(child, prefix + name))
+        else:
+            replace_bn(child, make, prefix + name + ".")
+
+
 def run_norm_alpha(model, xs, cfg):
     # As mariodoebler's BNTest.configure_model: eval() first, then the swap, so each helper BN stays
     # in train mode and sees the batch statistics.
     model.eval()
-
-    def swap(mod):
-        for name, child in mod.named_children():
-            if isinstance(child, nn.BatchNorm2d):
-                setattr(mod, name, AlphaBatchNorm(child, cfg["alpha"]))
-            else:
-                swap(child)
-    swap(model)
+    replace_bn(model, lambda bn, _: AlphaBatchNorm(bn, cfg["alpha"]))
     with torch.no_grad():
         return [model(x) for x in xs]
 
@@ -256,7 +258,8 @@ def run_eata(model, xs, cfg):
     fishers = eata_fisher(model, cfg["source"]) if cfg["fisher_alpha"] > 0 else None
     current = None
     outs, gaps = [], []
-    for x in xs:
+    source_state = copy.deepcopy(model.state_dict())
+    for step, x in enumerate(xs, start=1):
         y = model(x)
         ent = softmax_entropy(y)
         gaps.append((ent - e_margin).abs().min().item())
@@ -280,6 +283,11 @@ def run_eata(model, xs, cfg):
             opt.step()
         opt.zero_grad()
         outs.append(y.detach())
+        if cfg.get("reset_after", 0) > 0 and step % cfg["reset_after"] == 0:
+            # RDumb (MODEL.RESET_AFTER_NUM_UPDATES): back to the source model, a new optimizer, no probability average.
+            model.load_state_dict(source_state)
+            opt = make_optimizer(params, cfg)
+            current = None
     print(f"  eata: smallest distance of an entropy to E0 or |cos| to d_margin: {min(gaps):.2e}")
     extra = {f"fisher.{k}": v[0].float() for k, v in (fishers or {}).items()}
     return outs, extra
@@ -328,6 +336,233 @@ def run_sar(model, xs, cfg, params=None):
     return outs, {"ema": torch.tensor(emas, dtype=torch.float32)}
 
 
+class RobustBN2d(nn.Module):
+    """RoTTA's robust BN (`RobustBN2d` of the reference): train mode mixes the running and the batch
+    statistics (biased variance) with weight alpha and keeps the mix; eval mode uses the running ones."""
+
+    def __init__(self, bn, alpha):
+        super().__init__()
+        self.alpha, self.eps = alpha, bn.eps
+        self.register_buffer("running_mean", bn.running_mean.detach().clone())
+        self.register_buffer("running_var", bn.running_var.detach().clone())
+        self.weight = nn.Parameter(bn.weight.detach().clone())
+        self.bias = nn.Parameter(bn.bias.detach().clone())
+
+    def forward(self, x):
+        if self.training:
+            var, mean = torch.var_mean(x, dim=[0, 2, 3], unbiased=False)
+            mean = (1 - self.alpha) * self.running_mean + self.alpha * mean
+            var = (1 - self.alpha) * self.running_var + self.alpha * var
+            self.running_mean, self.running_var = mean.detach().clone(), var.detach().clone()
+        else:
+            mean, var = self.running_mean, self.running_var
+        return (x - mean.view(1, -1, 1, 1)) / torch.sqrt(var.view(1, -1, 1, 1) + self.eps) * self.weight.view(1, -1, 1, 1) \
+            + self.bias.view(1, -1, 1, 1)
+
+
+class CSTU:
+    """RoTTA's category-balanced memory (reference `CSTU`): items [image, uncertainty, age] per class."""
+
+    def __init__(self, capacity, num_class, lambda_t, lambda_u):
+        self.capacity, self.num_class, self.lambda_t, self.lambda_u = capacity, num_class, lambda_t, lambda_u
+        self.per_class = capacity / num_class
+        self.data = [[] for _ in range(num_class)]
+
+    def score(self, age, uncertainty):
+        return self.lambda_t / (1 + math.exp(-age / self.capacity)) + self.lambda_u * uncertainty / math.log(self.num_class)
+
+    def evict(self, classes, new_score):
+        best = None
+        for k in classes:
+            for j, (_, u, a) in enumerate(self.data[k]):
+                sc = self.score(a, u)
+                if best is None or sc >= best[2]:
+                    best = (k, j, sc)
+        if best is None:
+            return True
+        if best[2] > new_score:
+            self.data[best[0]].pop(best[1])
+            return True
+        return False
+
+    def add(self, x, label, uncertainty):
+        new_score = self.score(0, uncertainty)
+        occupancy = sum(len(d) for d in self.data)
+        if len(self.data[label]) < self.per_class:
+            if occupancy < self.capacity:
+                ok = True
+            else:
+                most = max(len(d) for d in self.data)
+                ok = self.evict([k for k in range(self.num_class) if len(self.data[k]) == most], new_score)
+        else:
+            ok = self.evict([label], new_score)
+        if ok:
+            self.data[label].append([x, uncertainty, 0])
+        for d in self.data:
+            for item in d:
+                item[2] += 1
+
+    def contents(self):
+        items = [item for d in self.data for item in d]
+        return [i[0] for i in items], [i[2] / self.capacity for i in items]
+
+
+def run_rotta(model, xs, cfg):
+    """RoTTA (mariodoebler `methods/rotta.py`, with the loss called without arguments as intended): robust BN,
+    CSTU memory, teacher EMA; the strong augmentation is replaced by a horizontal flip (see the docstring).
+    The teacher predicts in eval mode, with the running statistics, which the fixture models have from random
+    draws (one class for every image); so first the running statistics are set to the whole stream's (one
+    train-mode pass with momentum 1: unbiased variance), which makes the pseudo-labels diverse."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0
+    with torch.no_grad():
+        model(torch.cat(xs))
+    model.requires_grad_(False)
+    replace_bn(model, lambda bn, _: RobustBN2d(bn, cfg["alpha"]))
+    params = []
+    for m in model.modules():
+        if isinstance(m, RobustBN2d):
+            m.requires_grad_(True)
+            params += [m.weight, m.bias]
+    opt = make_optimizer(params, cfg)
+    teacher = copy.deepcopy(model)
+    for p in teacher.parameters():
+        p.detach_()
+    memory = CSTU(cfg["memory"], 10, 1.0, 1.0)
+    outs, inserted, updates = [], 0, 0
+    for x in xs:
+        with torch.no_grad():
+            model.eval(); teacher.eval()
+            t = teacher(x)
+            p = t.softmax(1)
+            labels = p.argmax(1)
+            uncertainty = (-p * torch.log(p + 1e-6)).sum(1)
+        for i in range(x.shape[0]):
+            memory.add(x[i], labels[i].item(), uncertainty[i].item())
+            inserted += 1
+            if inserted % cfg["frequency"] == 0:
+                model.train(); teacher.train()
+                images, ages = memory.contents()
+                sup = torch.stack(images)
+                with torch.no_grad():
+                    target = teacher(sup).softmax(1)
+                student = model(sup.flip(3))
+                ages = torch.tensor(ages, dtype=sup.dtype)
+                w = torch.exp(-ages) / (1 + torch.exp(-ages))
+                (-(target * student.log_softmax(1)).sum(1) * w).mean().backward()
+                opt.step(); opt.zero_grad()
+                with torch.no_grad():
+                    for tp, sp in zip(teacher.parameters(), model.parameters()):
+                        tp.data = (1 - cfg["nu"]) * tp.data + cfg["nu"] * sp.data
+                updates += 1
+        outs.append(t.detach())
+    counts = torch.tensor([len(d) for d in memory.data], dtype=torch.float32)
+    print(f"  rotta: {updates} updates, memory per class {counts.tolist()}")
+    return outs, {"memory_counts": counts}
+
+
+def run_roid(model, xs, cfg):
+    """ROID (mariodoebler `methods/roid.py`): weighted soft likelihood ratio, consistency on a horizontal flip
+    (instead of the random augmentation), weight ensembling with the source, prior correction."""
+    params = configure_norm_adaptation(model)
+    opt = make_optimizer(params, cfg)
+    source = [p.detach().clone() for p in params]
+    ema = torch.full((10,), 0.1, dtype=torch.float64)
+    outs = []
+    for x in xs:
+        y = model(x)
+        mask = torch.zeros(len(x), dtype=torch.bool)
+        with torch.no_grad():
+            if cfg["weighting"]:
+                div = 1 - nn.functional.cosine_similarity(ema.unsqueeze(0), y.softmax(1), dim=1)
+                div = (div - div.min()) / (div.max() - div.min())
+                mask = div < div.mean()
+                cert = -softmax_entropy(y)
+                cert = (cert - cert.min()) / (cert.max() - cert.min())
+                weights = torch.exp(div * cert / cfg["temperature"])
+                weights[mask] = 0.
+            ema = 0.9 * ema + 0.1 * y.softmax(1).mean(0)
+        q = y.softmax(1).clamp(min=0.0, max=0.99)
+        slr = -(q * torch.log(q / (1 - q) + 1e-5)).sum(1)
+        if cfg["weighting"]:
+            slr = (slr * weights)[~mask]
+        loss = slr.sum() / len(x)
+        if cfg["consistency"]:
+            ya = model(x[~mask].flip(3))
+            ye = y[~mask]
+            sce = -0.5 * (ye.softmax(1) * ya.log_softmax(1)).sum(1) - 0.5 * (ya.softmax(1) * ye.log_softmax(1)).sum(1)
+            loss = loss + (sce * weights[~mask]).sum() / len(x)
+        loss.backward(); opt.step(); opt.zero_grad()
+        with torch.no_grad():
+            for p, s in zip(params, source):
+                p.data = 0.99 * p.data + 0.01 * s
+            out = y.detach().clone()
+            if cfg["prior"]:
+                prior = out.softmax(1).mean(0)
+                smooth = max(1 / out.shape[0], 1 / out.shape[1]) / torch.max(prior)
+                out *= (prior + smooth) / (1 + smooth * out.shape[1])
+        print(f"  roid: kept {int((~mask).sum())} of {len(x)}")
+        outs.append(out)
+    return outs
+
+
+class UnMixTNS2d(nn.Module):
+    """UnMix-TNS's normalisation layer (devavratTomar/unmixtns `unmixtns.py`, UnMixTNS2d): K components per
+    layer, per-sample statistics mixed from them, component update with momentum eta. The initial means
+    are given (`init_means`, K x C), so that Swift can be fed the same draws."""
+
+    def __init__(self, bn, eta, init_means):
+        super().__init__()
+        k = init_means.shape[0]
+        self.eta, self.eps = eta, bn.eps
+        self.means = init_means.clone()
+        self.vars = (1 - (0.5 if k > 1 else 0.0)) * bn.running_var.detach().repeat(k, 1)
+        self.weight, self.bias = bn.weight, bn.bias
+
+    def forward(self, x):
+        m = x.mean(dim=[2, 3])
+        v = x.var(dim=[2, 3], unbiased=False)
+        with torch.no_grad():
+            p = torch.softmax(nn.functional.normalize(m, dim=1) @ nn.functional.normalize(self.means, dim=1).t() / 0.07, dim=1)
+        mean_mat = (1 - p.unsqueeze(-1)) * self.means.unsqueeze(0) + p.unsqueeze(-1) * m.unsqueeze(1)   # B, K, C
+        var_mat = (1 - p.unsqueeze(-1)) * self.vars.unsqueeze(0) + p.unsqueeze(-1) * v.unsqueeze(1)
+        mean = mean_mat.mean(1)
+        var = var_mat.mean(1) + (mean_mat ** 2).mean(1) - mean ** 2
+        with torch.no_grad():
+            new_means = self.means + self.eta * (p.unsqueeze(-1) * (m.unsqueeze(1) - self.means.unsqueeze(0))).mean(0)
+            self.vars = self.vars + self.eta * (p.unsqueeze(-1) * (v.unsqueeze(1) - self.vars.unsqueeze(0))).mean(0)
+            self.means = new_means
+        b, c = mean.shape
+        return (x - mean.view(b, c, 1, 1)) / torch.sqrt(var.view(b, c, 1, 1) + self.eps) * self.weight.view(1, -1, 1, 1) \
+            + self.bias.view(1, -1, 1, 1)
+
+
+def run_unmix_tns(model, xs, cfg):
+    """UnMix-TNS under the source method (the reference's default run.sh): every BN replaced, eval mode,
+    no training. The components' initial means are drawn here from a seeded generator and saved
+    (`init.<bn name>`, K x C) for the Swift test to use; the final means are saved too (`final.<bn name>`)."""
+    k = cfg["components"]
+    g = torch.Generator().manual_seed(41)
+    eta = 1 - (1 - 0.1) ** (len(xs[0]) / cfg["batch_size_max"])
+    layers, extra = {}, {}
+
+    def make(bn, name):
+        mean, var = bn.running_mean.detach(), bn.running_var.detach()
+        noise = torch.randn(k, mean.shape[0], generator=g, dtype=mean.dtype)
+        init = mean.repeat(k, 1) + (math.sqrt(0.5 * k / (k - 1)) * var.sqrt() * noise if k > 1 else 0)
+        extra[f"init.{name}"] = init.float().contiguous()
+        layers[name] = UnMixTNS2d(bn, eta, init)
+        return layers[name]
+    replace_bn(model, make)
+    model.eval()
+    with torch.no_grad():
+        outs = [model(x) for x in xs]
+    extra.update({f"final.{name}": layer.means.float().contiguous() for name, layer in layers.items()})
+    return outs, extra
+
+
 RECOVERY_CONSTANT = 0.3   # sar_recovery: the loss EMA falls below it after batch 1, so the model goes back to the source
 
 CASES = {
@@ -349,8 +584,23 @@ CASES = {
     "eata": (run_eata, {"optimizer": "adam", "lr": 1e-3, "margin_e0": 0.4, "d_margin": 0.4, "fisher_alpha": 2000.0}),
     "sar": (run_sar, {"lr": 1e-3, "margin_e0": 0.4, "reset_constant": 0.2}),
     "sar_recovery": (run_sar, {"lr": 1e-3, "margin_e0": 0.4, "reset_constant": RECOVERY_CONSTANT}),
+    # RDumb: ETA reset every 2 updates (the reference resets every 1000).
+    # (SGD: after Adam's first step from the source on batch 2, PyTorch's own float32 run differs from float64 by 8e-4.)
+    "rdumb": (run_eata, {"optimizer": "sgd", "lr": 0.001, "margin_e0": 0.4, "d_margin": 0.4, "fisher_alpha": 0.0,
+                         "reset_after": 2}),
+    # RoTTA with a memory of 12 updated every 6 images (mid-batch), and a fast teacher (nu 0.2) so that the
+    # teacher's output shows the updates; ROID with and without its weighting and consistency terms. Without
+    # the weighting, on the confident model, samples approach the 0.99 clip where the SLR gradient
+    # (~1/(1-p)^2) is steep and PyTorch's float32 run leaves its float64 run by 3e-4: that case runs on
+    # the source fixture model.
+    "rotta": (run_rotta, {"optimizer": "adam", "lr": 1e-3, "memory": 12, "frequency": 6, "nu": 0.2, "alpha": 0.05}),
+    "roid": (run_roid, {"optimizer": "adam", "lr": 1e-3, "weighting": True, "consistency": True, "prior": True,
+                        "temperature": 1 / 3}),
+    "roid_plain_sgd": (run_roid, {"optimizer": "sgd", "lr": 0.01, "weighting": False, "consistency": False, "prior": True,
+                                  "temperature": 1 / 3}),
 }
-CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery"}
+CASES["unmix_tns"] = (run_unmix_tns, {"components": 4, "batch_size_max": 64})
+CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid"}
 
 
 def make_source_batches():

@@ -31,7 +31,9 @@ What runs, per method (as the reference's test_time.py does):
     state dict from the .safetensors file loaded strictly, `model_preprocess = None` (RobustBench
     models have none), as test_time.py attaches it.
   * method: `ADAPTATION_REGISTRY.get(cfg.MODEL.ADAPTATION)(cfg=cfg, model=base_model, num_classes=10)`
-    -> methods.source.Source, methods.norm.BNTest, methods.tent.Tent, methods.cotta.CoTTA.
+    -> methods.source.Source, methods.norm.BNTest, methods.tent.Tent, methods.cotta.CoTTA,
+    methods.eata.EATA (rdumb.yaml: FISHER_ALPHA 0, RESET_AFTER_NUM_UPDATES 1000), methods.rotta.RoTTA,
+    methods.roid.ROID.
   * stream: per domain `random.seed(RNG_SEED); np.random.seed(RNG_SEED); random.shuffle(samples)` exactly as
     datasets/data_loading.get_test_loader (or file order with --order file); samples are
     `[x, y, domain]` with x = uint8 NHWC rows [(s-1)*K, s*K) of <corruption>.npy -> float32 / 255,
@@ -66,6 +68,12 @@ Run-time patches (nothing in --reference-dir is modified):
   P5. The reference WideResNet hard-codes `nn.Conv2d(3, 16, ...)` as conv1; after construction it is
       replaced by `nn.Conv2d(1, 16, 3, 1, 1, bias=False)` (the checkpoint's conv1.weight is
       (16, 1, 3, 3)); every other module is the reference's. Its forward is unchanged.
+  P7. `datasets.data_loading` is replaced by a stub whose get_source_loader raises: methods/eata.py
+      imports it (EATA's Fisher information; RDumb's config has FISHER_ALPHA 0 and never calls it) and
+      the real module imports webdataset and the ImageNet helpers.
+  P8. RoTTA: in this reference version the fp32 branch of forward_and_adapt calls
+      `self.loss_calculation(x)` on a method that takes no argument (TypeError at the first update); the
+      patched method ignores the argument. Nothing else in RoTTA changes.
   P6. stdout: the reference prints from AlphaBatchNorm.adapt_model ("| Found N modules ..."); method
       construction runs with stdout redirected to stderr so that stdout holds only the table.
 """
@@ -92,7 +100,8 @@ STANDARD_CORRUPTIONS = ["gaussian_noise", "shot_noise", "impulse_noise", "defocu
 # the 15 standard corruptions, continual setting (one reset before the first batch).
 CLI_DEFAULTS = dict(batch_size=50, order="shuffled", seed=1, severity=5, setting="continual")
 METHOD_YAML = {"source": "source.yaml", "norm_test": "norm_test.yaml", "norm_alpha": "norm_alpha.yaml",
-               "norm_ema": "norm_ema.yaml", "tent": "tent.yaml", "cotta": "cotta.yaml"}
+               "norm_ema": "norm_ema.yaml", "tent": "tent.yaml", "cotta": "cotta.yaml",
+               "rdumb": "rdumb.yaml", "rotta": "rotta.yaml", "roid": "roid.yaml"}
 
 CUDA_CALLS = {"Tensor.cuda": 0, "Module.cuda": 0}
 
@@ -116,6 +125,21 @@ def install_patches(reference_dir):
     models_pkg.model = model_stub
     sys.modules["models"] = models_pkg
     sys.modules["models.model"] = model_stub
+
+    # P7: datasets.data_loading stub: methods/eata.py (RDumb's class) imports get_source_loader from it,
+    # and the real module imports webdataset and the ImageNet helpers. RDumb's config (FISHER_ALPHA 0)
+    # never calls it; the stub fails loudly if anything does.
+    datasets_pkg = types.ModuleType("datasets")
+    datasets_pkg.__path__ = [os.path.join(cls_dir, "datasets")]
+    loading_stub = types.ModuleType("datasets.data_loading")
+
+    def get_source_loader(*a, **k):
+        raise RuntimeError("reference_compare.py: source data is not available (datasets.data_loading stub, P7)")
+
+    loading_stub.get_source_loader = get_source_loader
+    datasets_pkg.data_loading = loading_stub
+    sys.modules["datasets"] = datasets_pkg
+    sys.modules["datasets.data_loading"] = loading_stub
 
     # P2: the methods package without its __init__.py.
     methods_pkg = types.ModuleType("methods")
@@ -144,6 +168,13 @@ def import_reference():
         import methods.norm  # noqa: F401  (registers BNTest, BNAlpha, BNEMA)
         import methods.tent  # noqa: F401
         import methods.cotta  # noqa: F401
+        import methods.eata  # noqa: F401  (RDumb: cfgs/*/rdumb.yaml runs EATA with periodic resets)
+        import methods.rotta  # noqa: F401
+        import methods.roid  # noqa: F401
+    # P8: RoTTA's fp32 branch calls `self.loss_calculation(x)`, but the method takes no argument (a
+    # TypeError at the first update in this reference version); the argument is dropped, as intended.
+    rotta_loss = methods.rotta.RoTTA.loss_calculation
+    methods.rotta.RoTTA.loss_calculation = lambda self, *unused: rotta_loss(self)
     import conf
     from utils.registry import ADAPTATION_REGISTRY
     return conf, ADAPTATION_REGISTRY

@@ -114,6 +114,41 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
     public var lameNeighbours: Int = 5
     /// LAME: use `(W + Wᵀ)/2` (`LAME.FORCE_SYMMETRY`).
     public var lameForceSymmetry: Bool = false
+    /// RDumb: a full reset to the source every this many update steps (`MODEL.RESET_AFTER_NUM_UPDATES` of
+    /// the rdumb configs; 0 never resets).
+    public var resetAfterUpdates: Int = 1000
+    /// RoTTA: capacity of the category-balanced memory (`ROTTA.MEMORY_SIZE`).
+    public var rottaMemorySize: Int = 64
+    /// RoTTA: one update every this many inserted samples (`ROTTA.UPDATE_FREQUENCY`).
+    public var rottaUpdateFrequency: Int = 64
+    /// RoTTA: teacher EMA weight of the student, `θ′ ← (1−ν)·θ′ + ν·θ` (`ROTTA.NU`).
+    public var rottaNu: Float = 0.001
+    /// RoTTA: robust-BN weight of the batch statistics (`ROTTA.ALPHA`).
+    public var rottaAlpha: Float = 0.05
+    /// RoTTA: weights of the age and the uncertainty in the memory's eviction score (`ROTTA.LAMBDA_T`, `LAMBDA_U`).
+    public var rottaLambdaT: Float = 1, rottaLambdaU: Float = 1
+    /// ROID: diversity/certainty loss weights and the mask (`ROID.USE_WEIGHTING`).
+    public var roidWeighting: Bool = true
+    /// ROID: scale the returned logits by the smoothed batch prior (`ROID.USE_PRIOR_CORRECTION`).
+    public var roidPriorCorrection: Bool = true
+    /// ROID: the augmentation-consistency loss (`ROID.USE_CONSISTENCY`).
+    public var roidConsistency: Bool = true
+    /// ROID: weight ensembling `θ ← m·θ + (1−m)·θ_source` after each step (`ROID.MOMENTUM_SRC`).
+    public var roidMomentumSource: Float = 0.99
+    /// ROID: momentum of the class-probability EMA (`ROID.MOMENTUM_PROBS`).
+    public var roidMomentumProbabilities: Float = 0.9
+    /// ROID: temperature of the sample weights (`ROID.TEMPERATURE`).
+    public var roidTemperature: Float = 1.0 / 3
+    /// UnMix-TNS: mixture components per BN layer (`UNMIXTNS.NUM_COMPONENTS`; 128 in the reference's
+    /// mixed-domain runs).
+    public var unmixComponents: Int = 16
+    /// UnMix-TNS: the batch size at which its momentum equals the BN momentum (`UNMIXTNS.BATCH_SIZE_MAX`;
+    /// 16 in the reference's ImageNet runs).
+    public var unmixBatchSizeMax: Int = 64
+    /// The configured test batch size (`TEST.BATCH_SIZE`), for losses the reference divides by it rather
+    /// than by the images in the batch (ROID's loss, UnMix-TNS's momentum); nil: the batch's own size (equal
+    /// except for a short last batch).
+    public var batchSize: Int?
 
     /// The reference defaults: CIFAR10-C/CIFAR100-C (`Adam 1e-3`, CoTTA rst 0.01, ap 0.92 on CIFAR-10
     /// and 0.72 on CIFAR-100; EATA ε 0.4 on CIFAR-10 and 0.1 on CIFAR-100, β 1) or ImageNet-C (`SGD`
@@ -130,6 +165,7 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         case .imagenet:
             var c = MethodConfiguration(optimizer: .sgd, lr: method == "cotta" ? 0.01 : 2.5e-4, restoreProbability: 0.001,
                                         confidenceThreshold: 0.1, symmetricLoss: true)
+            if method == "rotta" { (c.optimizer, c.lr) = (.adam, 1e-3) }   // cfgs/imagenet_c/rotta.yaml
             c.redundancyMargin = 0.05
             c.fisherAlpha = 2000
             return c
@@ -163,5 +199,18 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         try check(sarResetConstant.isFinite, "sar-reset-constant must be a number, got \(sarResetConstant)")
         try check(samRho.isFinite && samRho >= 0, "sam-rho must be non-negative, got \(samRho)")
         try check(lameNeighbours >= 1, "lame-neighbours must be at least 1, got \(lameNeighbours)")
+        try check(resetAfterUpdates >= 0, "reset-after-updates must be non-negative, got \(resetAfterUpdates)")
+        try check(rottaMemorySize >= 1, "rotta-memory-size must be at least 1, got \(rottaMemorySize)")
+        try check(rottaUpdateFrequency >= 1, "rotta-update-frequency must be at least 1, got \(rottaUpdateFrequency)")
+        try check(rottaNu >= 0 && rottaNu <= 1, "rotta-nu must be in [0, 1], got \(rottaNu)")
+        try check(rottaAlpha >= 0 && rottaAlpha <= 1, "rotta-alpha must be in [0, 1], got \(rottaAlpha)")
+        try check(rottaLambdaT.isFinite && rottaLambdaU.isFinite, "rotta-lambda-t and rotta-lambda-u must be numbers")
+        try check(roidMomentumSource >= 0 && roidMomentumSource <= 1, "roid-momentum-source must be in [0, 1], got \(roidMomentumSource)")
+        try check(roidMomentumProbabilities >= 0 && roidMomentumProbabilities <= 1,
+                  "roid-momentum-probs must be in [0, 1], got \(roidMomentumProbabilities)")
+        try check(roidTemperature.isFinite && roidTemperature > 0, "roid-temperature must be positive, got \(roidTemperature)")
+        try check(unmixComponents >= 1, "unmix-components must be at least 1, got \(unmixComponents)")
+        try check(unmixBatchSizeMax >= 1, "unmix-batch-size-max must be at least 1, got \(unmixBatchSizeMax)")
+        try check(batchSize.map { $0 >= 1 } ?? true, "batch-size must be at least 1, got \(batchSize ?? 0)")
     }
 }

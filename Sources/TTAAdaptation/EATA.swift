@@ -165,10 +165,3 @@ public final class EATAMethod: AdaptationMethod {
         updateSampleCount = try state.count("updateSampleCount", of: name)
     }
 }
-
-/// `a·b / √max(‖a‖²‖b‖², 1e-16)`, as `F.cosine_similarity`.
-private func cosineSimilarity(_ a: [Double], _ b: ArraySlice<Float>) -> Double {
-    var (dot, aa, bb) = (0.0, 0.0, 0.0)
-    for (x, y) in zip(a, b) { dot += x * Double(y); aa += x * x; bb += Double(y) * Double(y) }
-    return dot / max(aa * bb, 1e-16).squareRoot()
-}

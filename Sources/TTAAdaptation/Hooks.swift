@@ -97,6 +97,13 @@ public func subsetEntropyLoss(_ logits: Tensor, samples: [Int], weights: [Float]
     return (Float(total / n), grad)
 }
 
+/// `a·b / √max(‖a‖²‖b‖², 1e-16)`, as `F.cosine_similarity` (EATA's redundancy filter, ROID's diversity weight).
+func cosineSimilarity(_ a: [Double], _ b: ArraySlice<Float>) -> Double {
+    var (dot, aa, bb) = (0.0, 0.0, 0.0)
+    for (x, y) in zip(a, b) { dot += x * Double(y); aa += x * x; bb += Double(y) * Double(y) }
+    return dot / max(aa * bb, 1e-16).squareRoot()
+}
+
 /// Log-softmax of row `i` of `(N, C)` logits, in Double.
 private func logSoftmaxRow(_ logits: Tensor, _ i: Int) -> [Double] {
     let c = logits.shape[1]

@@ -25,6 +25,12 @@ public enum MethodRegistry {
         Entry(name: "eata", summary: "ETA plus a Fisher penalty towards the source parameters; needs source data (EATA)", usesGradients: true,
               needsSourceData: true),
         Entry(name: "sar", summary: "sharpness-aware reliable entropy minimisation with model recovery (SAR)", usesGradients: true),
+        Entry(name: "rdumb", summary: "ETA, reset to the source every 1000 updates (RDumb)", usesGradients: true),
+        Entry(name: "rotta", summary: "robust BN, category-balanced memory, mean teacher trained on the memory (RoTTA)", usesGradients: true),
+        Entry(name: "roid", summary: "weighted soft-likelihood-ratio loss, consistency, weight ensembling, prior correction (ROID)",
+              usesGradients: true),
+        Entry(name: "unmix_tns", summary: "per-sample BN statistics mixed from K running components, no training (UnMix-TNS)",
+              usesGradients: false),
     ]
 
     public static var names: [String] { entries.map(\.name) }
@@ -32,7 +38,8 @@ public enum MethodRegistry {
     /// The entry named `name`, if any.
     public static func entry(_ name: String) -> Entry? { entries.first { $0.name == name } }
 
-    /// Builds the method `name` with `configuration`; `augment` is CoTTA's augmentation (nil disables it);
+    /// Builds the method `name` with `configuration`; `augment` is the method's augmentation (CoTTA's and
+    /// RoTTA's pipeline, ROID's variant without blur and noise; nil disables it);
     /// `sourceBatches` are source-domain images for EATA's Fisher information (`eata` refuses to be built
     /// without them while its `fisherAlpha` is positive; the other methods ignore them).
     public static func make(_ name: String, configuration: MethodConfiguration,
@@ -49,6 +56,10 @@ public enum MethodRegistry {
         case "eta": return EATAMethod(eta: configuration)
         case "eata": return try EATAMethod(eata: configuration, sourceBatches: sourceBatches)
         case "sar": return SARMethod(configuration)
+        case "rdumb": return RDumbMethod(configuration)
+        case "rotta": return RoTTAMethod(configuration, augment: augment)
+        case "roid": return try ROIDMethod(configuration, augment: augment)
+        case "unmix_tns": return UnMixTNSMethod(configuration)
         default:
             throw AdaptationError("unknown method '\(name)'; known methods: \(names.joined(separator: ", "))")
         }

@@ -106,6 +106,10 @@ public struct CoTTAAugmentation: Sendable, Equatable {
     public var flipProbability: Double
     /// Standard deviation of the additive Gaussian noise (0 disables it and draws nothing).
     public var noiseStd: Float
+    /// Stage 3's padding: replicated edges (CoTTA) or a mirror without the edge (`padding_mode="reflect"`, ROID).
+    public var reflectPadding = false
+    /// Whether stage 5 (the Gaussian blur) runs; ROID's variant leaves it out (its sigma is still drawn).
+    public var blur = true
 
     /// The non-soft parameters CoTTA uses, or (`soft: true`) KATANA's unused soft variant.
     public init(imageSize: Int = 32, soft: Bool = false) {
@@ -122,6 +126,14 @@ public struct CoTTAAugmentation: Sendable, Equatable {
         blurSigma = soft ? 0.001...0.25 : 0.001...0.5
         flipProbability = 0.5
         noiseStd = 0.005
+    }
+
+    /// ROID's consistency augmentation (`get_tta_transforms(padding_mode="reflect", cotta_augs=False)`):
+    /// CoTTA's colour jitter and affine on a reflect-padded canvas, crop and flip; no blur, no noise.
+    public static func roid(imageSize: Int = 32) -> CoTTAAugmentation {
+        var a = CoTTAAugmentation(imageSize: imageSize)
+        (a.reflectPadding, a.blur, a.noiseStd) = (true, false, 0)
+        return a
     }
 
     /// CoTTA's CIFAR augmentation (32 × 32, non-soft).
@@ -240,10 +252,10 @@ public struct CoTTAAugmentation: Sendable, Equatable {
         let (n, c, size) = (x.shape[0], x.shape[1], imageSize)
         let canvas = canvasSize
         let top = VisionOps.centerCropOrigin(canvas, size)
-        let kernel = VisionOps.gaussianKernel1D(size: blurKernelSize, sigma: p.blurSigma)
+        let kernel: [Float] = blur ? VisionOps.gaussianKernel1D(size: blurKernelSize, sigma: p.blurSigma) : [1]
         let blur = BlurWindow(kernel: kernel, h: canvas, w: canvas, rows: top..<(top + size), cols: top..<(top + size))
         let (rowsRead, colsRead) = (blur.rowsRead, blur.colsRead)
-        let taps = AffineTaps(matrix: p.affineMatrix, sourceH: size, sourceW: size, pad: padding,
+        let taps = AffineTaps(matrix: p.affineMatrix, sourceH: size, sourceW: size, pad: padding, reflect: reflectPadding,
                               rows: rowsRead.lowerBound..<(rowsRead.upperBound + 1),
                               cols: colsRead.lowerBound..<(colsRead.upperBound + 1))
         var out = Tensor(shape: [n, c, size, size])

@@ -206,6 +206,24 @@ public enum VisionOps {
         return out
     }
 
+    /// `pad(img, pad, padding_mode="reflect")` on all four sides (the edge row/column is not repeated); `pad` < H, W.
+    public static func padReflect(_ x: Tensor, _ pad: Int) -> Tensor {
+        let (planes, h, w) = planeDims(x)
+        precondition(pad >= 0 && pad < h && pad < w, "padReflect: reflect padding needs pad < H, W")
+        let (ph, pw) = (h + 2 * pad, w + 2 * pad)
+        var out = Tensor(shape: [x.shape[0], x.shape[1], ph, pw])
+        for plane in 0..<planes {
+            for r in 0..<ph {
+                let sr = plane * h * w + reflectIndex(r - pad, h) * w
+                for c in 0..<pw { out.storage[plane * ph * pw + r * pw + c] = x.storage[sr + reflectIndex(c - pad, w)] }
+            }
+        }
+        return out
+    }
+
+    /// Index `i` of a length-`n` axis mirrored at both ends without repeating the edge (`-1 → 1`, `n → n − 2`).
+    static func reflectIndex(_ i: Int, _ n: Int) -> Int { i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i) }
+
     /// `functional._get_inverse_affine_matrix` as `functional.affine` calls it for tensors: center (0, 0)
     /// (the image centre, in the centred coordinates of `_gen_affine_grid`), no shear. Computed in Double,
     /// like Python; `angle` in degrees (counter-clockwise positive on screen), `translate` in pixels.
@@ -336,7 +354,8 @@ struct AffineTaps {
     private var weight: [Float]
     private var mask: [Float]
 
-    init(matrix: [Double], sourceH: Int, sourceW: Int, pad: Int, rows: Range<Int>, cols: Range<Int>) {
+    init(matrix: [Double], sourceH: Int, sourceW: Int, pad: Int, reflect: Bool = false, rows: Range<Int>, cols: Range<Int>) {
+        precondition(!reflect || (pad < sourceH && pad < sourceW), "AffineTaps: reflect padding needs pad < H, W")
         precondition(matrix.count == 6, "AffineTaps: the matrix has 6 entries")
         let (ch, cw) = (sourceH + 2 * pad, sourceW + 2 * pad)  // canvas = output size
         precondition(rows.lowerBound >= 0 && rows.upperBound <= ch && cols.lowerBound >= 0 && cols.upperBound <= cw)
@@ -372,7 +391,8 @@ struct AffineTaps {
                     let (y, x) = (yi + q / 2, xi + q % 2)
                     guard y >= 0 && y < ch && x >= 0 && x < cw else { continue }
                     let wt = (q / 2 == 0 ? wN : wS) * (q % 2 == 0 ? wW : wE)
-                    let sy = min(max(y - pad, 0), sourceH - 1), sx = min(max(x - pad, 0), sourceW - 1)
+                    let sy = reflect ? VisionOps.reflectIndex(y - pad, sourceH) : min(max(y - pad, 0), sourceH - 1)
+                    let sx = reflect ? VisionOps.reflectIndex(x - pad, sourceW) : min(max(x - pad, 0), sourceW - 1)
                     index[4 * k + q] = Int32(sy * sourceW + sx)
                     weight[4 * k + q] = wt
                     m += wt
@@ -426,7 +446,7 @@ struct BlurWindow {
         self.w = w
         self.rows = rows
         self.cols = cols
-        func reflect(_ i: Int, _ n: Int) -> Int { i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i) }
+        let reflect = VisionOps.reflectIndex
         rowMap = ((rows.lowerBound - half)..<(rows.upperBound + half)).map { reflect($0, h) }
         let colMap = ((cols.lowerBound - half)..<(cols.upperBound + half)).map { reflect($0, w) }
         self.colMap = colMap

@@ -62,7 +62,13 @@ enum Help {
             body[0] = pad(name, nameColumn) + body[0]
             return [body[0]] + body.dropFirst().map { indent + $0 }
         }
-        return [name] + body.map { indent + $0 }
+        // A name line wider than the help (a long choice list) breaks after a `|`.
+        var nameLines: [String] = [], rest = name
+        while rest.count > width, let bar = rest.prefix(width).lastIndex(of: "|") {
+            nameLines.append(String(rest[...bar]))
+            rest = String(repeating: " ", count: s.name.count + 5) + rest[rest.index(after: bar)...]
+        }
+        return nameLines + [rest] + body.map { indent + $0 }
     }
 
     /// Greedy word wrap.

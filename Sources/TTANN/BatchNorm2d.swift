@@ -17,6 +17,17 @@ public enum BatchNormMode: Sendable, Equatable {
     /// α-BN (`norm_alpha`): `μ = (1−α)·μ_run + α·μ_batch`, `σ² = (1−α)·σ²_run + α·σ²_batch,unbiased`.
     /// Forward only.
     case alphaMixed(alpha: Float)
+    /// RoTTA's robust BN in train mode: `μ = (1−α)·μ_run + α·μ_batch`, `σ² = (1−α)·σ²_run + α·σ²_batch,biased`;
+    /// then `μ_run, σ²_run ← μ, σ²`. Only the batch part carries a gradient to the input.
+    /// (Its eval mode is `runningStatistics`.)
+    case robust(alpha: Float)
+}
+
+/// Statistics computed per sample instead of per batch (UnMix-TNS): the layer normalises sample `n`,
+/// channel `c` with `mean[n·C + c]` and `variance[n·C + c]`. Forward only; the provider may update its
+/// own state from `x`.
+public protocol SampleStatisticsProvider: AnyObject {
+    func statistics(_ x: Tensor, layer: BatchNorm2d) -> (mean: [Float], variance: [Float])
 }
 
 /// `nn.BatchNorm2d(features)` with `<name>.weight`, `.bias`, `.running_mean`, `.running_var`,
@@ -28,6 +39,8 @@ public final class BatchNorm2d: Module {
     public let eps: Float
     public var momentum: Float?
     public var mode: BatchNormMode = .runningStatistics
+    /// When set, replaces `mode`'s statistics by per-sample ones (forward only; a recording forward is refused).
+    public var sampleStatistics: (any SampleStatisticsProvider)?
     public let weight, bias, runningMean, runningVar: ParameterRef
     public var counterName: String { "\(name).num_batches_tracked" }
 
@@ -35,6 +48,9 @@ public final class BatchNorm2d: Module {
     private var savedMean: [Float] = []
     private var savedInvStd: [Float] = []
     private var savedBatchStatistics = false
+    /// Robust mode: α and the batch mean, for the backward pass.
+    private var savedBatchWeight: Float = 1
+    private var savedBatchMean: [Float]?
 
     public init(_ store: ParameterStore, name: String, features: Int, eps: Float = 1e-5, momentum: Float? = 0.1) {
         self.store = store
@@ -52,14 +68,29 @@ public final class BatchNorm2d: Module {
     public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
         precondition(x.rank == 4 && x.shape[1] == features, "BatchNorm2d \(name): expected (N, \(features), H, W), got \(x.shape)")
         let (n, c, hw) = (x.shape[0], features, x.shape[2] * x.shape[3])
+        if let provider = sampleStatistics {
+            precondition(!ctx.recording, "BatchNorm2d \(name): per-sample statistics are forward-only")
+            savedInput = nil
+            let (mean, variance) = provider.statistics(x, layer: self)
+            precondition(mean.count == n * c && variance.count == n * c, "BatchNorm2d \(name): per-sample statistics of the wrong size")
+            let g = store.pointer(weight), b = store.pointer(bias)
+            var y = x
+            for row in 0..<(n * c) {
+                let ch = row % c
+                let scale = g[ch] / (variance[row] + eps).squareRoot()
+                for j in 0..<hw { y.storage[row * hw + j] = (x.storage[row * hw + j] - mean[row]) * scale + b[ch] }
+            }
+            return y
+        }
         var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
         let rm = store.pointer(runningMean), rv = store.pointer(runningVar)
         let usesBatch: Bool
+        var batchWeight: Float = 1, batchMean: [Float]?
         switch mode {
         case .runningStatistics:
             for j in 0..<c { mean[j] = rm[j]; variance[j] = rv[j] }
             usesBatch = false
-        case .batchStatistics, .batchStatisticsUpdatingRunning, .alphaMixed:
+        case .batchStatistics, .batchStatisticsUpdatingRunning, .alphaMixed, .robust:
             precondition(n * hw > 1, "BatchNorm2d \(name): batch statistics need more than 1 value per channel (got N·H·W = \(n * hw))")
             x.withUnsafeBufferPointer { xp in
                 batchNormStatistics(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: &mean, variance: &variance)
@@ -79,6 +110,16 @@ public final class BatchNorm2d: Module {
                     variance[j] = (1 - a) * rv[j] + a * variance[j] * unbias
                 }
             }
+            if case .robust(let a) = mode {
+                batchMean = mean
+                batchWeight = a
+                for j in 0..<c {
+                    mean[j] = (1 - a) * rm[j] + a * mean[j]
+                    variance[j] = (1 - a) * rv[j] + a * variance[j]
+                    rm[j] = mean[j]
+                    rv[j] = variance[j]
+                }
+            }
             if case .alphaMixed = mode { usesBatch = false } else { usesBatch = true }
         }
         let invStd = variance.map { 1 / ($0 + eps).squareRoot() }
@@ -95,6 +136,8 @@ public final class BatchNorm2d: Module {
             savedMean = mean
             savedInvStd = invStd
             savedBatchStatistics = usesBatch
+            savedBatchWeight = batchWeight
+            savedBatchMean = batchMean
         } else {
             savedInput = nil
         }
@@ -114,6 +157,7 @@ public final class BatchNorm2d: Module {
                 dx.withUnsafeMutableBufferPointer { dxp in
                     batchNormBackward(dy: dyp.baseAddress!, x: xp.baseAddress!, n: n, c: c, hw: hw, mean: savedMean,
                                       invStd: savedInvStd, gamma: g, batchStatistics: savedBatchStatistics,
+                                      batchWeight: savedBatchWeight, batchMean: savedBatchMean,
                                       dx: needInputGradient ? dxp.baseAddress : nil, dGamma: dG, dBeta: dB)
                 }
             }

@@ -3,13 +3,15 @@ import TTAAugment
 import TTAModels
 import TTATensor
 
-/// Builds registered methods with the runtime's pieces wired in (CoTTA's augmentation pipeline).
+/// Builds registered methods with the runtime's pieces wired in (CoTTA's augmentation pipeline, for
+/// CoTTA and RoTTA; its ROID variant).
 public enum MethodFactory {
     /// The method `name` for images of `imageSize` pixels (the augmentation canvas follows it).
     /// `sourceBatches`: source-domain images, for the methods that need them (EATA's Fisher information).
     public static func make(_ name: String, configuration: MethodConfiguration, imageSize: Int,
                             sourceBatches: [Tensor] = []) throws -> any AdaptationMethod {
-        let aug = CoTTAAugmentation(imageSize: imageSize)
+        // ROID's consistency loss uses the variant without blur and noise, on a reflect-padded canvas.
+        let aug = name == "roid" ? CoTTAAugmentation.roid(imageSize: imageSize) : CoTTAAugmentation(imageSize: imageSize)
         let augment: BatchAugmentation = { x, g in aug(x, using: &g) }
         return try MethodRegistry.make(name, configuration: configuration, augment: augment, sourceBatches: sourceBatches)
     }

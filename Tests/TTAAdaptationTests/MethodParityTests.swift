@@ -25,7 +25,18 @@ func confidentFixtureModel() throws -> any ImageClassifier {
 }
 
 /// Cases run on `confidentFixtureModel()` (the `CONFIDENT` set of the script).
-let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery"]
+let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid"]
+
+/// Sets every BN's running statistics to those of `images` (one pass with momentum 1: batch mean and
+/// unbiased variance), as `run_rotta` does before RoTTA so that its eval-mode teacher predicts diverse classes.
+func calibrateRunningStatistics(_ model: any ImageClassifier, on images: Tensor) {
+    let momenta = model.batchNorms.map(\.momentum)
+    for bn in model.batchNorms { bn.momentum = 1 }
+    model.setBatchNormMode(.batchStatisticsUpdatingRunning)
+    _ = model.forward(images, .inference)
+    for (bn, m) in zip(model.batchNorms, momenta) { bn.momentum = m }
+    model.setBatchNormMode(.runningStatistics)
+}
 
 /// `(B·8, …)` images cut into batches of 8.
 func batchesOf8(_ x: Tensor) -> [Tensor] {
@@ -58,6 +69,18 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     case "sar_recovery":
         c.sarResetConstant = 0.3
         return ("sar", c)
+    case "rdumb":
+        c.optimizer = .sgd; c.lr = 0.001; c.resetAfterUpdates = 2
+        return ("rdumb", c)
+    case "rotta":
+        c.rottaMemorySize = 12; c.rottaUpdateFrequency = 6; c.rottaNu = 0.2
+        return ("rotta", c)
+    case "unmix_tns":
+        c.unmixComponents = 4
+        return ("unmix_tns", c)
+    case "roid_plain_sgd":
+        c.optimizer = .sgd; c.lr = 0.01; c.roidWeighting = false; c.roidConsistency = false
+        return ("roid", c)
     default:
         return (name, c)
     }
@@ -65,15 +88,18 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 
 /// Per-batch outputs of every method against the PyTorch runs, to 1e-4.
 /// Golden: `method_cases()` in scripts/make_method_fixtures.py (`run_lame`, `run_eata`, `run_sar` for
-/// the LAME, ETA/EATA and SAR cases).
+/// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`,
+/// `run_unmix_tns`).
 @Suite struct MethodParityTests {
     @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
-                      "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery"])
+                      "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery",
+                      "rdumb", "rotta", "roid", "roid_plain_sgd", "unmix_tns"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)
         let model = try confidentCases.contains(name) ? confidentFixtureModel() : methodFixtureModel()
         let source = expected.names.contains("source") ? batchesOf8(try expected.tensor("source")) : []
+        if method == "rotta" { calibrateRunningStatistics(model, on: try fixture("methods/stream.safetensors").tensor("x")) }
         // The fixtures' deterministic CoTTA augmentation: a horizontal flip.
         let flip: BatchAugmentation = { x, _ in
             var y = x
@@ -83,6 +109,9 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         }
         let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: flip,
                                                                                 sourceBatches: source), seed: 1)
+        // UnMix-TNS: the script's draws of the initial component means, per BN layer.
+        let unmix = adaptor.method as? UnMixTNSMethod
+        unmix?.initialMeans = try model.batchNorms.map { try expected.tensor("init.\($0.name)").storage }
         var lossAverages: [Float] = []
         for (i, x) in try methodFixtureStream().enumerated() {
             let out = try adaptor.adapt(x)
@@ -97,6 +126,16 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
                 let e = try #require(model.store.entry(named: String(key.dropFirst("fisher.".count))))
                 expectClose(Array(r.fisher[e.offset..<(e.offset + e.count)]), try expected.tensor(key).storage, "\(name) \(key)")
             }
+        }
+        // UnMix-TNS: the component means after the stream.
+        if let unmix {
+            for (bn, layer) in zip(model.batchNorms, unmix.layers) {
+                expectClose(layer.means, try expected.tensor("final.\(bn.name)").storage, "\(name) \(bn.name) means")
+            }
+        }
+        // RoTTA: how many images of each pseudo-class the memory holds at the end.
+        if let rotta = adaptor.method as? RoTTAMethod {
+            #expect(rotta.memory.classes.map { Float($0.count) } == (try expected.tensor("memory_counts").storage))
         }
         // SAR: the loss average after each batch (after any recovery, which unsets it; NaN while unset).
         if !lossAverages.isEmpty {
@@ -129,6 +168,8 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         // ETA/EATA/SAR: the fixture model is unconfident (entropies near ln 10); let every sample through.
         c.entropyMarginFactor = 1
         c.redundancyMargin = 1.01
+        c.resetAfterUpdates = 3                                   // RDumb: one periodic reset within the 4 batches
+        c.rottaMemorySize = 16; c.rottaUpdateFrequency = 8        // RoTTA: an update every batch of 8
         return c
     }
 
@@ -172,7 +213,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let (adaptor, _) = try run(method, seed: 7)
         let store = adaptor.model.store
         let source = adaptor.sourceSnapshot
-        let bufferModes: Set<String> = ["norm_test", "norm_ema"]   // modes that update BN running statistics
+        let bufferModes: Set<String> = ["norm_test", "norm_ema", "rotta"]   // modes that update BN running statistics
         for (i, e) in store.entries.enumerated() {
             let now = Array(store.allValues[e.offset..<(e.offset + e.count)])
             let then = Array(source.values[e.offset..<(e.offset + e.count)])
@@ -186,7 +227,8 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         }
         // SAR's exclusions (ResNet layer4, ViT blocks 9-11) do not occur in a WideResNet.
         let expectedTrainable: [String: ParameterSelection] = ["tent": .normAffine, "cotta": .all, "eta": .normAffine,
-                                                               "eata": .normAffine, "sar": .normAffine]
+                                                               "eata": .normAffine, "sar": .normAffine, "rdumb": .normAffine,
+                                                               "rotta": .normAffine, "roid": .normAffine]
         let selection = expectedTrainable[method] ?? ParameterSelection.none
         #expect(store.trainableNames == store.entries.filter { $0.kind == .parameter && selection.selects($0) }.map(\.name))
         if expectedTrainable[method] != nil {
@@ -268,5 +310,61 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let restored = s.tensor("w")!.storage.filter { $0 == 0 }.count
         #expect(restored > 850 && restored < 1150)  // 1000 ± 4.8σ
         #expect(s.tensor("frozen")!.storage.allSatisfy { $0 == 1 })
+    }
+}
+
+/// Batches of one image, for the methods of issue #6's second part.
+@Suite struct SmallBatchTests {
+    func oneImage(_ i: Int) throws -> Tensor {
+        let x = try fixture("methods/stream.safetensors").tensor("x")
+        return x.slice(i..<(i + 1))
+    }
+
+    /// RoTTA adapts on its memory, not on the batch: single images work, and its updates still come
+    /// every `rottaUpdateFrequency` images.
+    @Test func rottaAdaptsOnSingleImages() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.rottaMemorySize = 4; c.rottaUpdateFrequency = 3
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("rotta", configuration: c), seed: 1)
+        for i in 0..<6 {
+            let out = try adaptor.adapt(try oneImage(i))
+            #expect(out.shape == [1, 10] && out.isFinite)
+        }
+        let rotta = try #require(adaptor.method as? RoTTAMethod)
+        #expect(rotta.insertedSamples == 6 && rotta.memory.count <= 4 && rotta.memory.count >= 1)
+        #expect(adaptor.model.store.snapshot() != adaptor.sourceSnapshot, "two updates in six images changed nothing")
+    }
+
+    /// ROID's weights are normalised over the batch: a single image is refused with the reason and the
+    /// way out, and the model is left as it was; two images work.
+    @Test func roidRefusesSingleImagesAndSaysWhy() throws {
+        let adaptor = try Adaptor(model: try methodFixtureModel(),
+                                  method: try MethodRegistry.make("roid", configuration: .defaults(for: .cifar)), seed: 1)
+        let before = adaptor.model.store.snapshot()
+        do {
+            _ = try adaptor.adapt(try oneImage(0))
+            Issue.record("roid adapted on one image")
+        } catch let e as AdaptationError {
+            #expect(e.message.contains("batch of 1 image") && e.message.contains("at least 2"))
+        }
+        #expect(adaptor.model.store.snapshot() == before)
+        let pair = try fixture("methods/stream.safetensors").tensor("x").slice(0..<2)
+        #expect(try adaptor.adapt(pair).isFinite)
+        // The consistency loss without the weighting is refused when the method is built (the reference fails on it).
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.roidWeighting = false
+        #expect(throws: AdaptationError.self) { try MethodRegistry.make("roid", configuration: c) }
+    }
+
+    /// RDumb (ETA) at batch size 1: batch statistics over one image's H·W positions, as the reference.
+    @Test func rdumbRunsOnSingleImagesAndResets() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.resetAfterUpdates = 2; c.entropyMarginFactor = 1; c.redundancyMargin = 1.01
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("rdumb", configuration: c), seed: 1)
+        for i in 0..<3 { #expect(try adaptor.adapt(try oneImage(i)).isFinite) }
+        let rdumb = try #require(adaptor.method as? RDumbMethod)
+        #expect(rdumb.performedUpdates == 3 && rdumb.periodicResets == 1)
+        _ = try adaptor.adapt(try oneImage(3))
+        #expect(adaptor.model.store.snapshot() == adaptor.sourceSnapshot, "the second reset restores the source")
     }
 }

@@ -310,3 +310,37 @@ struct AugmentationParameterTests {
         #expect(decoded == a)
     }
 }
+
+/// ROID's consistency augmentation: reflect padding, no blur, no noise.
+@Suite("ROID augmentation variant")
+struct ROIDAugmentationTests {
+    /// `roid_cases` in scripts/make_augmentation_fixtures.py: torchvision's reflect pad, then the whole
+    /// fused pipeline `input` → `output`.
+    @Test func matchesTorchvision() throws {
+        let c = try AugmentCase("roid32_a")
+        expectStage(VisionOps.padReflect(try c.stage("jitter4"), 16), try c.stage("pad"), tolerance: 0, "reflect pad")
+        var g = SeededGenerator(seed: 1)
+        let y = CoTTAAugmentation.roid().apply(try c.stage("input"), c.params, noise: &g)
+        #expect(g == SeededGenerator(seed: 1), "the ROID variant draws no noise")
+        expectStage(y, try c.stage("output"), tolerance: stageTolerance, "roid32_a end to end")
+    }
+
+    /// No fixture: the fused path equals the stage functions composed (reflect pad, affine, crop, flip).
+    @Test func fusedGeometryMatchesStagedOps() {
+        var g = SeededGenerator(seed: 8)
+        let aug = CoTTAAugmentation.roid()
+        let x = randomImages([2, 3, 32, 32], seed: 11)
+        for _ in 0..<12 {
+            let p = aug.drawParameters(using: &g)
+            var unused = SeededGenerator(seed: 0)
+            let fused = aug.apply(x, p, noise: &unused)
+            var y = x
+            VisionOps.clip(&y, 0, 1)
+            CoTTAAugmentation.colorJitter(&y, p)
+            y = VisionOps.centerCrop(VisionOps.affineBilinear(VisionOps.padReflect(y, 16), matrix: p.affineMatrix), 32)
+            if p.flip { y = VisionOps.hflip(y) }
+            VisionOps.clip(&y, 0, 1)
+            #expect(maxAbsDiff(fused, y) <= 1e-6, "\(p)")
+        }
+    }
+}

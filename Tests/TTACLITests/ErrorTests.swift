@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TTAAdaptation
 import TTAData
 import TTAModels
 import TTATensor
@@ -27,9 +28,9 @@ import TTATensor
         expectError(tta(["compare", "--setting", "continuous"]),
                     "invalid value 'continuous' for '--setting': expected one of continual, reset_each_shift, gradual, mixed_domains, correlated (did you mean 'continual'?)", code: 64)
         expectError(tta(["compare", "--methods", "tent,cota"]),
-                    "invalid value 'cota' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar (did you mean 'cotta'?)", code: 64)
+                    "invalid value 'cota' for '--methods': expected a comma-separated list of \(MethodRegistry.names.joined(separator: ", ")) (did you mean 'cotta'?)", code: 64)
         expectError(tta(["compare", "--methods", "tent,tent"]), "'--methods' lists 'tent' twice", code: 64)
-        expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar", code: 64)
+        expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of \(MethodRegistry.names.joined(separator: ", "))", code: 64)
         expectError(tta(["compare", "--model", "resnet50"]),
                     "invalid value 'resnet50' for '--model': expected auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)", code: 64)
         // A valid name whose model would not fit in memory is refused before anything is allocated

@@ -101,6 +101,18 @@ import TTATestSupport
             expectClose(dg, dgRef, "dgamma")
             expectClose(db, dbRef, "dbeta")
         }
+        // RoTTA's robust BN: μ, σ² mix the running statistics with weight 1 − α; only the batch part
+        // (mean μ_B) carries a gradient to x.
+        let mixedMean = mean.indices.map { 0.95 * Float($0) * 0.1 + 0.05 * mean[$0] }
+        var dx = [Float](repeating: 0, count: x.count), dxRef = dx
+        var dg = [Float](repeating: 0, count: c), db = dg, dgRef = dg, dbRef = db
+        batchNormBackward(dy: dy, x: x, n: n, c: c, hw: hw, mean: mixedMean, invStd: invStd, gamma: gamma,
+                          batchStatistics: true, batchWeight: 0.05, batchMean: mean, dx: &dx, dGamma: &dg, dBeta: &db)
+        batchNormBackwardReference(dy: dy, x: x, n: n, c: c, hw: hw, mean: mixedMean, invStd: invStd, gamma: gamma,
+                                   batchStatistics: true, batchWeight: 0.05, batchMean: mean, dx: &dxRef, dGamma: &dgRef, dBeta: &dbRef)
+        expectClose(dx, dxRef, "dx robust")
+        expectClose(dg, dgRef, "dgamma robust")
+        expectClose(db, dbRef, "dbeta robust")
     }
 }
 

@@ -128,7 +128,7 @@ private func run(_ layer: Module, _ x: Tensor, _ dy: Tensor) -> (Tensor, Tensor)
 
 /// Every layer's backward against central finite differences of `Σ forward(x) ⊙ r`.
 @Suite struct FiniteDifferenceTests {
-    static let names = ["conv3x3s2", "conv3x3g2", "bn-batch", "bn-running", "linear", "relu", "gap", "avgpool", "softmax", "logsoftmax"]
+    static let names = ["conv3x3s2", "conv3x3g2", "bn-batch", "bn-running", "bn-robust", "linear", "relu", "gap", "avgpool", "softmax", "logsoftmax"]
 
     /// The layer under test, its store (nil when it has no parameters) and its input shape.
     static func make(_ name: String) -> (ParameterStore?, Module, [Int]) {
@@ -137,6 +137,7 @@ private func run(_ layer: Module, _ x: Tensor, _ dy: Tensor) -> (Tensor, Tensor)
         case "conv3x3g2": let (s, l) = single { Conv2d($0, name: "c", inputChannels: 4, outputChannels: 4, kernelSize: 3, padding: 1, groups: 2) }; return (s, l, [2, 4, 4, 4])
         case "bn-batch": let (s, l) = single { BatchNorm2d($0, name: "b", features: 3) }; l.mode = .batchStatistics; return (s, l, [3, 3, 4, 4])
         case "bn-running": let (s, l) = single { BatchNorm2d($0, name: "b", features: 3) }; return (s, l, [2, 3, 4, 4])
+        case "bn-robust": let (s, l) = single { BatchNorm2d($0, name: "b", features: 3) }; l.mode = .robust(alpha: 0.3); return (s, l, [2, 3, 4, 4])
         case "linear": let (s, l) = single { Linear($0, name: "l", inputFeatures: 6, outputFeatures: 4) }; return (s, l, [3, 6])
         case "relu": return (nil, ReLU(), [2, 3, 4, 4])
         case "gap": return (nil, GlobalAvgPool(), [2, 3, 4, 4])
@@ -155,11 +156,18 @@ private func run(_ layer: Module, _ x: Tensor, _ dy: Tensor) -> (Tensor, Tensor)
                 store.set(e.name, Tensor(shape: e.shape, storage: store.tensor(e.name)!.storage.map { abs($0) + 0.5 }))
             }
         }
+        // Robust BN rewrites its running statistics on every forward: each evaluation starts from the same ones.
+        let buffers = store.map { s in s.entries.filter { $0.kind == .buffer }.map { ($0.name, s.tensor($0.name)!) } } ?? []
+        func restoreBuffers() { for (name, t) in buffers { store?.set(name, t) } }
         let x = randomFloats(shape.product, seed: 12)
         let yShape = layer.forward(Tensor(shape: shape, storage: x), .inference).shape
         let r = randomFloats(yShape.product, seed: 13)
-        let f: ([Float]) -> Double = { weightedSum(layer.forward(Tensor(shape: shape, storage: $0), .inference).storage, r) }
+        let f: ([Float]) -> Double = {
+            restoreBuffers()
+            return weightedSum(layer.forward(Tensor(shape: shape, storage: $0), .inference).storage, r)
+        }
         store?.zeroGrads()
+        restoreBuffers()
         _ = layer.forward(Tensor(shape: shape, storage: x), .training)
         let dx = layer.backward(Tensor(shape: yShape, storage: r), needInputGradient: true)!
         let errX = finiteDifferenceError(at: x, analytic: dx.storage, f)

@@ -79,12 +79,20 @@ private func affineRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<
 ///     dx  = γ·invStd/M · (M·dy − Σdy − x̂·Σ dy·x̂)
 ///
 /// Otherwise μ and invStd are constants (running statistics) and `dx = dy·γ·invStd`.
+///
+/// With a `batchWeight` α < 1 (RoTTA's robust BN: μ = (1−α)·μ_run + α·μ_B, σ² = (1−α)·σ²_run + α·σ²_B,
+/// `batchMean` = μ_B) only the batch part depends on x:
+///
+///     dx = γ·invStd · (dy − α·Σdy/M − α·invStd²·(x − μ_B)·Σ dy·(x − μ)/M)
+///
+/// which is the formula above at α = 1, μ_B = μ.
 /// `dx` is overwritten; `dGamma` and `dBeta` are accumulated. Any output may be nil to skip it.
 package func batchNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
                                mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
-                               batchStatistics: Bool,
+                               batchStatistics: Bool, batchWeight: Float = 1, batchMean: UnsafePointer<Float>? = nil,
                                dx: UnsafeMutablePointer<Float>?, dGamma: UnsafeMutablePointer<Float>?,
                                dBeta: UnsafeMutablePointer<Float>?) {
+    let batchMeanS = batchMean.map(SendablePointer.init)
     let xs = SendablePointer(x), dys = SendablePointer(dy)
     let dxs = dx.map(SendablePointer.init), dgs = dGamma.map(SendablePointer.init), dbs = dBeta.map(SendablePointer.init)
     let ranges = splitRange(c, parts: KernelThreads.count)
@@ -109,8 +117,9 @@ package func batchNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>
                 // dx = k·(dy − a − x̂·b), k = γ·invStd, a = Σdy/M, b = Σdy·x̂/M
                 let k = g * istd
                 let a = Float(sdy / m), b = Float(sdyxhat / m)
-                // x̂·b = (x − μ)·istd·b → dx = k·dy − k·a − k·istd·b·(x − μ)
-                let c1 = k, c2 = -k * istd * b, c0 = -k * a - c2 * mu
+                // x̂·b = (x − μ)·istd·b → dx = k·dy − α·k·a − α·k·istd·b·(x − μ_B)
+                let muB = batchMeanS?.base[ch] ?? mu
+                let c1 = k, c2 = -batchWeight * k * istd * b, c0 = -batchWeight * k * a - c2 * muB
                 for i in 0..<n {
                     let off = (i * c + ch) * hw
                     combineRow(dys.base + off, xs.base + off, dxp + off, hw, c1, c2, c0)
@@ -177,7 +186,8 @@ package func batchNormForwardReference(x: UnsafePointer<Float>, n: Int, c: Int, 
 /// Reference of `batchNormBackward`, straight from the chain rule in Double.
 package func batchNormBackwardReference(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
                                         mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
-                                        batchStatistics: Bool, dx: UnsafeMutablePointer<Float>,
+                                        batchStatistics: Bool, batchWeight: Float = 1, batchMean: UnsafePointer<Float>? = nil,
+                                        dx: UnsafeMutablePointer<Float>,
                                         dGamma: UnsafeMutablePointer<Float>, dBeta: UnsafeMutablePointer<Float>) {
     for ch in 0..<c {
         let mu = Double(mean[ch]), istd = Double(invStd[ch]), g = Double(gamma[ch])
@@ -193,9 +203,11 @@ package func batchNormBackwardReference(dy: UnsafePointer<Float>, x: UnsafePoint
         for i in 0..<n {
             for j in 0..<hw {
                 let idx = (i * c + ch) * hw + j
-                let xh = (Double(x[idx]) - mu) * istd
+                // The batch part of μ and σ² (weight α) depends on x: ∂μ/∂x = α/M, ∂σ²/∂x = 2α(x − μ_B)/M.
+                let a = Double(batchWeight), muB = batchMean.map { Double($0[ch]) } ?? mu
+                let xhB = (Double(x[idx]) - muB) * istd
                 dx[idx] = batchStatistics
-                    ? Float(g * istd / m * (m * Double(dy[idx]) - sdy - xh * sdyxh))
+                    ? Float(g * istd / m * (m * Double(dy[idx]) - a * sdy - a * xhB * sdyxh))
                     : Float(Double(dy[idx]) * g * istd)
             }
         }

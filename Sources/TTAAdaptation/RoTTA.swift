@@ -1,0 +1,184 @@
+import Foundation
+import TTAModels
+import TTANN
+import TTATensor
+
+/// RoTTA (Yuan et al., CVPR 2023, arXiv 2303.13899): robust BN, a category-balanced memory of test
+/// images, and a mean teacher trained on that memory.
+///
+/// Every BN becomes a robust BN (`BatchNormMode.robust`): in train mode it normalises with
+/// `(1−α)·running + α·batch` statistics (biased variance) and keeps them as its new running statistics;
+/// in eval mode it uses the running statistics. Only the BN affine parameters train.
+///
+/// Per batch: the teacher in eval mode gives logits `t` (the output); each image enters the memory
+/// (`CSTUMemory`) with its pseudo-label `argmax t` and uncertainty `−Σ p·log(p + 1e-6)`. After every
+/// `rottaUpdateFrequency`-th image inserted (counted across batches, possibly mid-batch), one update:
+/// student and teacher in train mode, the student on the strong (CoTTA) augmentation of the memory, the
+/// teacher on the memory itself; loss `mean_i w_i·CE(student_i, softmax(teacher_i))` with the timeliness
+/// weight `w = e^(−a)/(1 + e^(−a))`, `a = age/capacity`; an optimizer step, then the teacher EMA
+/// `θ′ ← (1−ν)·θ′ + ν·θ` over every parameter.
+///
+/// Works at any batch size, 1 included (the update's batch is the memory).
+public final class RoTTAMethod: AdaptationMethod {
+    public let name = "rotta"
+    public let steps: Int
+    public let configuration: MethodConfiguration
+    /// The strong augmentation of the memory batch (CoTTA's pipeline in the reference); nil uses the images as they are.
+    public let augment: BatchAugmentation?
+    /// The category-balanced memory.
+    public private(set) var memory: CSTUMemory
+    /// Images inserted since the last reset (the reference's `current_instance`).
+    public private(set) var insertedSamples = 0
+    /// The mean teacher (robust BN, same parameters as the student at first).
+    public private(set) var teacher: (any ImageClassifier)?
+
+    private var update: GradientUpdate?
+    private var sourceState: ParameterStore.Snapshot?
+
+    public init(_ configuration: MethodConfiguration, augment: BatchAugmentation?) {
+        self.configuration = configuration
+        self.augment = augment
+        steps = configuration.steps
+        memory = CSTUMemory(configuration, numClasses: 1)
+    }
+
+    public func configure(_ model: any ImageClassifier) throws {
+        model.setBatchNormMode(.runningStatistics)
+        model.store.setTrainable(.normAffine)
+        update = GradientUpdate(configuration.makeOptimizer(model.store))
+        teacher = model.copy()
+        sourceState = model.store.snapshot()
+        memory = CSTUMemory(configuration, numClasses: model.numClasses)
+    }
+
+    public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
+        guard let update, let teacher else { throw AdaptationError("rotta: step before configure") }
+        let logits = timer.measure(.forward) {
+            teacher.setBatchNormMode(.runningStatistics)
+            return teacher.forward(x, .inference)
+        }
+        let probs = logits.softmaxRows()
+        let labels = logits.argmaxRows()
+        let (c, imageSize) = (logits.shape[1], x.count / x.shape[0])
+        for i in 0..<x.shape[0] {
+            let p = probs.storage[(i * c)..<((i + 1) * c)]
+            let uncertainty = p.reduce(0.0) { $0 - Double($1) * Foundation.log(Double($1) + 1e-6) }
+            memory.add(Array(x.storage[(i * imageSize)..<((i + 1) * imageSize)]), label: labels[i], uncertainty: uncertainty)
+            insertedSamples += 1
+            if insertedSamples % configuration.rottaUpdateFrequency == 0 {
+                adaptOnMemory(imageShape: Array(x.shape.dropFirst()), model: model, teacher: teacher, update: update,
+                              rng: &rng, timer: &timer)
+            }
+        }
+        return logits
+    }
+
+    /// One update on the memory's contents.
+    private func adaptOnMemory(imageShape: [Int], model: any ImageClassifier, teacher: any ImageClassifier,
+                               update: GradientUpdate, rng: inout SeededGenerator, timer: inout PhaseTimer) {
+        let (images, ages) = memory.contents()
+        guard !images.isEmpty else { return }
+        let batch = Tensor(shape: [images.count] + imageShape, storage: Array(images.joined()))
+        let strong = augment.map { $0(batch, &rng) } ?? batch
+        model.setBatchNormMode(.robust(alpha: configuration.rottaAlpha))
+        teacher.setBatchNormMode(.robust(alpha: configuration.rottaAlpha))
+        let (targets, student) = timer.measure(.forward) {
+            (teacher.forward(batch, .inference).softmaxRows(), model.forward(strong, .training))
+        }
+        var gradient = Loss.softCrossEntropy(student, targets: targets).gradient
+        let c = student.shape[1]
+        for (i, a) in ages.enumerated() {
+            let w = Float(Foundation.exp(-a) / (1 + Foundation.exp(-a)))
+            for k in 0..<c { gradient.storage[i * c + k] *= w }
+        }
+        update.apply(gradient, model: model, timer: &timer)
+        timer.measure(.update) { updateMeanTeacher(teacher.store, from: model.store, momentum: 1 - configuration.rottaNu) }
+        model.setBatchNormMode(.runningStatistics)
+    }
+
+    public func reset() {
+        update?.optimizer.reset()
+        if let sourceState { teacher?.store.restore(sourceState) }
+        memory.removeAll()
+        insertedSamples = 0
+    }
+}
+
+/// RoTTA's category-balanced sampling with timeliness and uncertainty (CSTU): at most `capacity` images,
+/// `capacity / C` per predicted class, the stalest and least certain evicted first.
+///
+/// An item's score is `λ_t / (1 + e^(−age/capacity)) + λ_u·uncertainty/ln C` (higher is worse). A new
+/// image (age 0) of class k is added when k has room (fewer than `capacity/C` items) and the memory is not
+/// full; when k has room but the memory is full, the worst item of the fullest classes is evicted if it
+/// scores higher than the new image, else the image is dropped; when k is full, the same within k. After
+/// every insertion attempt every stored item ages by one, the new one included.
+public struct CSTUMemory: Sendable, Equatable {
+    public struct Item: Sendable, Equatable {
+        public var image: [Float]
+        public var uncertainty: Double
+        public var age: Int
+    }
+
+    public let capacity: Int
+    public let numClasses: Int
+    public let lambdaT: Double, lambdaU: Double
+    /// Items per class, in insertion order.
+    public private(set) var classes: [[Item]]
+
+    public init(_ configuration: MethodConfiguration, numClasses: Int) {
+        capacity = configuration.rottaMemorySize
+        self.numClasses = numClasses
+        (lambdaT, lambdaU) = (Double(configuration.rottaLambdaT), Double(configuration.rottaLambdaU))
+        classes = Array(repeating: [], count: numClasses)
+    }
+
+    public var count: Int { classes.reduce(0) { $0 + $1.count } }
+
+    public func score(age: Int, uncertainty: Double) -> Double {
+        lambdaT / (1 + Foundation.exp(-Double(age) / Double(capacity))) + lambdaU * uncertainty / Foundation.log(Double(numClasses))
+    }
+
+    public mutating func add(_ image: [Float], label: Int, uncertainty: Double) {
+        precondition(classes.indices.contains(label), "CSTUMemory: class \(label) out of range")
+        if makeRoom(for: label, score: score(age: 0, uncertainty: uncertainty)) {
+            classes[label].append(Item(image: image, uncertainty: uncertainty, age: 0))
+        }
+        for k in classes.indices { for j in classes[k].indices { classes[k][j].age += 1 } }
+    }
+
+    /// The stored images (by class, then insertion order) and their ages divided by the capacity.
+    public func contents() -> (images: [[Float]], ages: [Double]) {
+        let items = classes.joined()
+        return (items.map(\.image), items.map { Double($0.age) / Double(capacity) })
+    }
+
+    public mutating func removeAll() {
+        classes = Array(repeating: [], count: numClasses)
+    }
+
+    /// Whether an item of class `label` with `score` may be added, after evicting one if needed.
+    private mutating func makeRoom(for label: Int, score: Double) -> Bool {
+        let perClass = Double(capacity) / Double(numClasses)
+        if Double(classes[label].count) < perClass {
+            if count < capacity { return true }
+            let most = classes.map(\.count).max()!
+            return evictWorst(among: classes.indices.filter { classes[$0].count == most }, ifWorseThan: score)
+        }
+        return evictWorst(among: [label], ifWorseThan: score)
+    }
+
+    /// Evicts the highest-scoring item of `candidates` (the last one on ties) if it scores above `score`.
+    private mutating func evictWorst(among candidates: [Int], ifWorseThan score: Double) -> Bool {
+        var worst: (k: Int, j: Int, score: Double)?
+        for k in candidates {
+            for (j, item) in classes[k].enumerated() {
+                let s = self.score(age: item.age, uncertainty: item.uncertainty)
+                if worst == nil || s >= worst!.score { worst = (k, j, s) }
+            }
+        }
+        guard let worst else { return true }
+        guard worst.score > score else { return false }
+        classes[worst.k].remove(at: worst.j)
+        return true
+    }
+}

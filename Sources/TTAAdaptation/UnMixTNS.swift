@@ -1,0 +1,163 @@
+import Foundation
+import TTAModels
+import TTANN
+import TTATensor
+
+/// UnMix-TNS (Tomar et al., ICLR 2024, devavratTomar/unmixtns): every BN normalises each sample with
+/// its own statistics, mixed from K running components, so that non-i.i.d. (label-correlated) test
+/// batches do not share one set of batch statistics. Forward only: this is the reference's default run,
+/// UnMix-TNS layers under the `source` method (no parameter is trained).
+///
+/// Per BN layer (C channels): components `M_k`, `V_k` (k = 1…K), initialised from the source statistics
+/// as `M_k = μ + √(α·K/(K−1))·σ ⊙ ε_k` (ε_k ~ N(0, I), drawn at the first batch from the adaptor's
+/// generator), `V_k = (1−α)·σ²`, α = ½ (K = 1: `M = μ`, `V = σ²`). For each sample b: instance mean
+/// `m_b` and biased variance `v_b` over H·W; assignment `p_bk = softmax_k(cos(m_b, M_k)/0.07)`;
+/// mixtures `μ_bk = (1−p_bk)·M_k + p_bk·m_b`, `σ²_bk = (1−p_bk)·V_k + p_bk·v_b`; the sample is normalised
+/// with `mean_k μ_bk` and `mean_k σ²_bk + mean_k μ_bk² − (mean_k μ_bk)²`. Then
+/// `M_k += η·mean_b p_bk (m_b − M_k)`, `V_k += η·mean_b p_bk (v_b − V_k)`, with
+/// `η = 1 − (1 − 0.1)^(B/B_max)` (B the batch size, `B_max` = `unmixBatchSizeMax`).
+///
+/// Works at any batch size, 1 included (the statistics are per sample).
+public final class UnMixTNSMethod: AdaptationMethod {
+    public let name = "unmix_tns"
+    public let steps = 1
+    public let configuration: MethodConfiguration
+    /// The UnMix-TNS state of every BN layer, in the model's BN order.
+    public private(set) var layers: [UnMixTNSLayer] = []
+    /// The components' initial means per layer (K·C each, in the model's BN order); drawn at the first
+    /// batch when nil. Set them before the first batch to fix the draws (as the parity tests do).
+    public var initialMeans: [[Float]]?
+
+    public init(_ configuration: MethodConfiguration) {
+        self.configuration = configuration
+    }
+
+    public func configure(_ model: any ImageClassifier) throws {
+        model.setBatchNormMode(.runningStatistics)
+        model.store.setTrainable(.none)
+        let k = configuration.unmixComponents
+        layers = model.batchNorms.map { bn in
+            let layer = UnMixTNSLayer(components: k, mean: Array(UnsafeBufferPointer(start: model.store.pointer(bn.runningMean), count: bn.features)),
+                                      variance: Array(UnsafeBufferPointer(start: model.store.pointer(bn.runningVar), count: bn.features)),
+                                      bnMomentum: bn.momentum ?? 0.1, batchSizeMax: configuration.unmixBatchSizeMax,
+                                      configuredBatchSize: configuration.batchSize)
+            bn.sampleStatistics = layer
+            return layer
+        }
+    }
+
+    public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
+        guard !layers.isEmpty || model.batchNorms.isEmpty else { throw AdaptationError("unmix_tns: step before configure") }
+        if layers.contains(where: { $0.initial == nil }) {
+            if initialMeans == nil {
+                initialMeans = layers.map { layer in
+                    (0..<(layer.k * layer.c)).map { i in layer.sourceMean[i % layer.c] + layer.noiseScale[i % layer.c] * rng.nextNormal() }
+                }
+            }
+            guard let means = initialMeans, means.count == layers.count,
+                  zip(means, layers).allSatisfy({ $0.count == $1.k * $1.c }) else {
+                throw AdaptationError("unmix_tns: initialMeans must hold K·C values for each of the model's \(layers.count) BN layers")
+            }
+            for (layer, m) in zip(layers, means) { layer.start(means: m) }
+        }
+        return timer.measure(.forward) { model.forward(x, .inference) }
+    }
+
+    public func reset() {
+        for layer in layers { layer.restart() }
+    }
+}
+
+/// One BN layer's UnMix-TNS components and their update (see `UnMixTNSMethod`).
+public final class UnMixTNSLayer: SampleStatisticsProvider {
+    public let k: Int, c: Int
+    /// The source running statistics the components start from.
+    public let sourceMean: [Float], sourceVariance: [Float]
+    /// `M` and `V`, K·C each, row-major by component.
+    public private(set) var means: [Float], variances: [Float]
+    /// `M` and `V` after initialisation (what `restart()` returns to); nil until the first batch.
+    public private(set) var initial: (means: [Float], variances: [Float])?
+    let bnMomentum: Float, batchSizeMax: Int, configuredBatchSize: Int?
+    /// α = ½ of the initialisation.
+    static let spread: Float = 0.5
+
+    init(components: Int, mean: [Float], variance: [Float], bnMomentum: Float, batchSizeMax: Int, configuredBatchSize: Int?) {
+        (k, c, sourceMean, sourceVariance) = (components, mean.count, mean, variance)
+        (self.bnMomentum, self.batchSizeMax, self.configuredBatchSize) = (bnMomentum, batchSizeMax, configuredBatchSize)
+        means = (0..<components).flatMap { _ in mean }
+        variances = (0..<components).flatMap { _ in variance }
+    }
+
+    /// `√(α·K/(K−1))·σ` per channel (0 for K = 1): the standard deviation of the initial means.
+    var noiseScale: [Float] {
+        k == 1 ? Array(repeating: 0, count: c) : sourceVariance.map { (Self.spread * Float(k) / Float(k - 1)).squareRoot() * $0.squareRoot() }
+    }
+
+    func start(means m: [Float]) {
+        let a: Float = k == 1 ? 0 : Self.spread
+        means = m
+        variances = (0..<k).flatMap { _ in sourceVariance.map { (1 - a) * $0 } }
+        initial = (means, variances)
+    }
+
+    func restart() {
+        if let initial { (means, variances) = initial }
+    }
+
+    public func statistics(_ x: Tensor, layer: BatchNorm2d) -> (mean: [Float], variance: [Float]) {
+        let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
+        // Instance statistics (biased variance), in Double.
+        var m = [Double](repeating: 0, count: n * c), v = m
+        for row in 0..<(n * c) {
+            let plane = x.storage[(row * hw)..<((row + 1) * hw)]
+            let mu = plane.reduce(0.0) { $0 + Double($1) } / Double(hw)
+            m[row] = mu
+            v[row] = plane.reduce(0.0) { $0 + (Double($1) - mu) * (Double($1) - mu) } / Double(hw)
+        }
+        let M = means.map(Double.init), V = variances.map(Double.init)
+        func unit(_ a: ArraySlice<Double>) -> [Double] {
+            let norm = max(a.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+            return a.map { $0 / norm }
+        }
+        let unitM = (0..<k).map { unit(M[($0 * c)..<(($0 + 1) * c)]) }
+        var p = [Double](repeating: 0, count: n * k)
+        for b in 0..<n {
+            let u = unit(m[(b * c)..<((b + 1) * c)])
+            let sims = unitM.map { zip($0, u).reduce(0) { $0 + $1.0 * $1.1 } / 0.07 }
+            let mx = sims.max()!
+            let e = sims.map { Foundation.exp($0 - mx) }
+            let s = e.reduce(0, +)
+            for j in 0..<k { p[b * k + j] = e[j] / s }
+        }
+        var mean = [Float](repeating: 0, count: n * c), variance = mean
+        for b in 0..<n {
+            for ch in 0..<c {
+                var (sm, sm2, sv) = (0.0, 0.0, 0.0)
+                for j in 0..<k {
+                    let pj = p[b * k + j]
+                    let mu = (1 - pj) * M[j * c + ch] + pj * m[b * c + ch]
+                    sm += mu; sm2 += mu * mu
+                    sv += (1 - pj) * V[j * c + ch] + pj * v[b * c + ch]
+                }
+                let mk = sm / Double(k)
+                mean[b * c + ch] = Float(mk)
+                variance[b * c + ch] = Float(sv / Double(k) + sm2 / Double(k) - mk * mk)
+            }
+        }
+        // Component update with momentum η = 1 − (1 − m_bn)^(B/B_max).
+        let batch = Double(configuredBatchSize ?? n)
+        let eta = 1 - Foundation.pow(1 - Double(bnMomentum), batch / Double(batchSizeMax))
+        for j in 0..<k {
+            for ch in 0..<c {
+                var (dm, dv) = (0.0, 0.0)
+                for b in 0..<n {
+                    dm += p[b * k + j] * (m[b * c + ch] - M[j * c + ch])
+                    dv += p[b * k + j] * (v[b * c + ch] - V[j * c + ch])
+                }
+                means[j * c + ch] = Float(M[j * c + ch] + eta * dm / Double(n))
+                variances[j * c + ch] = Float(V[j * c + ch] + eta * dv / Double(n))
+            }
+        }
+        return (mean, variance)
+    }
+}
