@@ -96,6 +96,14 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
     public var lameNeighbours: Int = 5
     /// LAME: use `(W + Wᵀ)/2` (`LAME.FORCE_SYMMETRY`).
     public var lameForceSymmetry: Bool = false
+    /// RMT's weights of the self-training, contrastive and source-replay terms (`RMT.LAMBDA_CE_TRG`,
+    /// `RMT.LAMBDA_CONT`, `RMT.LAMBDA_CE_SRC`; replay 0 is the source-free variant).
+    public var rmtLambdaTarget: Float = 1, rmtLambdaContrast: Float = 1, rmtLambdaSource: Float = 1
+    /// RMT warm-up on source images (`RMT.NUM_SAMPLES_WARM_UP`): `samples / source batch size` steps; 0 skips it.
+    public var rmtWarmupSamples: Int = 50_000
+    /// Contrastive temperature τ (`CONTRAST.TEMPERATURE`) and projector width (`CONTRAST.PROJECTION_DIM`).
+    public var contrastTemperature: Float = 0.1
+    public var projectionDim: Int = 128
 
     /// The reference defaults: CIFAR10-C/CIFAR100-C (`Adam 1e-3`, CoTTA rst 0.01, ap 0.92 on CIFAR-10
     /// and 0.72 on CIFAR-100; EATA ε 0.4 on CIFAR-10 and 0.1 on CIFAR-100, β 1) or ImageNet-C (`SGD`
@@ -110,7 +118,7 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
             c.fisherAlpha = 1
             return c
         case .imagenet:
-            var c = MethodConfiguration(optimizer: .sgd, lr: method == "cotta" ? 0.01 : 2.5e-4, restoreProbability: 0.001,
+            var c = MethodConfiguration(optimizer: .sgd, lr: method == "cotta" || method == "rmt" ? 0.01 : 2.5e-4, restoreProbability: 0.001,
                                         confidenceThreshold: 0.1, symmetricLoss: true)
             c.redundancyMargin = 0.05
             c.fisherAlpha = 2000
@@ -145,5 +153,11 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         try check(sarResetConstant.isFinite, "sar-reset-constant must be a number, got \(sarResetConstant)")
         try check(samRho.isFinite && samRho >= 0, "sam-rho must be non-negative, got \(samRho)")
         try check(lameNeighbours >= 1, "lame-neighbours must be at least 1, got \(lameNeighbours)")
+        for (v, flag) in [(rmtLambdaTarget, "rmt-lambda-target"), (rmtLambdaContrast, "rmt-lambda-contrast"), (rmtLambdaSource, "rmt-lambda-source")] {
+            try check(v.isFinite && v >= 0, "\(flag) must be non-negative, got \(v)")
+        }
+        try check(rmtWarmupSamples >= 0, "rmt-warmup-samples must be non-negative, got \(rmtWarmupSamples)")
+        try check(contrastTemperature.isFinite && contrastTemperature > 0, "contrast-temperature must be positive, got \(contrastTemperature)")
+        try check(projectionDim >= 1, "projection-dim must be at least 1, got \(projectionDim)")
     }
 }

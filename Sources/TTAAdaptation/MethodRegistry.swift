@@ -25,6 +25,8 @@ public enum MethodRegistry {
         Entry(name: "eata", summary: "ETA plus a Fisher penalty towards the source parameters; needs source data (EATA)", usesGradients: true,
               needsSourceData: true),
         Entry(name: "sar", summary: "sharpness-aware reliable entropy minimisation with model recovery (SAR)", usesGradients: true),
+        Entry(name: "rmt", summary: "mean teacher with symmetric CE, source prototypes, contrastive term, source warm-up and replay; needs labelled source data (RMT)",
+              usesGradients: true, needsSourceData: true),
     ]
 
     public static var names: [String] { entries.map(\.name) }
@@ -34,9 +36,12 @@ public enum MethodRegistry {
 
     /// Builds the method `name` with `configuration`; `augment` is CoTTA's augmentation (nil disables it);
     /// `sourceBatches` are source-domain images for EATA's Fisher information (`eata` refuses to be built
-    /// without them while its `fisherAlpha` is positive; the other methods ignore them).
+    /// without them while its `fisherAlpha` is positive; the other methods ignore them). `sourceLabels`: one
+    /// label list per source batch (`rmt` needs them). `cache` keeps RMT's prototypes and warm-up between runs;
+    /// `sourceSeed` seeds the shuffled order of RMT's source batches.
     public static func make(_ name: String, configuration: MethodConfiguration,
-                            augment: BatchAugmentation? = nil, sourceBatches: [Tensor] = []) throws -> any AdaptationMethod {
+                            augment: BatchAugmentation? = nil, sourceBatches: [Tensor] = [], sourceLabels: [[Int]] = [],
+                            cache: PreparationCache? = nil, sourceSeed: UInt64 = 0) throws -> any AdaptationMethod {
         try configuration.validate()
         switch name {
         case "source": return ForwardOnlyMethod.source()
@@ -49,6 +54,12 @@ public enum MethodRegistry {
         case "eta": return EATAMethod(eta: configuration)
         case "eata": return try EATAMethod(eata: configuration, sourceBatches: sourceBatches)
         case "sar": return SARMethod(configuration)
+        case "rmt":
+            guard !sourceBatches.isEmpty, !sourceLabels.isEmpty else {
+                throw AdaptationError("rmt needs labelled source data (images and labels) for its prototypes, warm-up and replay")
+            }
+            return try RMTMethod(configuration, augment: augment,
+                                 source: SourceSampler(batches: sourceBatches, labels: sourceLabels, shuffle: true, seed: sourceSeed), cache: cache)
         default:
             throw AdaptationError("unknown method '\(name)'; known methods: \(names.joined(separator: ", "))")
         }

@@ -6,11 +6,14 @@ import TTATensor
 /// Builds registered methods with the runtime's pieces wired in (CoTTA's augmentation pipeline).
 public enum MethodFactory {
     /// The method `name` for images of `imageSize` pixels (the augmentation canvas follows it).
-    /// `sourceBatches`: source-domain images, for the methods that need them (EATA's Fisher information).
+    /// `sourceBatches`: source-domain images, for the methods that need them (EATA's Fisher information);
+    /// `sourceLabels`, `cache` and `sourceSeed` as in `MethodRegistry.make` (RMT).
     public static func make(_ name: String, configuration: MethodConfiguration, imageSize: Int,
-                            sourceBatches: [Tensor] = []) throws -> any AdaptationMethod {
+                            sourceBatches: [Tensor] = [], sourceLabels: [[Int]] = [], cache: PreparationCache? = nil,
+                            sourceSeed: UInt64 = 0) throws -> any AdaptationMethod {
         let aug = CoTTAAugmentation(imageSize: imageSize)
         let augment: BatchAugmentation = { x, g in aug(x, using: &g) }
-        return try MethodRegistry.make(name, configuration: configuration, augment: augment, sourceBatches: sourceBatches)
+        return try MethodRegistry.make(name, configuration: configuration, augment: augment, sourceBatches: sourceBatches,
+                                       sourceLabels: sourceLabels, cache: cache, sourceSeed: sourceSeed)
     }
 }

@@ -129,6 +129,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         // ETA/EATA/SAR: the fixture model is unconfident (entropies near ln 10); let every sample through.
         c.entropyMarginFactor = 1
         c.redundancyMargin = 1.01
+        c.rmtWarmupSamples = 16   // RMT: two warm-up steps on the two source batches
         return c
     }
 
@@ -141,7 +142,8 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     func run(_ method: String, seed: UInt64) throws -> (Adaptor, [Tensor]) {
         let adaptor = try Adaptor(model: try methodFixtureModel(),
                                   method: try MethodRegistry.make(method, configuration: config(method), augment: Self.jitter,
-                                                                  sourceBatches: [try methodFixtureStream()[3]]), seed: seed)
+                                                                  sourceBatches: Array(try methodFixtureStream()[2...3]),
+                                                                  sourceLabels: [(0..<8).map { $0 }, (8..<16).map { $0 % 10 }]), seed: seed)
         let outs = try methodFixtureStream().map { try adaptor.adapt($0) }
         return (adaptor, outs)
     }
@@ -186,7 +188,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         }
         // SAR's exclusions (ResNet layer4, ViT blocks 9-11) do not occur in a WideResNet.
         let expectedTrainable: [String: ParameterSelection] = ["tent": .normAffine, "cotta": .all, "eta": .normAffine,
-                                                               "eata": .normAffine, "sar": .normAffine]
+                                                               "eata": .normAffine, "sar": .normAffine, "rmt": .all]
         let selection = expectedTrainable[method] ?? ParameterSelection.none
         #expect(store.trainableNames == store.entries.filter { $0.kind == .parameter && selection.selects($0) }.map(\.name))
         if expectedTrainable[method] != nil {
