@@ -17,7 +17,6 @@ does for CoTTA); the real augmentation pipeline is tested on its own. Runs are i
 
 Run from the repository root: python3 scripts/make_rmt_fixtures.py
 """
-import copy
 import os
 import sys
 
@@ -28,7 +27,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_fixtures import WideResNet  # noqa: E402
-from make_method_fixtures import BATCH_SIZE, OUT, make_optimizer, make_stream, set_bn_batch_stats  # noqa: E402
+from make_method_fixtures import BATCH_SIZE, OUT, make_stream, mean_teacher_setup  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 SOURCE_BATCHES = 3
@@ -84,15 +83,7 @@ def run_rmt(state, xs, src_x, src_y, cfg, projector_state):
     model.load_state_dict(state)
     model = model.double()
     model.eval()
-    model.requires_grad_(False)
-    set_bn_batch_stats(model)
-    for m in model.modules():
-        m.requires_grad_(True)
-    params = [p for n, p in model.named_parameters() if n.endswith("weight") or n.endswith("bias")]
-    opt = make_optimizer(params, cfg)
-    teacher = copy.deepcopy(model)
-    for p in teacher.parameters():
-        p.detach_()
+    opt, teacher = mean_teacher_setup(model, cfg)
     src = list(zip(src_x.double().split(BATCH_SIZE), src_y.split(BATCH_SIZE)))
 
     with torch.no_grad():  # prototypes: one in-order pass

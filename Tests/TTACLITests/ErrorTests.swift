@@ -27,9 +27,9 @@ import TTATensor
         expectError(tta(["compare", "--setting", "continuous"]),
                     "invalid value 'continuous' for '--setting': expected one of continual, reset_each_shift, gradual, mixed_domains, correlated (did you mean 'continual'?)", code: 64)
         expectError(tta(["compare", "--methods", "tent,cota"]),
-                    "invalid value 'cota' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar (did you mean 'cotta'?)", code: 64)
+                    "invalid value 'cota' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar, rmt (did you mean 'cotta'?)", code: 64)
         expectError(tta(["compare", "--methods", "tent,tent"]), "'--methods' lists 'tent' twice", code: 64)
-        expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar", code: 64)
+        expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar, rmt", code: 64)
         expectError(tta(["compare", "--model", "resnet50"]),
                     "invalid value 'resnet50' for '--model': expected auto or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)", code: 64)
         expectError(tta(["compare", "--lr"]), "option '--lr' needs a value: a non-negative number", code: 64)
@@ -78,13 +78,13 @@ import TTATensor
                     "cannot write \(out): the folder \(tiny.folder.path("no/such/dir")) does not exist", code: 1)
         expectError(tta(["compare"] + tiny.dataOptions + ["--source-data", tiny.folder.path("src")]),
                     "--source-data: no such file: \(tiny.folder.path("src"))", code: 1)
-        // A method that needs source data: a usage error without --source-data; with it, an honest refusal
-        // (the CLI does not read source data yet), before any work.
+        // A method that needs source data: a usage error without --source-data; unreadable or mismatching
+        // source data is refused with the file and what was expected, before any work.
         expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "tent,eata"]),
-                    "method 'eata' needs source data: give --source-data, or use eta (EATA without its Fisher term)", code: 64)
-        expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "eata", "--source-data", tiny.weights]),
-                    "method 'eata' cannot run from the command line yet: --source-data is not read yet "
-                    + "(the library takes source batches: MethodRegistry.make(_:configuration:sourceBatches:)); use eta", code: 1)
+                    "method 'eata' needs labelled source data: give --source-data, or use eta (EATA without its Fisher term)", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "rmt"]), "method 'rmt' needs labelled source data: give --source-data", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "eata", "--source-data", tiny.dataFolder.path]),
+                    "\(tiny.dataFolder.path): expected both images.npy and labels.npy in the folder, found only labels.npy", code: 1)
     }
 
     @Test func weightsThatDoNotMatch() throws {
