@@ -291,9 +291,10 @@ def run_eata(model, xs, cfg):
     return outs, extra
 
 
-def run_sar(model, xs, cfg):
-    """SAR: SAM (rho 0.05) around SGD momentum 0.9, reliable entropy on both passes, EMA model recovery."""
-    params = configure_norm_adaptation(model)
+def run_sar(model, xs, cfg, params=None):
+    """SAR: SAM (rho 0.05) around SGD momentum 0.9, reliable entropy on both passes, EMA model recovery.
+    `params`: the adapted parameters, already the only ones with gradients (default: every BN affine)."""
+    params = configure_norm_adaptation(model) if params is None else params
     source_state = copy.deepcopy(model.state_dict())
     opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9)
     e_margin = cfg["margin_e0"] * math.log(10)

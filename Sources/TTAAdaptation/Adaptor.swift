@@ -42,6 +42,9 @@ public final class Adaptor {
         guard x.rank == 4, x.shape[1] == model.inputChannels, x.shape[0] > 0 else {
             throw AdaptationError("batch has shape \(x.shape); \(model.architecture) expects (N, \(model.inputChannels), H, W) with N ≥ 1")
         }
+        if let (h, w) = model.requiredImageSize, x.shape[2] != h || x.shape[3] != w {
+            throw AdaptationError("batch has \(x.shape[2])×\(x.shape[3]) images; \(model.architecture) expects \(h)×\(w)")
+        }
         guard x.isFinite else {
             throw AdaptationError("batch \(batchesSinceReset + 1) contains NaN or infinity; it was not used and the model is unchanged")
         }

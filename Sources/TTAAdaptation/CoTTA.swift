@@ -6,7 +6,7 @@ import TTATensor
 public typealias BatchAugmentation = @Sendable (Tensor, inout SeededGenerator) -> Tensor
 
 /// CoTTA (Wang et al., CVPR 2022, arXiv 2203.13591): a mean teacher with augmentation-averaged pseudo-labels
-/// when the source anchor is unconfident, a student updated on every parameter, and stochastic restore.
+/// when the source anchor is unconfident, a student updated on every weight and bias, and stochastic restore.
 ///
 /// Per batch: student logits `s`; anchor confidence `c` = mean max-softmax of the frozen source copy;
 /// teacher logits `t` = mean over N augmentations of the teacher (logit space) if `c < ap`, else the
@@ -36,7 +36,7 @@ public final class CoTTAMethod: AdaptationMethod {
 
     public func configure(_ model: any ImageClassifier) throws {
         model.setBatchNormMode(.batchStatistics)
-        model.store.setTrainable(.all)
+        model.store.setTrainable(.weightsAndBiases)
         update = GradientUpdate(configuration.makeOptimizer(model.store))
         teacher = model.copy()
         anchor = model.copy()

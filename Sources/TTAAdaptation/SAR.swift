@@ -14,8 +14,8 @@ import TTATensor
 /// when a filter leaves nothing, as in the reference (the momentum still moves the parameters).
 /// Output: the logits of the first forward pass, before the update.
 ///
-/// The reference leaves out ResNet `layer4` and ViT `blocks.9`–`11` and the final `norm`; no such
-/// layer exists in the WideResNets, so every BN affine parameter is adapted.
+/// The reference leaves out ResNet `layer4` and ViT `blocks.9`–`11` and the final `norm` (timm names);
+/// no such layer exists in the WideResNets, so there every BN affine parameter is adapted.
 public final class SARMethod: AdaptationMethod {
     public let name = "sar"
     public let steps: Int

@@ -34,6 +34,8 @@ struct ExperimentOptions {
     var report: String?
     var quiet: Bool
     var threads: Int?
+    /// `--memory-limit` as given (parsed by `Experiment.prepare`).
+    var memoryLimit: String?
 
     init(_ a: ParsedArguments, command: CommandName) {
         dataset = a.word("dataset").flatMap(Dataset.init(rawValue:))
@@ -60,6 +62,7 @@ struct ExperimentOptions {
         report = a.word("report")
         quiet = a.flag("quiet")
         threads = a.int("threads")
+        memoryLimit = a.word("memory-limit")
     }
 
     /// The format of the `--output` file: `--format` when given, else by the file's extension.
@@ -95,12 +98,12 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
 
 /// Checks a `--model` name the way `ModelZoo.make` will, before any file is opened.
 func checkModelName(_ name: String) throws {
-    guard name != "auto" else { return }
+    guard name != "auto", !["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) else { return }
     let parts = name.lowercased().split(separator: "-")
     if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
        d >= 10, (d - 4) % 6 == 0, w >= 1 { return }
     throw CLIError.invalidValue(option: "model", value: name,
-                                expected: "auto or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
+                                expected: "auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
 }
 
 /// Reads `--weights` and builds the model: `auto` infers the architecture from the keys; a named
@@ -123,10 +126,10 @@ struct LoadedWeights {
         if modelName == "auto" {
             do { model = try ModelZoo.infer(file) } catch { throw CLIError.wrap(error) }
             if let n = numClasses, model.numClasses != n {
-                throw CLIError.data("\(url.path): the weights have \(model.numClasses) classes (fc.weight) but the data has \(n)")
+                throw CLIError.data("\(url.path): the weights have \(model.numClasses) classes (\(model is VisionTransformer ? "head.weight" : "fc.weight")) but the data has \(n)")
             }
             if let c = inputChannels, model.inputChannels != c {
-                throw CLIError.data("\(url.path): the weights take \(model.inputChannels)-channel images (conv1.weight) but the data has \(c) channel\(c == 1 ? "" : "s")")
+                throw CLIError.data("\(url.path): the weights take \(model.inputChannels)-channel images (\(model is VisionTransformer ? "patch_embed.proj.weight" : "conv1.weight")) but the data has \(c) channel\(c == 1 ? "" : "s")")
             }
         } else {
             var classes = numClasses, channels = inputChannels
@@ -283,11 +286,61 @@ final class Experiment {
                 throw CLIError.wrap(error)
             }
         }
-        let config = RunConfiguration(dataset: dataset.rawValue, dataDirectory: benchmark.folder.path, model: model.architecture,
+        let memoryLimit = try parseMemoryLimit(o.memoryLimit)
+
+        // 6. What the run reads, hashed, so the results trace to their inputs.
+        var config = RunConfiguration(dataset: dataset.rawValue, dataDirectory: benchmark.folder.path, model: model.architecture,
                                       weights: weights.url.path, stream: streamConfiguration, methods: o.methods,
                                       threads: KernelThreads.count)
-        return Experiment(options: o, dataset: dataset, benchmark: benchmark, stream: stream, weights: weights, model: model,
-                          methods: methods, runConfiguration: config, source: source)
+        do {
+            config.inputs = try InputFingerprint(weights: weights.url, data: [benchmark.folder.appendingPathComponent("labels.npy")]
+                                                 + unique.map(benchmark.fileURL(corruption:)) + (source?.data.files ?? []))
+        } catch { throw CLIError.wrap(error) }
+        let experiment = Experiment(options: o, dataset: dataset, benchmark: benchmark, stream: stream, weights: weights, model: model,
+                                    methods: methods, runConfiguration: config, source: source)
+
+        // 7. Each method's peak memory, measured on two small probe batches; refused when it will not fit.
+        if case .limit(let limit) = memoryLimit {
+            try experiment.estimateMemory(limit: limit)
+        }
+        return experiment
+    }
+
+    /// The estimated peak memory of each method, by name (empty when `--memory-limit none`).
+    private(set) var memoryEstimates: [String: MemoryEstimate] = [:]
+
+    /// Probes every method on the stream's first images (each on a fresh model, reset afterwards) and
+    /// refuses the run, before any of it, when one method's estimated peak exceeds `limit` (or the
+    /// memory available when nil).
+    func estimateMemory(limit: Int?) throws {
+        firstModel = nil
+        let probe: Tensor
+        do {
+            stream.restart()
+            defer { stream.restart() }
+            guard let first = try stream.next() else { return }
+            probe = first.images
+        } catch { throw CLIError.wrap(error) }
+        for m in methods {
+            do {
+                let model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
+                let method = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
+                    ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
+                let adaptor = try Adaptor(model: model, method: method, seed: options.seed)
+                guard let e = try MemoryEstimate.probe(adaptor, batch: probe, batchSize: stream.configuration.batchSize,
+                                                                threads: KernelThreads.count) else { return }
+                memoryEstimates[m.name] = e
+            } catch { throw CLIError.wrap(error) }
+        }
+        guard let budget = limit ?? MemoryBudget.available(),
+              let (name, worst) = memoryEstimates.max(by: { $0.value.peakBytes < $1.value.peakBytes }),
+              worst.peakBytes > budget else { return }
+        let fits = worst.largestBatch(within: budget)
+        let source = limit == nil ? "available" : "allowed by --memory-limit"
+        throw CLIError.failed("\(name) at --batch-size \(worst.batchSize) needs about \(formatBytes(worst.peakBytes)) of memory "
+                              + "(\(formatBytes(worst.baseBytes)) model and data, \(formatBytes(Int(worst.bytesPerImage))) per image); "
+                              + "\(formatBytes(budget)) is \(source). "
+                              + (fits > 0 ? "A batch size of at most \(fits) fits" : "No batch size fits") + "; or raise --memory-limit.")
     }
 
     /// Runs every method in turn, each from a freshly loaded source model, until done or stopped.
@@ -303,7 +356,7 @@ final class Experiment {
             } else {
                 model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
             }
-            let result: RunResult
+            var result: RunResult
             do {
                 let method = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
                     ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
@@ -317,6 +370,7 @@ final class Experiment {
                 progress.clearLine()
                 throw CLIError.wrap(error)
             }
+            result.estimatedPeakMemoryBytes = memoryEstimates[m.name]?.peakBytes
             progress.endMethod(result)
             runs.append(result)
             if !result.completed { return (runs, true) }
@@ -360,6 +414,8 @@ func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Co
                     + "\(experiment.architecture) from \(weights); \(stream.domains.count) domains, \(formatCount(stream.totalSamples)) images "
                     + "in \(stream.batchCount) batches of \(stream.configuration.batchSize)"
                     + (o.sourceData.map { "; source data \($0)" } ?? "") + "\n")
+        let estimates = experiment.methods.compactMap { m in experiment.memoryEstimates[m.name].map { "\(m.name) \(formatBytes($0.peakBytes))" } }
+        if !estimates.isEmpty { console.err("tta \(command.rawValue): estimated peak memory: " + estimates.joined(separator: ", ") + "\n") }
     }
     console.beginLongWork()
     let lines = command == .run && o.format == .table
@@ -439,4 +495,31 @@ struct SourcePlan {
         return try MethodFactory.make(name, configuration: configuration, imageSize: imageSize, sourceBatches: images,
                                       sourceLabels: labels, cache: name == "rmt" ? cache : nil, sourceSeed: seed)
     }
+}
+
+/// What `--memory-limit` says: a size, or `none` to skip the estimate.
+enum MemoryLimit: Equatable {
+    /// Refuse above this many bytes; nil means the memory the system reports available.
+    case limit(Int?)
+    case none
+}
+
+/// Parses `--memory-limit`: `none`, a number of bytes, or a number with a unit (`K`, `M`, `G`, `T`,
+/// with or without `i`/`B`: all powers of 1024, as `free -h` prints them).
+func parseMemoryLimit(_ text: String?) throws -> MemoryLimit {
+    guard let text else { return .limit(nil) }
+    let t = text.trimmingCharacters(in: .whitespaces)
+    if t.lowercased() == "none" { return .none }
+    let kib = 1024.0, mib = kib * 1024, gib = mib * 1024, tib = gib * 1024
+    let units: [(String, Double)] = [("tib", tib), ("gib", gib), ("mib", mib), ("kib", kib), ("tb", tib), ("gb", gib), ("mb", mib),
+                                     ("kb", kib), ("t", tib), ("g", gib), ("m", mib), ("k", kib), ("b", 1)]
+    var number = Substring(t.lowercased()), scale = 1.0
+    if let (suffix, s) = units.first(where: { number.hasSuffix($0.0) }) {
+        number = number.dropLast(suffix.count)
+        scale = s
+    }
+    guard let x = Double(number.trimmingCharacters(in: .whitespaces)), x.isFinite, x > 0, x * scale < 9e18 else {
+        throw CLIError.invalidValue(option: "memory-limit", value: text, expected: "a size such as 8GiB, 512MiB or 1000000000 (bytes), or none")
+    }
+    return .limit(Int(x * scale))
 }

@@ -54,7 +54,8 @@ struct ListCommand: Command {
         lines.append("  cotta's --confidence-threshold is \(formatNumber(Double(MethodConfiguration.defaults(for: .cifar, numClasses: 100).confidenceThreshold))) on cifar100-c.")
         lines += ["", "MODELS (--model)",
                   "  " + pad("auto", 29) + "inferred from the keys and shapes of --weights (the default)",
-                  "  " + pad("wideresnet-<depth>-<widen>", 29) + "RobustBench WideResNet, depth 6n+4 (e.g. wideresnet-28-10)"]
+                  "  " + pad("wideresnet-<depth>-<widen>", 29) + "RobustBench WideResNet, depth 6n+4 (e.g. wideresnet-28-10)",
+                  "  " + pad("vit-b-16", 29) + "timm vit_base_patch16_224 (224×224 inputs, mean/std 0.5 applied inside)"]
         if let url = try? Embedded.modelFile(environment: console.environment),
            let file = try? SafeTensorsFile.read(url), let model = try? ModelZoo.infer(file) {
             lines.append("  embedded: \(url.path) (\(model.architecture), \(model.inputChannels) input channel\(model.inputChannels == 1 ? "" : "s"), \(model.numClasses) classes)")

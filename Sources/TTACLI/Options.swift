@@ -138,7 +138,7 @@ let optionTable: [OptionSpec] = [
                    + "and by the settings they depend on; a change to either makes a new entry.", group: .data, commands: experiment),
     // Model
     OptionSpec(name: "model", kind: .text(placeholder: "name"), defaultText: "auto",
-               help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), or auto to infer it from --weights.",
+               help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), vit-b-16 (timm vit_base_patch16_224), or auto to infer it from --weights.",
                group: .model, commands: adapting),
     OptionSpec(name: "weights", kind: .text(placeholder: "file.safetensors"), defaultText: "the embedded model for fmnist-c",
                help: "Source-model weights: a PyTorch state dict saved as safetensors.", group: .model, commands: experiment),
@@ -230,6 +230,9 @@ let optionTable: [OptionSpec] = [
     // Runtime
     OptionSpec(name: "threads", kind: .int(min: 1), defaultText: "\(ProcessInfo.processInfo.activeProcessorCount), the active cores",
                help: "Threads the kernels use.", group: .runtime, commands: adapting),
+    OptionSpec(name: "memory-limit", kind: .text(placeholder: "size"), defaultText: "the memory the system reports available",
+               help: "Refuse up front a run whose estimated peak memory exceeds this (e.g. 8GiB, 512MiB); none skips the estimate.",
+               group: .runtime, commands: experiment),
     OptionSpec(name: "config", kind: .text(placeholder: "file.json"), defaultText: nil,
                help: "A JSON object of options: keys are the option names without dashes (\"lr\": 0.01, \"methods\": [\"tent\"]); flags override it.",
                group: .runtime, commands: adapting),

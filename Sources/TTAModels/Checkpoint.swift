@@ -45,16 +45,18 @@ extension ImageClassifier {
         try load(SafeTensorsFile.read(url))
     }
 
-    /// Writes the state dict (parameters, buffers, counters) as F32 safetensors.
+    /// Writes the state dict (parameters, buffers, counters) as F32 safetensors (a ViT's head count as metadata).
     public func save(to url: URL) throws {
-        try SafeTensorsFile.write(store.stateDict(), metadata: ["format": "pt", "architecture": architecture], to: url)
+        var metadata = ["format": "pt", "architecture": architecture]
+        if let vit = self as? VisionTransformer { metadata["num_heads"] = "\(vit.configuration.heads)" }   // not in the weights
+        try SafeTensorsFile.write(store.stateDict(), metadata: metadata, to: url)
     }
 }
 
 /// The architectures SwiftTTA builds, and their inference from a checkpoint's keys and shapes.
 public enum ModelZoo {
     /// Names accepted by `--model` (besides `auto`).
-    public static let names = ["wideresnet-<depth>-<widen>", "auto"]
+    public static let names = ["wideresnet-<depth>-<widen>", "vit-b-16", "auto"]
 
     /// Builds the model named `name` (`wideresnet-28-10`, …) for `numClasses` classes.
     public static func make(_ name: String, numClasses: Int, inputChannels: Int = 3) throws -> any ImageClassifier {
@@ -63,8 +65,13 @@ public enum ModelZoo {
            d >= 10, (d - 4) % 6 == 0, w >= 1 {
             return WideResNet(depth: d, widenFactor: w, numClasses: numClasses, inputChannels: inputChannels)
         }
+        if ["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) {
+            var c = ViTConfiguration.base16(numClasses: numClasses)
+            c.inputChannels = inputChannels
+            return VisionTransformer(c)
+        }
         throw DataError(file: "--model", key: name, keyKind: "model",
-                        message: "unknown model; expected wideresnet-<depth>-<widen> with depth 6n+4 (e.g. wideresnet-28-10) or auto")
+                        message: "unknown model; expected wideresnet-<depth>-<widen> with depth 6n+4 (e.g. wideresnet-28-10), vit-b-16 or auto")
     }
 
     /// Infers the architecture from a state dict's keys and shapes (`--model auto`) and loads it.
@@ -90,6 +97,53 @@ public enum ModelZoo {
             }
             return WideResNet(depth: 6 * n + 4, widenFactor: widen, numClasses: fc[0], inputChannels: c1[1])
         }
-        throw DataError(file: file.name, message: "cannot infer the architecture: no WideResNet keys (conv1.weight, block1.layer.0.conv1.weight, fc.weight) found")
+        if shape("cls_token") != nil || shape("patch_embed.proj.weight") != nil {
+            return try inferVisionTransformer(file, shape: shape)
+        }
+        throw DataError(file: file.name, message: "cannot infer the architecture: no WideResNet keys (conv1.weight, block1.layer.0.conv1.weight, fc.weight) "
+                        + "and no ViT keys (cls_token, patch_embed.proj.weight) found")
+    }
+
+    /// A timm ViT from its keys: width from `cls_token`, patch size and channels from `patch_embed.proj.weight`,
+    /// image size from `pos_embed`, depth from the `blocks.<i>.norm1.weight` present, MLP width from
+    /// `blocks.0.mlp.fc1.weight`, classes from `head.weight`. The head count is not in the weights: it is read
+    /// from the metadata entry `num_heads` when present, else taken as width/64 (every timm ViT up to ViT-L).
+    private static func inferVisionTransformer(_ file: SafeTensorsFile, shape: (String) -> [Int]?) throws -> VisionTransformer {
+        func require(_ key: String, rank: Int) throws -> [Int] {
+            guard let s = shape(key) else {
+                throw DataError(file: file.name, key: key, message: "missing; a ViT checkpoint needs it")
+            }
+            guard s.count == rank, s.allSatisfy({ $0 >= 1 }) else {
+                throw DataError(file: file.name, key: key, message: "expected a \(rank)-D tensor, found shape \(s)")
+            }
+            return s
+        }
+        let cls = try require("cls_token", rank: 3), proj = try require("patch_embed.proj.weight", rank: 4)
+        let pos = try require("pos_embed", rank: 3), fc1 = try require("blocks.0.mlp.fc1.weight", rank: 2)
+        let head = try require("head.weight", rank: 2)
+        let dim = cls[2], patch = proj[2], patches = pos[1] - 1
+        let grid = Int(Double(patches).squareRoot().rounded())
+        guard grid >= 1, grid * grid == patches, proj[3] == patch else {
+            throw DataError(file: file.name, key: "pos_embed",
+                            message: "expected 1 + g² tokens of a square g×g grid of square patches, found \(pos[1]) tokens and patch \(proj[2])×\(proj[3])")
+        }
+        var depth = 0
+        while shape("blocks.\(depth).norm1.weight") != nil { depth += 1 }
+        let heads: Int
+        if let text = file.metadata["num_heads"] {
+            guard let h = Int(text), h >= 1, dim % h == 0 else {
+                throw DataError(file: file.name, key: "num_heads", keyKind: "metadata entry",
+                                message: "expected a head count dividing the width \(dim), found '\(text)'")
+            }
+            heads = h
+        } else {
+            guard dim % 64 == 0 else {
+                throw DataError(file: file.name, key: "cls_token",
+                                message: "width \(dim) is not a multiple of 64, so the head count cannot be inferred; add a 'num_heads' metadata entry")
+            }
+            heads = dim / 64
+        }
+        return VisionTransformer(ViTConfiguration(imageSize: grid * patch, patchSize: patch, dim: dim, depth: depth, heads: heads,
+                                                  mlpHidden: fc1[0], numClasses: head[0], inputChannels: proj[1]))
     }
 }

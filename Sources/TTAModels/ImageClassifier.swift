@@ -11,6 +11,8 @@ public protocol ImageClassifier: AnyObject {
     var numClasses: Int { get }
     /// Every BatchNorm2d, in registration order (methods set their modes).
     var batchNorms: [BatchNorm2d] { get }
+    /// The `(height, width)` the model requires (a ViT's, fixed by its position embedding); nil when any size works.
+    var requiredImageSize: (height: Int, width: Int)? { get }
     /// Per-channel `(mean, std)` applied to [0, 1] inputs inside `forward`, when the checkpoint expects it.
     var inputNormalization: (mean: [Float], std: [Float])? { get set }
     /// Logits `(N, numClasses)` for images `(N, C, H, W)` in [0, 1].
@@ -39,6 +41,8 @@ public protocol FeatureClassifier: ImageClassifier {
 }
 
 extension ImageClassifier {
+    public var requiredImageSize: (height: Int, width: Int)? { nil }
+
     /// Sets every BatchNorm2d to `mode`.
     public func setBatchNormMode(_ mode: BatchNormMode) {
         for bn in batchNorms { bn.mode = mode }

@@ -63,10 +63,7 @@ public final class ReLU: Module {
     public init() {}
 
     public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
-        var y = Tensor(shape: x.shape)
-        x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in reluForward(x: xp.baseAddress!, y: yp.baseAddress!, count: x.count) }
-        }
+        let y = mapElements(x) { reluForward(x: $0, y: $1, count: $2) }
         savedOutput = ctx.recording ? y : nil
         return y
     }
@@ -75,16 +72,29 @@ public final class ReLU: Module {
         guard let y = savedOutput else { preconditionFailure("ReLU.backward without a recorded forward") }
         savedOutput = nil
         guard needInputGradient else { return nil }
-        var dx = Tensor(shape: dy.shape)
-        dy.withUnsafeBufferPointer { dyp in
-            y.withUnsafeBufferPointer { yp in
-                dx.withUnsafeMutableBufferPointer { dxp in
-                    reluBackward(dy: dyp.baseAddress!, y: yp.baseAddress!, dx: dxp.baseAddress!, count: dy.count)
-                }
-            }
-        }
-        return dx
+        return mapElements(dy, y) { reluBackward(dy: $0, y: $1, dx: $2, count: $3) }
     }
+}
+
+/// An element-wise kernel `(input, output, count)` applied to a whole tensor.
+func mapElements(_ x: Tensor, _ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
+    var y = Tensor(shape: x.shape)
+    x.withUnsafeBufferPointer { xp in
+        y.withUnsafeMutableBufferPointer { yp in kernel(xp.baseAddress!, yp.baseAddress!, x.count) }
+    }
+    return y
+}
+
+/// An element-wise backward kernel `(dy, saved, dx, count)`, `saved` being the forward's input or output.
+func mapElements(_ dy: Tensor, _ saved: Tensor,
+                 _ kernel: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> Tensor {
+    var dx = Tensor(shape: dy.shape)
+    dy.withUnsafeBufferPointer { dyp in
+        saved.withUnsafeBufferPointer { sp in
+            dx.withUnsafeMutableBufferPointer { dxp in kernel(dyp.baseAddress!, sp.baseAddress!, dxp.baseAddress!, dy.count) }
+        }
+    }
+    return dx
 }
 
 /// `y = x·Wᵀ + b` on `(N, I)` inputs; `<name>.weight (O, I)`, `<name>.bias (O)`.

@@ -193,8 +193,11 @@ public final class ParameterStore {
 public enum ParameterSelection: Sendable, Equatable {
     /// Nothing (source, norm_test, …).
     case none
-    /// Every parameter (CoTTA: "every parameter named weight or bias").
+    /// Every parameter.
     case all
+    /// Every parameter named `weight` or `bias` (CoTTA's `collect_params`): all of a CNN's, but not a
+    /// ViT's `cls_token` and `pos_embed`.
+    case weightsAndBiases
     /// γ and β of every normalisation layer (TENT, EATA, SAR).
     case normAffine
     /// Parameters whose name contains any of these substrings.
@@ -207,6 +210,7 @@ public enum ParameterSelection: Sendable, Equatable {
         switch self {
         case .none: return false
         case .all: return true
+        case .weightsAndBiases: return entry.name.hasSuffix(".weight") || entry.name.hasSuffix(".bias")
         case .normAffine: return entry.isNormAffine
         case .nameContains(let parts): return parts.contains { entry.name.contains($0) }
         case .names(let set): return set.contains(entry.name)

@@ -54,6 +54,9 @@ public struct RunResult: Sendable, Codable, Equatable {
     public var methodConfiguration: MethodConfiguration
     /// Error over all samples (differs from `meanError` when domains differ in size).
     public var errorOverAllSamples: Double
+    /// The peak resident memory estimated before the run (`MemoryEstimate`), beside the measured
+    /// `peakMemoryBytes`; nil when no estimate was made.
+    public var estimatedPeakMemoryBytes: Int? = nil
 }
 
 /// The whole results file: every run and the configuration that produced them.
@@ -78,6 +81,8 @@ public struct RunConfiguration: Sendable, Codable, Equatable {
     public var stream: StreamConfiguration
     public var methods: [String]
     public var threads: Int
+    /// The SHA-256 of the weights and of every data file read; nil when not computed (library use).
+    public var inputs: InputFingerprint? = nil
     public init(dataset: String, dataDirectory: String, model: String, weights: String, stream: StreamConfiguration,
                 methods: [String], threads: Int) {
         self.dataset = dataset

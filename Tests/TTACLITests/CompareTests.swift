@@ -100,11 +100,12 @@ import TTARuntime
         let r = tta(["compare"] + tiny.dataOptions.filter { $0 != "--quiet" } + ["--methods", "source"])
         #expect(r.code == 0)
         let lines = r.err.split(separator: "\n").map(String.init)
-        try #require(lines.count == 5, "\(r.err)")
+        try #require(lines.count == 6, "\(r.err)")
         #expect(lines[0].hasPrefix("tta compare: cifar10-c (\(tiny.dataFolder.path)), wideresnet-10-1 from \(tiny.weights); 3 domains, 24 images in 6 batches of 4"))
-        #expect(lines[1].hasPrefix("source 1/3 gaussian_noise5  error "))
-        #expect(lines[3].hasPrefix("source 3/3 fog5  error "))
-        #expect(lines[4].hasPrefix("source: mean error "))
+        #expect(lines[1].hasPrefix("tta compare: estimated peak memory: source ") && lines[1].hasSuffix(" MiB"))
+        #expect(lines[2].hasPrefix("source 1/3 gaussian_noise5  error "))
+        #expect(lines[4].hasPrefix("source 3/3 fog5  error "))
+        #expect(lines[5].hasPrefix("source: mean error "))
         #expect(!r.err.contains("\r"))
     }
 

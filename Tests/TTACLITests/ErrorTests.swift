@@ -31,7 +31,7 @@ import TTATensor
         expectError(tta(["compare", "--methods", "tent,tent"]), "'--methods' lists 'tent' twice", code: 64)
         expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar, rmt", code: 64)
         expectError(tta(["compare", "--model", "resnet50"]),
-                    "invalid value 'resnet50' for '--model': expected auto or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)", code: 64)
+                    "invalid value 'resnet50' for '--model': expected auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)", code: 64)
         expectError(tta(["compare", "--lr"]), "option '--lr' needs a value: a non-negative number", code: 64)
         expectError(tta(["compare", "--lr", "--steps", "2"]), "option '--lr' needs a value: a non-negative number", code: 64)
     }

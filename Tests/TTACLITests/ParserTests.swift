@@ -44,6 +44,7 @@ import TTAData
         (["--output", "r.json"], "output", .word("r.json")),
         (["--report", "r.html"], "report", .word("r.html")),
         (["--threads", "1"], "threads", .int(1)),
+        (["--memory-limit", "8GiB"], "memory-limit", .word("8GiB")),
         (["--quiet"], "quiet", .bool(true)),
         (["--batch-size=32"], "batch-size", .int(32)),
     ]

@@ -1,0 +1,149 @@
+import Dispatch
+import Foundation
+import TTAAdaptation
+import TTATensor
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A run's peak memory, estimated before it starts.
+///
+/// The estimate is measured, not modelled: the method runs two probe steps on small batches
+/// (`probeBatchSizes`, real images from the stream) and the peak resident memory each adds above the
+/// current resident size is fitted with a line in the batch size, then read at the run's batch size.
+/// The probe leaves no trace: the model and the method are reset and the random generator and
+/// timers are put back, so a run with an estimate gives the same numbers as one without.
+///
+/// While it probes, large allocations are served by `mmap` (glibc's `M_MMAP_THRESHOLD` fixed at
+/// 128 KiB), so freed activations go back to the system and each probe's peak is its own. The
+/// threshold stays fixed afterwards, which also keeps the run's own footprint predictable.
+public struct MemoryEstimate: Sendable, Codable, Equatable {
+    /// Resident memory before the run: weights, source snapshot, method copies, the data reader.
+    public var baseBytes: Int
+    /// What one step adds per image of the batch (activations kept for backward, augmented copies, …).
+    public var bytesPerImage: Double
+    /// What one step adds regardless of the batch size (scratch buffers, optimizer state on first use).
+    public var fixedStepBytes: Double
+    /// The batch size the estimate is for, and the estimated peak resident memory at it.
+    public var batchSize: Int
+    public var peakBytes: Int
+
+    /// The peak at another batch size.
+    public func peak(batchSize b: Int) -> Int {
+        baseBytes + Int(max(0, fixedStepBytes + bytesPerImage * Double(b)))
+    }
+
+    /// The largest batch size whose estimated peak stays within `bytes`, or 0 when none does.
+    public func largestBatch(within bytes: Int) -> Int {
+        guard bytesPerImage > 0 else { return peak(batchSize: 1) <= bytes ? Int.max : 0 }
+        let room = Double(bytes - baseBytes) - fixedStepBytes
+        return max(0, Int((room / bytesPerImage).rounded(.down)))
+    }
+
+    /// The smaller probe batch size for `threads` kernel threads: it already keeps every thread busy
+    /// (each holds its own per-image scratch), so the two probes differ only in per-image memory.
+    public static func smallProbeBatch(threads: Int) -> Int { max(1, threads) }
+
+    /// Probes `adaptor` on the images of `batch` (tiled when a probe needs more) and estimates the
+    /// peak at `batchSize`.
+    ///
+    /// The larger probe starts at twice the smaller plus 2 and doubles while a step takes less than
+    /// `stepBudget` seconds, so that cheap methods are measured far from the small probe (the slope's
+    /// error shrinks with the distance) and expensive ones stay cheap to probe. A batch size the larger
+    /// probe reaches is measured directly. Returns nil where the platform reports no resident memory.
+    public static func probe(_ adaptor: Adaptor, batch: Tensor, batchSize: Int, threads: Int,
+                             stepBudget: Double = 0.25) throws -> MemoryEstimate? {
+        guard ProcessMemory.residentBytes > 0 else { return nil }
+        fixMmapThreshold()
+        let savedRNG = adaptor.rng, savedTimer = adaptor.timer
+        defer {
+            adaptor.reset()
+            adaptor.rng = savedRNG
+            adaptor.timer = savedTimer
+        }
+        /// Peak resident memory one step on `b` images adds, and the step's seconds.
+        func added(_ b: Int) throws -> (bytes: Int, seconds: Double) {
+            let x = tiled(batch, to: b)
+            adaptor.reset()
+            trimHeap()
+            let before = ProcessMemory.residentBytes
+            ProcessMemory.resetPeak()
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try adaptor.adapt(x)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            return (max(0, ProcessMemory.peakResidentBytes - before), seconds)
+        }
+        let b1 = min(smallProbeBatch(threads: threads), max(1, batchSize - 1))
+        var b2 = min(2 * b1 + 2, batchSize)
+        // A warm-up step first: what the first step allocates once (lazily built buffers, thread
+        // stacks, code paged in) must fall in neither probe, or it would read as per-image memory.
+        _ = try added(b2)
+        let a1 = try added(b1).bytes
+        var a2 = try added(b2)
+        while b2 < batchSize && a2.seconds < stepBudget {
+            b2 = min(2 * b2, batchSize)
+            a2 = try added(b2)
+        }
+        trimHeap()
+        let base = ProcessMemory.residentBytes
+        let slope = b2 > b1 ? max(0, Double(a2.bytes - a1) / Double(b2 - b1)) : 0
+        let fixed = Double(a1) - slope * Double(b1)
+        var e = MemoryEstimate(baseBytes: base, bytesPerImage: slope, fixedStepBytes: fixed, batchSize: batchSize, peakBytes: 0)
+        e.peakBytes = e.peak(batchSize: batchSize)
+        return e
+    }
+
+    /// The first `n` images of `x`, repeating them when `x` has fewer.
+    static func tiled(_ x: Tensor, to n: Int) -> Tensor {
+        let per = x.count / x.shape[0]
+        var storage = [Float](repeating: 0, count: n * per)
+        for i in 0..<n {
+            let src = (i % x.shape[0]) * per
+            for j in 0..<per { storage[i * per + j] = x.storage[src + j] }
+        }
+        return Tensor(shape: [n] + Array(x.shape.dropFirst()), storage: storage)
+    }
+
+    /// glibc's `mallopt(M_MMAP_THRESHOLD, 128 KiB)` and `malloc_trim(0)`, looked up at run time
+    /// (`malloc.h` is not in the Glibc module); no-ops elsewhere.
+    private static func fixMmapThreshold() {
+        #if canImport(Glibc)
+        typealias MallOpt = @convention(c) (Int32, Int32) -> Int32
+        if let f = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") {
+            let M_MMAP_THRESHOLD: Int32 = -3
+            _ = unsafeBitCast(f, to: MallOpt.self)(M_MMAP_THRESHOLD, 128 * 1024)
+        }
+        #endif
+    }
+
+    private static func trimHeap() {
+        #if canImport(Glibc)
+        typealias MallocTrim = @convention(c) (Int) -> Int32
+        if let f = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
+            _ = unsafeBitCast(f, to: MallocTrim.self)(0)
+        }
+        #endif
+    }
+}
+
+/// How much memory a run may use: the `--memory-limit` given, else what the system reports available
+/// (`MemAvailable` in `/proc/meminfo`, capped by a cgroup v2 `memory.max`) plus what this process
+/// already holds.
+public enum MemoryBudget {
+    public static func available() -> Int? {
+        var best: Int? = nil
+        if let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8) {
+            for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
+                let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+                if parts.count >= 2, let kb = Int(parts[1]) { best = kb * 1024 }
+            }
+        }
+        if let text = try? String(contentsOfFile: "/sys/fs/cgroup/memory.max", encoding: .utf8),
+           let limit = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+            let used = (try? String(contentsOfFile: "/sys/fs/cgroup/memory.current", encoding: .utf8))
+                .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+            best = min(best ?? Int.max, max(0, limit - used))
+        }
+        return best.map { $0 + ProcessMemory.residentBytes }
+    }
+}
