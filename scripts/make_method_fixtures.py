@@ -151,17 +151,23 @@ def run_tent(model, xs, cfg):
     return outs
 
 
-def run_cotta(model, xs, cfg):
-    model.train()
+def mean_teacher_setup(model, cfg):
+    """CoTTA/RMT set-up (call after model.train() / model.eval()): batch-statistics BN, every weight and
+    bias trainable; returns the optimizer over them and a detached teacher copy."""
     model.requires_grad_(False)
     set_bn_batch_stats(model)
     for m in model.modules():
         m.requires_grad_(True)
     params = [p for n, p in model.named_parameters() if n.endswith("weight") or n.endswith("bias")]
-    opt = make_optimizer(params, cfg)
     teacher = copy.deepcopy(model)
     for p in teacher.parameters():
         p.detach_()
+    return make_optimizer(params, cfg), teacher
+
+
+def run_cotta(model, xs, cfg):
+    model.train()
+    opt, teacher = mean_teacher_setup(model, cfg)
     anchor = copy.deepcopy(model)
     outs = []
     for x in xs:

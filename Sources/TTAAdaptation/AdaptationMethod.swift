@@ -149,6 +149,14 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
     /// than by the images in the batch (ROID's loss, UnMix-TNS's momentum); nil: the batch's own size (equal
     /// except for a short last batch).
     public var batchSize: Int?
+    /// RMT's weights of the self-training, contrastive and source-replay terms (`RMT.LAMBDA_CE_TRG`,
+    /// `RMT.LAMBDA_CONT`, `RMT.LAMBDA_CE_SRC`; replay 0 is the source-free variant).
+    public var rmtLambdaTarget: Float = 1, rmtLambdaContrast: Float = 1, rmtLambdaSource: Float = 1
+    /// RMT warm-up on source images (`RMT.NUM_SAMPLES_WARM_UP`): `samples / source batch size` steps; 0 skips it.
+    public var rmtWarmupSamples: Int = 50_000
+    /// Contrastive temperature τ (`CONTRAST.TEMPERATURE`) and projector width (`CONTRAST.PROJECTION_DIM`).
+    public var contrastTemperature: Float = 0.1
+    public var projectionDim: Int = 128
 
     /// The reference defaults: CIFAR10-C/CIFAR100-C (`Adam 1e-3`, CoTTA rst 0.01, ap 0.92 on CIFAR-10
     /// and 0.72 on CIFAR-100; EATA ε 0.4 on CIFAR-10 and 0.1 on CIFAR-100, β 1) or ImageNet-C (`SGD`
@@ -163,7 +171,7 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
             c.fisherAlpha = 1
             return c
         case .imagenet:
-            var c = MethodConfiguration(optimizer: .sgd, lr: method == "cotta" ? 0.01 : 2.5e-4, restoreProbability: 0.001,
+            var c = MethodConfiguration(optimizer: .sgd, lr: method == "cotta" || method == "rmt" ? 0.01 : 2.5e-4, restoreProbability: 0.001,
                                         confidenceThreshold: 0.1, symmetricLoss: true)
             if method == "rotta" { (c.optimizer, c.lr) = (.adam, 1e-3) }   // cfgs/imagenet_c/rotta.yaml
             c.redundancyMargin = 0.05
@@ -212,5 +220,11 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         try check(unmixComponents >= 1, "unmix-components must be at least 1, got \(unmixComponents)")
         try check(unmixBatchSizeMax >= 1, "unmix-batch-size-max must be at least 1, got \(unmixBatchSizeMax)")
         try check(batchSize.map { $0 >= 1 } ?? true, "batch-size must be at least 1, got \(batchSize ?? 0)")
+        for (v, flag) in [(rmtLambdaTarget, "rmt-lambda-target"), (rmtLambdaContrast, "rmt-lambda-contrast"), (rmtLambdaSource, "rmt-lambda-source")] {
+            try check(v.isFinite && v >= 0, "\(flag) must be non-negative, got \(v)")
+        }
+        try check(rmtWarmupSamples >= 0, "rmt-warmup-samples must be non-negative, got \(rmtWarmupSamples)")
+        try check(contrastTemperature.isFinite && contrastTemperature > 0, "contrast-temperature must be positive, got \(contrastTemperature)")
+        try check(projectionDim >= 1, "projection-dim must be at least 1, got \(projectionDim)")
     }
 }

@@ -31,6 +31,8 @@ public enum MethodRegistry {
               usesGradients: true),
         Entry(name: "unmix_tns", summary: "per-sample BN statistics mixed from K running components, no training (UnMix-TNS)",
               usesGradients: false),
+        Entry(name: "rmt", summary: "mean teacher with symmetric CE, source prototypes, contrastive term, source warm-up and replay; needs labelled source data (RMT)",
+              usesGradients: true, needsSourceData: true),
     ]
 
     public static var names: [String] { entries.map(\.name) }
@@ -41,9 +43,12 @@ public enum MethodRegistry {
     /// Builds the method `name` with `configuration`; `augment` is the method's augmentation (CoTTA's and
     /// RoTTA's pipeline, ROID's variant without blur and noise; nil disables it);
     /// `sourceBatches` are source-domain images for EATA's Fisher information (`eata` refuses to be built
-    /// without them while its `fisherAlpha` is positive; the other methods ignore them).
+    /// without them while its `fisherAlpha` is positive; the other methods ignore them). `sourceLabels`: one
+    /// label list per source batch (`rmt` needs them). `cache` keeps RMT's prototypes and warm-up between runs;
+    /// `sourceSeed` seeds the shuffled order of RMT's source batches.
     public static func make(_ name: String, configuration: MethodConfiguration,
-                            augment: BatchAugmentation? = nil, sourceBatches: [Tensor] = []) throws -> any AdaptationMethod {
+                            augment: BatchAugmentation? = nil, sourceBatches: [Tensor] = [], sourceLabels: [[Int]] = [],
+                            cache: PreparationCache? = nil, sourceSeed: UInt64 = 0) throws -> any AdaptationMethod {
         try configuration.validate()
         switch name {
         case "source": return ForwardOnlyMethod.source()
@@ -60,6 +65,12 @@ public enum MethodRegistry {
         case "rotta": return RoTTAMethod(configuration, augment: augment)
         case "roid": return try ROIDMethod(configuration, augment: augment)
         case "unmix_tns": return UnMixTNSMethod(configuration)
+        case "rmt":
+            guard !sourceBatches.isEmpty, !sourceLabels.isEmpty else {
+                throw AdaptationError("rmt needs labelled source data (images and labels) for its prototypes, warm-up and replay")
+            }
+            return try RMTMethod(configuration, augment: augment,
+                                 source: SourceSampler(batches: sourceBatches, labels: sourceLabels, shuffle: true, seed: sourceSeed), cache: cache)
         default:
             throw AdaptationError("unknown method '\(name)'; known methods: \(names.joined(separator: ", "))")
         }

@@ -12,6 +12,8 @@ struct ExperimentOptions {
     var dataset: Dataset?
     var dataDirectory: String?
     var sourceData: String?
+    var sourceSamples: Int?
+    var cacheDirectory: String?
     var model: String
     var weights: String?
     var methods: [String]
@@ -44,6 +46,8 @@ struct ExperimentOptions {
         dataset = a.word("dataset").flatMap(Dataset.init(rawValue:))
         dataDirectory = a.word("data-dir")
         sourceData = a.word("source-data")
+        sourceSamples = a.int("source-samples")
+        cacheDirectory = a.word("cache-dir")
         model = a.word("model") ?? "auto"
         weights = a.word("weights")
         methods = command == .compare ? (a.list("methods") ?? defaultCompareMethods) : [a.word("method") ?? "tent"]
@@ -94,6 +98,7 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
     if let v = a.number("confidence-threshold") { c.confidenceThreshold = Float(v) }
     if let v = a.int("augmentations") { c.augmentations = v }
     if let v = a.bool("symmetric-loss") { c.symmetricLoss = v }
+    if let v = a.int("warmup-samples") { c.rmtWarmupSamples = v }
     do { try c.validate() } catch let e as AdaptationError {
         // The messages start with the field's option name ("bn-alpha must be in [0, 1], got 2").
         throw CLIError.usage("--" + e.message)
@@ -176,6 +181,8 @@ final class Experiment {
     let architecture: String
     let methods: [(name: String, configuration: MethodConfiguration)]
     let runConfiguration: RunConfiguration
+    /// The source data and cache, when a method needs them.
+    let source: SourcePlan?
     /// The model loaded during validation, used by the first method.
     private var firstModel: (any ImageClassifier)?
     /// What identifies the run in its checkpoints (when checkpointing), and the checkpoint it resumes.
@@ -185,10 +192,11 @@ final class Experiment {
     private init(options: ExperimentOptions, dataset: Dataset, benchmark: CorruptionBenchmark, stream: BenchmarkStream,
                  weights: LoadedWeights, model: any ImageClassifier,
                  methods: [(name: String, configuration: MethodConfiguration)], runConfiguration: RunConfiguration,
-                 identity: RunCheckpoint.Identity?, resume: RunCheckpoint?) {
+                 identity: RunCheckpoint.Identity?, resume: RunCheckpoint?, source: SourcePlan?) {
         self.identity = identity
         self.resume = resume
         self.options = options
+        self.source = source
         self.dataset = dataset
         self.benchmark = benchmark
         self.stream = stream
@@ -218,12 +226,9 @@ final class Experiment {
         if let s = o.sourceData, !FileManager.default.fileExists(atPath: s) {
             throw CLIError.fileNotFound(what: "--source-data", path: s)
         }
-        if let name = o.methods.first(where: { MethodRegistry.entry($0)?.needsSourceData == true }) {
-            guard o.sourceData != nil else {
-                throw CLIError.usage("method '\(name)' needs source data: give --source-data, or use eta (EATA without its Fisher term)")
-            }
-            throw CLIError.failed("method '\(name)' cannot run from the command line yet: --source-data is not read yet "
-                                  + "(the library takes source batches: MethodRegistry.make(_:configuration:sourceBatches:)); use eta")
+        if let name = o.methods.first(where: { MethodRegistry.entry($0)?.needsSourceData == true }), o.sourceData == nil {
+            throw CLIError.usage("method '\(name)' needs labelled source data: give --source-data"
+                                 + (name == "eata" ? ", or use eta (EATA without its Fisher term)" : ""))
         }
 
         // 2. Which benchmark, folder and weights.
@@ -292,23 +297,30 @@ final class Experiment {
         // 5. The weights, loaded into the model once; every method built once.
         let weights = try LoadedWeights(path: weightsPath, modelName: o.model)
         let model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
+
+        // 6. The source data, for the methods that need it, checked against the benchmark.
+        let source = try o.methods.contains { MethodRegistry.entry($0)?.needsSourceData == true }
+            ? SourcePlan(o, benchmark: benchmark, numClasses: dataset.numClasses, batchSize: batchSize, weights: weights.url,
+                         environment: console.environment)
+            : nil
         for m in methods {
-            do { _ = try MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight) } catch {
+            do { _ = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
+                    ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight) } catch {
                 throw CLIError.wrap(error)
             }
         }
         let memoryLimit = try parseMemoryLimit(o.memoryLimit)
 
-        // 6. What the run reads, hashed, so the results trace to their inputs.
+        // 7. What the run reads, hashed, so the results trace to their inputs.
         var config = RunConfiguration(dataset: dataset.rawValue, dataDirectory: benchmark.folder.path, model: model.architecture,
                                       weights: weights.url.path, stream: streamConfiguration, methods: o.methods,
                                       threads: KernelThreads.count)
         do {
             config.inputs = try InputFingerprint(weights: weights.url, data: [benchmark.folder.appendingPathComponent("labels.npy")]
-                                                 + unique.map(benchmark.fileURL(corruption:)))
+                                                 + unique.map(benchmark.fileURL(corruption:)) + (source?.data.files ?? []))
         } catch { throw CLIError.wrap(error) }
 
-        // 7. Checkpoints: what identifies this run, and the checkpoint to resume, which must match it.
+        // 8. Checkpoints: what identifies this run, and the checkpoint to resume, which must match it.
         var identity: RunCheckpoint.Identity?
         var resume: RunCheckpoint?
         if o.checkpoint != nil, let inputs = config.inputs {
@@ -327,9 +339,10 @@ final class Experiment {
             resume = checkpoint
         }
         let experiment = Experiment(options: o, dataset: dataset, benchmark: benchmark, stream: stream, weights: weights,
-                                    model: model, methods: methods, runConfiguration: config, identity: identity, resume: resume)
+                                    model: model, methods: methods, runConfiguration: config, identity: identity, resume: resume,
+                                    source: source)
 
-        // 8. Each method's peak memory, measured on two small probe batches; refused when it will not fit.
+        // 9. Each method's peak memory, measured on two small probe batches; refused when it will not fit.
         if case .limit(let limit) = memoryLimit {
             try experiment.estimateMemory(limit: limit)
         }
@@ -354,7 +367,8 @@ final class Experiment {
         for m in methods {
             do {
                 let model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
-                let method = try MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
+                let method = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
+                    ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
                 let adaptor = try Adaptor(model: model, method: method, seed: options.seed)
                 guard let e = try MemoryEstimate.probe(adaptor, batch: probe, batchSize: stream.configuration.batchSize,
                                                                 threads: KernelThreads.count) else { return }
@@ -393,7 +407,8 @@ final class Experiment {
             }
             var result: RunResult
             do {
-                let method = try MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
+                let method = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
+                    ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
                 let adaptor = try Adaptor(model: model, method: method, seed: options.seed)
                 stream.restart()
                 progress.beginMethod(m.name, index: i, of: methods.count)
@@ -482,6 +497,60 @@ func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Co
         return interruptedExitCode
     }
     return 0
+}
+
+/// `--source-data` read and checked against the benchmark, and how each method takes from it: a random
+/// selection of `--source-samples` images (default: 2000 for eata, as `SOURCE.NUM_SAMPLES` in the
+/// reference's EATA configs; all for rmt), drawn with `--seed`, in batches of `--batch-size`. RMT's
+/// prototypes and warm-up are cached under `--cache-dir`.
+struct SourcePlan {
+    let data: SourceDataset
+    let samples: Int?
+    let seed: UInt64
+    let batchSize: Int
+    let numClasses: Int
+    let path: String
+    let cache: DiskPreparationCache?
+
+    init(_ o: ExperimentOptions, benchmark: CorruptionBenchmark, numClasses: Int, batchSize: Int, weights: URL,
+         environment: [String: String]) throws {
+        let path = o.sourceData!
+        do { data = try SourceDataset.load(path) } catch { throw CLIError.wrap(error) }
+        let expected = [benchmark.imageChannels, benchmark.imageHeight, benchmark.imageWidth]
+        let found = Array(data.images.shape.dropFirst())
+        guard found == expected else {
+            throw CLIError.data("--source-data \(path): images are \(found.map(String.init).joined(separator: "×")) (C×H×W); "
+                                + "the benchmark's are \(expected.map(String.init).joined(separator: "×"))")
+        }
+        if let bad = data.labels.first(where: { $0 >= numClasses }) {
+            throw CLIError.data("--source-data \(path): label \(bad) is not a class of this \(numClasses)-class benchmark")
+        }
+        (samples, seed, self.batchSize, self.numClasses, self.path) = (o.sourceSamples, o.seed, batchSize, numClasses, path)
+        if o.methods.contains("rmt") {
+            let directory = o.cacheDirectory.map { URL(fileURLWithPath: $0, isDirectory: true) }
+                ?? DiskPreparationCache.defaultDirectory(environment: environment)
+            let selection = "samples \(samples.map(String.init) ?? "all"), seed \(seed), batch \(batchSize), files \(data.format.rawValue)"
+            do {
+                cache = DiskPreparationCache(directory: directory, identity: try DiskPreparationCache.identity(
+                    weights: weights, sourceFiles: data.files, selection: selection))
+            } catch { throw CLIError.wrap(error) }
+        } else {
+            cache = nil
+        }
+    }
+
+    /// `name` built with its share of the source data.
+    func makeMethod(_ name: String, _ configuration: MethodConfiguration, imageSize: Int) throws -> any AdaptationMethod {
+        var g = SeededGenerator(seed: seed)
+        let chosen = data.sample(samples ?? (name == "eata" ? 2000 : nil), using: &g)
+        if name == "rmt", let missing = Set(0..<numClasses).subtracting(chosen.labels).min() {
+            throw CLIError.data("--source-data \(path): the \(chosen.count) source images drawn have no image of class \(missing); "
+                                + "rmt needs every class for its prototypes (raise --source-samples)")
+        }
+        let (images, labels) = chosen.batches(of: batchSize)
+        return try MethodFactory.make(name, configuration: configuration, imageSize: imageSize, sourceBatches: images,
+                                      sourceLabels: labels, cache: name == "rmt" ? cache : nil, sourceSeed: seed)
+    }
 }
 
 /// What `--memory-limit` says: a size, or `none` to skip the estimate.

@@ -103,7 +103,7 @@ private let adapting: Set<CommandName> = [.compare, .run, .predict]
 /// Which options set a method hyper-parameter (the fields of `MethodConfiguration` a user may change).
 let hyperParameterNames = ["optimizer", "lr", "steps", "momentum", "nesterov", "weight-decay", "beta1", "bn-alpha",
                            "teacher-momentum", "restore-probability", "confidence-threshold", "augmentations",
-                           "symmetric-loss"]
+                           "symmetric-loss", "warmup-samples"]
 
 /// The reference defaults that the help shows (`MethodConfiguration.defaults(for: .cifar)`).
 private let cifarDefaults = MethodConfiguration.defaults(for: .cifar, numClasses: 10)
@@ -127,7 +127,15 @@ let optionTable: [OptionSpec] = [
                help: "The benchmark folder (e.g. CIFAR-10-C, holding labels.npy and <corruption>.npy) or its parent.",
                group: .data, commands: experiment),
     OptionSpec(name: "source-data", kind: .text(placeholder: "path"), defaultText: nil,
-               help: "Source-domain data; accepted and recorded, no current method uses it.", group: .data, commands: experiment),
+               help: "Labelled source-domain data, needed by eata and rmt: a folder with images.npy (uint8 NHWC or float32 NCHW in [0, 1]) "
+                   + "and labels.npy, or CIFAR-10/100 in the binary or python format (data_batch_N[.bin], train[.bin]; a single batch file; "
+                   + "or their torchvision root).", group: .data, commands: experiment),
+    OptionSpec(name: "source-samples", kind: .int(min: 1), defaultText: "2000 for eata, all for rmt",
+               help: "Source images drawn at random (with --seed) from --source-data (the reference's SOURCE.NUM_SAMPLES).",
+               group: .data, commands: experiment),
+    OptionSpec(name: "cache-dir", kind: .text(placeholder: "dir"), defaultText: "$XDG_CACHE_HOME/swifttta, else ~/.cache/swifttta",
+               help: "Where rmt keeps its source prototypes and warm-up, keyed by the SHA-256 of the weights and the source files "
+                   + "and by the settings they depend on; a change to either makes a new entry.", group: .data, commands: experiment),
     // Model
     OptionSpec(name: "model", kind: .text(placeholder: "name"), defaultText: "auto",
                help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), vit-b-16 (timm vit_base_patch16_224), or auto to infer it from --weights.",
@@ -196,6 +204,9 @@ let optionTable: [OptionSpec] = [
                help: "cotta: anchor confidence below which the teacher averages augmentations.", group: .hyper, commands: adapting),
     OptionSpec(name: "augmentations", kind: .int(min: 0), defaultText: "\(cifarDefaults.augmentations)",
                help: "cotta: augmented teacher passes.", group: .hyper, commands: adapting),
+    OptionSpec(name: "warmup-samples", kind: .int(min: 0), defaultText: "\(cifarDefaults.rmtWarmupSamples)",
+               help: "rmt: source images of the warm-up before adapting (steps = samples / batch size); 0 skips it.",
+               group: .hyper, commands: adapting),
     OptionSpec(name: "symmetric-loss", kind: .bool, defaultText: "\(cifarDefaults.symmetricLoss)",
                help: "cotta: symmetric cross-entropy (ImageNet) instead of soft-target cross-entropy.",
                group: .hyper, commands: adapting),

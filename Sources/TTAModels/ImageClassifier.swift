@@ -35,6 +35,9 @@ public protocol FeatureClassifier: ImageClassifier {
     func features(_ x: Tensor, _ ctx: ForwardContext) -> Tensor
     /// Logits `(N, numClasses)` for features `(N, D)`.
     func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor
+    /// Accumulates the gradients of the trainable parameters given `∂L/∂logits` and an extra `∂L/∂features`
+    /// (a loss on the features themselves, e.g. RMT's contrastive term), after a recorded `features` then `head`.
+    func backward(dLogits: Tensor, dFeatures: Tensor)
 }
 
 extension ImageClassifier {

@@ -225,8 +225,16 @@ public final class VisionTransformer: FeatureClassifier, Module {
         _ = backward(dLogits, needInputGradient: false)
     }
 
+    public func backward(dLogits: Tensor, dFeatures: Tensor) {
+        _ = backwardFeatures(add(fc.backward(dLogits, needInputGradient: true)!, dFeatures), needInputGradient: false)
+    }
+
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        let dFeatures = fc.backward(dy, needInputGradient: true)!
+        backwardFeatures(fc.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
+    }
+
+    /// Backward of `features` given `∂L/∂features`.
+    func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor? {
         let (b, d, t) = (savedBatch, configuration.dim, configuration.tokens)
         var g = Tensor(shape: [b, t, d])
         for n in 0..<b { for j in 0..<d { g.storage[n * t * d + j] = dFeatures.storage[n * d + j] } }

@@ -144,9 +144,17 @@ public final class WideResNet: FeatureClassifier, Module {
         _ = backward(dLogits, needInputGradient: false)
     }
 
+    public func backward(dLogits: Tensor, dFeatures: Tensor) {
+        _ = backwardFeatures(add(fc.backward(dLogits, needInputGradient: true)!, dFeatures), needInputGradient: false)
+    }
+
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        var g = fc.backward(dy, needInputGradient: true)!
-        g = pool.backward(g, needInputGradient: true)!
+        backwardFeatures(fc.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
+    }
+
+    /// Backward of `features` given `∂L/∂features`.
+    func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor? {
+        var g = pool.backward(dFeatures, needInputGradient: true)!
         g = relu.backward(g, needInputGradient: true)!
         g = bn1.backward(g, needInputGradient: true)!
         for b in blocks.reversed() { g = b.backward(g, needInputGradient: true)! }

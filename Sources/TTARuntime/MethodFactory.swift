@@ -7,12 +7,15 @@ import TTATensor
 /// CoTTA and RoTTA; its ROID variant).
 public enum MethodFactory {
     /// The method `name` for images of `imageSize` pixels (the augmentation canvas follows it).
-    /// `sourceBatches`: source-domain images, for the methods that need them (EATA's Fisher information).
+    /// `sourceBatches`: source-domain images, for the methods that need them (EATA's Fisher information);
+    /// `sourceLabels`, `cache` and `sourceSeed` as in `MethodRegistry.make` (RMT).
     public static func make(_ name: String, configuration: MethodConfiguration, imageSize: Int,
-                            sourceBatches: [Tensor] = []) throws -> any AdaptationMethod {
+                            sourceBatches: [Tensor] = [], sourceLabels: [[Int]] = [], cache: PreparationCache? = nil,
+                            sourceSeed: UInt64 = 0) throws -> any AdaptationMethod {
         // ROID's consistency loss uses the variant without blur and noise, on a reflect-padded canvas.
         let aug = name == "roid" ? CoTTAAugmentation.roid(imageSize: imageSize) : CoTTAAugmentation(imageSize: imageSize)
         let augment: BatchAugmentation = { x, g in aug(x, using: &g) }
-        return try MethodRegistry.make(name, configuration: configuration, augment: augment, sourceBatches: sourceBatches)
+        return try MethodRegistry.make(name, configuration: configuration, augment: augment, sourceBatches: sourceBatches,
+                                       sourceLabels: sourceLabels, cache: cache, sourceSeed: sourceSeed)
     }
 }

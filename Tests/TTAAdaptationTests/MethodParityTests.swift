@@ -170,6 +170,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         c.redundancyMargin = 1.01
         c.resetAfterUpdates = 3                                   // RDumb: one periodic reset within the 4 batches
         c.rottaMemorySize = 16; c.rottaUpdateFrequency = 8        // RoTTA: an update every batch of 8
+        c.rmtWarmupSamples = 16   // RMT: two warm-up steps on the two source batches
         return c
     }
 
@@ -182,7 +183,8 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     func run(_ method: String, seed: UInt64) throws -> (Adaptor, [Tensor]) {
         let adaptor = try Adaptor(model: try methodFixtureModel(),
                                   method: try MethodRegistry.make(method, configuration: config(method), augment: Self.jitter,
-                                                                  sourceBatches: [try methodFixtureStream()[3]]), seed: seed)
+                                                                  sourceBatches: Array(try methodFixtureStream()[2...3]),
+                                                                  sourceLabels: [(0..<8).map { $0 }, (8..<16).map { $0 % 10 }]), seed: seed)
         let outs = try methodFixtureStream().map { try adaptor.adapt($0) }
         return (adaptor, outs)
     }
@@ -228,7 +230,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         // SAR's exclusions (ResNet layer4, ViT blocks 9-11) do not occur in a WideResNet.
         let expectedTrainable: [String: ParameterSelection] = ["tent": .normAffine, "cotta": .all, "eta": .normAffine,
                                                                "eata": .normAffine, "sar": .normAffine, "rdumb": .normAffine,
-                                                               "rotta": .normAffine, "roid": .normAffine]
+                                                               "rotta": .normAffine, "roid": .normAffine, "rmt": .all]
         let selection = expectedTrainable[method] ?? ParameterSelection.none
         #expect(store.trainableNames == store.entries.filter { $0.kind == .parameter && selection.selects($0) }.map(\.name))
         if expectedTrainable[method] != nil {

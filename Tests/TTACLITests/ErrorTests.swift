@@ -85,13 +85,13 @@ import TTATensor
                     "cannot write \(out): the folder \(tiny.folder.path("no/such/dir")) does not exist", code: 1)
         expectError(tta(["compare"] + tiny.dataOptions + ["--source-data", tiny.folder.path("src")]),
                     "--source-data: no such file: \(tiny.folder.path("src"))", code: 1)
-        // A method that needs source data: a usage error without --source-data; with it, an honest refusal
-        // (the CLI does not read source data yet), before any work.
+        // A method that needs source data: a usage error without --source-data; unreadable or mismatching
+        // source data is refused with the file and what was expected, before any work.
         expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "tent,eata"]),
-                    "method 'eata' needs source data: give --source-data, or use eta (EATA without its Fisher term)", code: 64)
-        expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "eata", "--source-data", tiny.weights]),
-                    "method 'eata' cannot run from the command line yet: --source-data is not read yet "
-                    + "(the library takes source batches: MethodRegistry.make(_:configuration:sourceBatches:)); use eta", code: 1)
+                    "method 'eata' needs labelled source data: give --source-data, or use eta (EATA without its Fisher term)", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "rmt"]), "method 'rmt' needs labelled source data: give --source-data", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "eata", "--source-data", tiny.dataFolder.path]),
+                    "\(tiny.dataFolder.path): expected both images.npy and labels.npy in the folder, found only labels.npy", code: 1)
     }
 
     @Test func weightsThatDoNotMatch() throws {
