@@ -32,6 +32,21 @@ public struct MethodState: Sendable, Equatable {
         return Int(x)
     }
 
+    /// Adds every entry of `inner` under `prefix.` (the state of a method this one wraps).
+    public mutating func store(_ inner: MethodState, as prefix: String) {
+        for (k, v) in inner.tensors { tensors["\(prefix).\(k)"] = v }
+        for (k, v) in inner.numbers { numbers["\(prefix).\(k)"] = v }
+    }
+
+    /// The entries stored under `prefix.` by `store(_:as:)`, without the prefix.
+    public func inner(_ prefix: String) -> MethodState {
+        var s = MethodState()
+        let p = prefix + "."
+        for (k, v) in tensors where k.hasPrefix(p) { s.tensors[String(k.dropFirst(p.count))] = v }
+        for (k, v) in numbers where k.hasPrefix(p) { s.numbers[String(k.dropFirst(p.count))] = v }
+        return s
+    }
+
     // MARK: Optimizers
 
     /// Stores `state` under `prefix`: `<prefix>.step`, and `<prefix>.buffers.<entry index>` and

@@ -51,4 +51,18 @@ public final class RDumbMethod: AdaptationMethod {
     public func reset() {
         eta.reset()
     }
+
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        s.store(eta.captureState(), as: "eta")
+        s.numbers["performedUpdates"] = [Double(performedUpdates)]
+        s.numbers["periodicResets"] = [Double(periodicResets)]
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        try eta.restoreState(state.inner("eta"))
+        performedUpdates = try state.count("performedUpdates", of: name)
+        periodicResets = try state.count("periodicResets", of: name)
+    }
 }

@@ -140,6 +140,27 @@ public final class RMTMethod: AdaptationMethod {
         projectorOptimizer?.state = initial.projectorOptimizer
     }
 
+    /// Teacher, projector, both optimizers and the source sampler's position (the prototypes and the
+    /// post-warm-up state `reset()` returns to are rebuilt by `configure`, or read from the cache).
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        if let teacher { s.store(teacher.store, as: "teacher") }
+        s.store(projectorStore, as: "projector")
+        if let studentOptimizer { s.store(studentOptimizer.state, as: "optimizer") }
+        if let projectorOptimizer { s.store(projectorOptimizer.state, as: "projectorOptimizer") }
+        source.capture(into: &s, as: "source")
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        guard let teacher, let studentOptimizer, let projectorOptimizer else { throw AdaptationError("rmt: state restored before configure") }
+        try state.restore(teacher.store, from: "teacher", of: name)
+        try state.restore(projectorStore, from: "projector", of: name)
+        studentOptimizer.state = try state.optimizerState("optimizer", of: name)
+        projectorOptimizer.state = try state.optimizerState("projectorOptimizer", of: name)
+        try source.restore(from: state, as: "source", of: name)
+    }
+
     // MARK: set-up
 
     /// Class-mean features of the source data (batch-statistics BN, no gradient), from the cache when there.

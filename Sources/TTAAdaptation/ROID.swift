@@ -21,8 +21,9 @@ import TTATensor
 ///    `s = max(1/N, 1/C)/max(π)` (logits times the prior, as the reference).
 ///
 /// The weights are normalised over the batch, so a batch of one image (or one whose samples all have the
-/// same weight) has none: such batches are refused with the weighting on, as the reference would turn the
-/// model into NaN.
+/// same weight) has none: with the weighting on, such a batch is predicted (the model's logits, no prior
+/// correction) without adapting and counted in `skippedBatches`, where the reference would turn the model
+/// into NaN. A stream of single images is refused up front by the CLI, which names the fallbacks.
 public final class ROIDMethod: AdaptationMethod {
     public let name = "roid"
     public let steps: Int
@@ -32,6 +33,8 @@ public final class ROIDMethod: AdaptationMethod {
     public let augment: BatchAugmentation?
     /// The moving average π̄ of the class probabilities; nil until configured.
     public private(set) var classProbabilities: [Double]?
+    /// Batches predicted without adapting because their sample weights are undefined (one image, or all equal).
+    public private(set) var skippedBatches = 0
 
     private var update: GradientUpdate?
     private var sourceState: ParameterStore.Snapshot?
@@ -57,10 +60,6 @@ public final class ROIDMethod: AdaptationMethod {
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
         guard let update, let sourceState, let ema = classProbabilities else { throw AdaptationError("roid: step before configure") }
         let n = x.shape[0]
-        if configuration.roidWeighting && n < 2 {
-            throw AdaptationError("roid weights each sample relative to the others in its batch and cannot adapt on a batch of 1 image; "
-                                  + "use a batch size of at least 2, or a method that adapts on single images (rotta, norm_alpha, lame)")
-        }
         // The loss needs the augmented pass's logits before the backward of the first pass, and a model
         // records one forward at a time: this first pass only predicts; it is recorded again below.
         let logits = timer.measure(.forward) { model.forward(x, .inference) }
@@ -70,8 +69,11 @@ public final class ROIDMethod: AdaptationMethod {
 
         var kept = Array(0..<n), weights = [Double](repeating: 1, count: n)
         if configuration.roidWeighting {
-            let diversity = try minMaxNormalized((0..<n).map { 1 - cosineSimilarity(ema, row(probs, $0)) }, "diversity")
-            let certainty = try minMaxNormalized(softmaxEntropies(logits).map { -Double($0) }, "certainty")
+            guard n >= 2, let diversity = minMaxNormalized((0..<n).map { 1 - cosineSimilarity(ema, row(probs, $0)) }),
+                  let certainty = minMaxNormalized(softmaxEntropies(logits).map { -Double($0) }) else {
+                skippedBatches += 1
+                return logits
+            }
             let mean = diversity.reduce(0, +) / Double(n)
             kept = (0..<n).filter { !(diversity[$0] < mean) }
             weights = (0..<n).map { Foundation.exp(diversity[$0] * certainty[$0] / Double(configuration.roidTemperature)) }
@@ -111,15 +113,30 @@ public final class ROIDMethod: AdaptationMethod {
         classProbabilities = classProbabilities.map { uniform($0.count) }
     }
 
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        if let update { s.store(update.optimizer.state, as: "optimizer") }
+        if let classProbabilities { s.numbers["classProbabilities"] = classProbabilities }
+        s.numbers["skippedBatches"] = [Double(skippedBatches)]
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        guard let update, let c = classProbabilities?.count else { throw AdaptationError("roid: state restored before configure") }
+        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        guard let p = state.numbers["classProbabilities"], p.count == c else {
+            throw AdaptationError("roid: state 'classProbabilities' is missing or not \(c) values")
+        }
+        classProbabilities = p
+        skippedBatches = try state.count("skippedBatches", of: name)
+    }
+
     private func uniform(_ c: Int) -> [Double] { Array(repeating: 1 / Double(c), count: c) }
 
-    /// `(v − min v)/(max v − min v)`; refuses a batch whose values are all equal (the reference divides by 0).
-    private func minMaxNormalized(_ v: [Double], _ what: String) throws -> [Double] {
+    /// `(v − min v)/(max v − min v)`, or nil when every value is the same (the reference divides by 0).
+    private func minMaxNormalized(_ v: [Double]) -> [Double]? {
         let (lo, hi) = (v.min()!, v.max()!)
-        guard hi > lo else {
-            throw AdaptationError("roid: every sample of the batch has the same \(what) weight, so the weights are undefined "
-                                  + "(the reference would divide by zero); the batch was not used for adaptation")
-        }
+        guard hi > lo else { return nil }
         return v.map { ($0 - lo) / (hi - lo) }
     }
 

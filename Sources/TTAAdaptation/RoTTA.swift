@@ -102,6 +102,40 @@ public final class RoTTAMethod: AdaptationMethod {
         memory.removeAll()
         insertedSamples = 0
     }
+
+    /// Optimizer, teacher, the memory's items (per class: images, uncertainties, ages) and the insert count.
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        if let update { s.store(update.optimizer.state, as: "optimizer") }
+        if let teacher { s.store(teacher.store, as: "teacher") }
+        for (k, items) in memory.classes.enumerated() where !items.isEmpty {
+            s.tensors["memory.\(k).images"] = Array(items.map(\.image).joined())
+            s.numbers["memory.\(k).uncertainty"] = items.map(\.uncertainty)
+            s.numbers["memory.\(k).age"] = items.map { Double($0.age) }
+        }
+        s.numbers["insertedSamples"] = [Double(insertedSamples)]
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        guard let update, let teacher else { throw AdaptationError("rotta: state restored before configure") }
+        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        try state.restore(teacher.store, from: "teacher", of: name)
+        var classes = [[CSTUMemory.Item]](repeating: [], count: memory.numClasses)
+        for k in classes.indices {
+            let u = state.numbers["memory.\(k).uncertainty"] ?? [], a = state.numbers["memory.\(k).age"] ?? []
+            let images = state.tensors["memory.\(k).images"] ?? []
+            guard u.count == a.count, u.isEmpty ? images.isEmpty : images.count % u.count == 0 else {
+                throw AdaptationError("rotta: state of memory class \(k) is inconsistent")
+            }
+            let size = u.isEmpty ? 0 : images.count / u.count
+            classes[k] = u.indices.map { j in
+                CSTUMemory.Item(image: Array(images[(j * size)..<((j + 1) * size)]), uncertainty: u[j], age: Int(a[j]))
+            }
+        }
+        memory.restore(classes: classes)
+        insertedSamples = try state.count("insertedSamples", of: name)
+    }
 }
 
 /// RoTTA's category-balanced sampling with timeliness and uncertainty (CSTU): at most `capacity` images,
@@ -133,6 +167,12 @@ public struct CSTUMemory: Sendable, Equatable {
     }
 
     public var count: Int { classes.reduce(0) { $0 + $1.count } }
+
+    /// Replaces the items (from a captured state); the class count must match.
+    mutating func restore(classes items: [[Item]]) {
+        precondition(items.count == numClasses)
+        classes = items
+    }
 
     public func score(age: Int, uncertainty: Double) -> Double {
         lambdaT / (1 + Foundation.exp(-Double(age) / Double(capacity))) + lambdaU * uncertainty / Foundation.log(Double(numClasses))

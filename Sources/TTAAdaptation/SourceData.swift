@@ -50,6 +50,26 @@ public struct SourceSampler: Sendable {
 
     public var count: Int { images.shape[0] }
 
+    /// Where the sampler is (the pass's order, the position in it, the generator), for a method's state.
+    public func capture(into s: inout MethodState, as prefix: String) {
+        s.numbers["\(prefix).order"] = order.map(Double.init)
+        s.numbers["\(prefix).position"] = [Double(position)]
+        // The generator's 64 bits as two exact 32-bit halves (a raw bit pattern could read as NaN).
+        s.numbers["\(prefix).generator"] = [Double(generator.state >> 32), Double(generator.state & 0xFFFF_FFFF)]
+    }
+
+    /// Puts back what `capture(into:as:)` stored; the order must be a permutation of this sampler's images.
+    public mutating func restore(from s: MethodState, as prefix: String, of method: String) throws {
+        guard let o = s.numbers["\(prefix).order"], o.count == count, Set(o) == Set((0..<count).map(Double.init)),
+              let g = s.numbers["\(prefix).generator"], g.count == 2,
+              g.allSatisfy({ $0 >= 0 && $0 < 4_294_967_296 && $0 == $0.rounded() }) else {
+            throw AdaptationError("\(method): state '\(prefix)' is missing or not a permutation of \(count) source images")
+        }
+        order = o.map { Int($0) }
+        position = try s.count("\(prefix).position", of: method)
+        generator = SeededGenerator(seed: UInt64(g[0]) << 32 | UInt64(g[1]))
+    }
+
     /// The next batch (images, and labels when known).
     public mutating func next() -> (images: Tensor, labels: [Int]?) {
         let rows = nextIndices()

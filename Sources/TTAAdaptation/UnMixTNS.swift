@@ -66,6 +66,40 @@ public final class UnMixTNSMethod: AdaptationMethod {
     public func reset() {
         for layer in layers { layer.restart() }
     }
+
+    /// Per BN layer: the components' current and initial means and variances (absent before the first
+    /// batch), and the drawn initial means.
+    public func captureState() -> MethodState {
+        var s = MethodState()
+        for (i, layer) in layers.enumerated() {
+            s.tensors["layer.\(i).means"] = layer.means
+            s.tensors["layer.\(i).variances"] = layer.variances
+            if let initial = layer.initial {
+                s.tensors["layer.\(i).initialMeans"] = initial.means
+                s.tensors["layer.\(i).initialVariances"] = initial.variances
+            }
+        }
+        for (i, m) in (initialMeans ?? []).enumerated() { s.tensors["drawn.\(i)"] = m }
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        for (i, layer) in layers.enumerated() {
+            let kc = layer.k * layer.c
+            func values(_ key: String) throws -> [Float]? {
+                guard let v = state.tensors["layer.\(i).\(key)"] else { return nil }
+                guard v.count == kc else { throw AdaptationError("unmix_tns: state 'layer.\(i).\(key)' has \(v.count) values, expected \(kc)") }
+                return v
+            }
+            guard let means = try values("means"), let variances = try values("variances") else {
+                throw AdaptationError("unmix_tns: state of BN layer \(i) is missing")
+            }
+            let initial = try values("initialMeans").flatMap { m in try values("initialVariances").map { (m, $0) } }
+            layer.restore(means: means, variances: variances, initial: initial)
+        }
+        let drawn = (0..<layers.count).compactMap { state.tensors["drawn.\($0)"] }
+        initialMeans = drawn.count == layers.count ? drawn : nil
+    }
 }
 
 /// One BN layer's UnMix-TNS components and their update (see `UnMixTNSMethod`).
@@ -91,6 +125,11 @@ public final class UnMixTNSLayer: SampleStatisticsProvider {
     /// `√(α·K/(K−1))·σ` per channel (0 for K = 1): the standard deviation of the initial means.
     var noiseScale: [Float] {
         k == 1 ? Array(repeating: 0, count: c) : sourceVariance.map { (Self.spread * Float(k) / Float(k - 1)).squareRoot() * $0.squareRoot() }
+    }
+
+    /// Puts back a captured state.
+    func restore(means m: [Float], variances v: [Float], initial i: (means: [Float], variances: [Float])?) {
+        (means, variances, initial) = (m, v, i)
     }
 
     func start(means m: [Float]) {

@@ -337,21 +337,21 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         #expect(adaptor.model.store.snapshot() != adaptor.sourceSnapshot, "two updates in six images changed nothing")
     }
 
-    /// ROID's weights are normalised over the batch: a single image is refused with the reason and the
-    /// way out, and the model is left as it was; two images work.
-    @Test func roidRefusesSingleImagesAndSaysWhy() throws {
+    /// ROID's weights are normalised over the batch, so a single image has none: it is predicted with the
+    /// model's own logits and nothing adapts (the reference would turn the model into NaN); two images adapt.
+    @Test func roidPredictsSingleImagesWithoutAdapting() throws {
         let adaptor = try Adaptor(model: try methodFixtureModel(),
                                   method: try MethodRegistry.make("roid", configuration: .defaults(for: .cifar)), seed: 1)
-        let before = adaptor.model.store.snapshot()
-        do {
-            _ = try adaptor.adapt(try oneImage(0))
-            Issue.record("roid adapted on one image")
-        } catch let e as AdaptationError {
-            #expect(e.message.contains("batch of 1 image") && e.message.contains("at least 2"))
-        }
-        #expect(adaptor.model.store.snapshot() == before)
+        let roid = try #require(adaptor.method as? ROIDMethod)
+        let before = adaptor.model.store.snapshot(), priorBefore = roid.classProbabilities
+        let image = try oneImage(0)
+        let expected = adaptor.model.forward(image, .inference)
+        let out = try adaptor.adapt(image)
+        #expect(out == expected)
+        #expect(adaptor.model.store.snapshot() == before && roid.classProbabilities == priorBefore && roid.skippedBatches == 1)
         let pair = try fixture("methods/stream.safetensors").tensor("x").slice(0..<2)
         #expect(try adaptor.adapt(pair).isFinite)
+        #expect(adaptor.model.store.snapshot() != before && roid.skippedBatches == 1)
         // The consistency loss without the weighting is refused when the method is built (the reference fails on it).
         var c = MethodConfiguration.defaults(for: .cifar)
         c.roidWeighting = false

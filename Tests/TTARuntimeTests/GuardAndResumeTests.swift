@@ -18,6 +18,7 @@ func busyConfiguration(_ method: String) -> MethodConfiguration {
     c.restoreProbability = 0.1
     c.entropyMarginFactor = 10
     c.redundancyMargin = 1.5
+    c.rmtWarmupSamples = 8          // RMT: two warm-up steps on the two source batches
     return c
 }
 
@@ -28,7 +29,9 @@ func makeAdaptor(_ method: String, configuration: MethodConfiguration? = nil, mo
     var g = SeededGenerator(seed: 11)
     let source = MethodRegistry.entry(method)!.needsSourceData
         ? (0..<2).map { _ in Tensor(shape: [4, 3, 8, 8], storage: (0..<(4 * 3 * 64)).map { _ in g.nextUniform() }) } : []
-    let m = try MethodFactory.make(method, configuration: configuration ?? busyConfiguration(method), imageSize: 8, sourceBatches: source)
+    let labels = source.map { _ in (0..<4).map { $0 % 4 } }
+    let m = try MethodFactory.make(method, configuration: configuration ?? busyConfiguration(method), imageSize: 8,
+                                   sourceBatches: source, sourceLabels: labels)
     return try Adaptor(model: model ?? TinyBenchmark.model(), method: m, seed: seed)
 }
 
