@@ -30,8 +30,8 @@ import TTATensor
                     "invalid value 'cota' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar (did you mean 'cotta'?)", code: 64)
         expectError(tta(["compare", "--methods", "tent,tent"]), "'--methods' lists 'tent' twice", code: 64)
         expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of source, norm_test, norm_alpha, norm_ema, tent, cotta, lame, eta, eata, sar", code: 64)
-        expectError(tta(["compare", "--model", "resnet50"]),
-                    "invalid value 'resnet50' for '--model': expected auto or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)", code: 64)
+        expectError(tta(["compare", "--model", "resnet51"]),
+                    "invalid value 'resnet51' for '--model': expected \(ModelZoo.modelNamesHelp)", code: 64)
         expectError(tta(["compare", "--lr"]), "option '--lr' needs a value: a non-negative number", code: 64)
         expectError(tta(["compare", "--lr", "--steps", "2"]), "option '--lr' needs a value: a non-negative number", code: 64)
     }
@@ -55,7 +55,7 @@ import TTATensor
         expectError(tta(["compare", "--dataset", "cifar100-c", "--data-dir", tiny.root]),
                     "--dataset cifar100-c needs --weights (a .safetensors state dict; only fmnist-c has an embedded model)", code: 64)
         expectError(tta(["compare", "--data-dir", tiny.folder.path("elsewhere"), "--weights", tiny.weights]),
-                    "--dataset is needed: cannot tell the benchmark from --data-dir \(tiny.folder.path("elsewhere")) (expected a CIFAR-10-C, CIFAR-100-C or FMNIST-C folder or its parent)", code: 64)
+                    "--dataset is needed: cannot tell the benchmark from --data-dir \(tiny.folder.path("elsewhere")) (expected a CIFAR-10-C, CIFAR-100-C, ImageNet-C, Tiny-ImageNet-C or FMNIST-C folder or its parent)", code: 64)
         expectError(tta(["compare"] + tiny.dataOptions + ["--samples-per-domain", "100"]),
                     "--samples-per-domain: 100 exceeds the 8 samples per severity of \(tiny.dataFolder.path)", code: 64)
         expectError(tta(["compare"] + tiny.dataOptions + ["--corruptions", "gausian_noise"]),
