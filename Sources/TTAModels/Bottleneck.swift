@@ -66,3 +66,35 @@ final class Bottleneck: Module {
         return add(dxBranch, dxShortcut)
     }
 }
+
+/// The trunk shared by `ResNet` and `ResNeXt`: stem convolution → BN → ReLU (→ max pool) → the
+/// bottlenecks → global average pool, giving the penultimate features `(N, D)`.
+final class BottleneckTrunk: Module {
+    let conv: Conv2d, bn: BatchNorm2d, relu = ReLU()
+    let maxpool: MaxPool2d?
+    let blocks: [Bottleneck]
+    let pool = GlobalAvgPool()
+
+    init(conv: Conv2d, bn: BatchNorm2d, maxpool: MaxPool2d?, blocks: [Bottleneck]) {
+        (self.conv, self.bn, self.maxpool, self.blocks) = (conv, bn, maxpool, blocks)
+    }
+
+    /// Every batch norm in state-dict order.
+    var batchNorms: [BatchNorm2d] { [bn] + blocks.flatMap(\.batchNorms) }
+
+    func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        var h = relu.forward(bn.forward(conv.forward(x, ctx), ctx), ctx)
+        if let maxpool { h = maxpool.forward(h, ctx) }
+        for b in blocks { h = b.forward(h, ctx) }
+        return pool.forward(h, ctx)
+    }
+
+    func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        var g = pool.backward(dy, needInputGradient: true)!
+        for b in blocks.reversed() { g = b.backward(g, needInputGradient: true)! }
+        if let maxpool { g = maxpool.backward(g, needInputGradient: true)! }
+        g = relu.backward(g, needInputGradient: true)!
+        g = bn.backward(g, needInputGradient: true)!
+        return conv.backward(g, needInputGradient: needInputGradient)
+    }
+}

@@ -21,11 +21,7 @@ public final class ResNeXt: FeatureClassifier, Module {
     public let depth, cardinality, baseWidth, stemWidth, numClasses, inputChannels: Int
     public var inputNormalization: (mean: [Float], std: [Float])? = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
     public let batchNorms: [BatchNorm2d]
-    let conv1: Conv2d
-    let bn1: BatchNorm2d
-    let relu = ReLU()
-    let blocks: [Bottleneck]
-    let pool = GlobalAvgPool()
+    let trunk: BottleneckTrunk
     let classifier: Linear
 
     /// `resnext-29-4x32` (RobustBench's stem of 64) or `resnext-<depth>-<cardinality>x<baseWidth>-s<stem>`.
@@ -39,8 +35,8 @@ public final class ResNeXt: FeatureClassifier, Module {
         (self.depth, self.cardinality, self.baseWidth, self.stemWidth) = (depth, cardinality, baseWidth, stemWidth)
         (self.numClasses, self.inputChannels) = (numClasses, inputChannels)
         if inputChannels != 3 { inputNormalization = (Array(repeating: 0.5, count: inputChannels), Array(repeating: 0.5, count: inputChannels)) }
-        conv1 = Conv2d(store, name: "conv_1_3x3", inputChannels: inputChannels, outputChannels: stemWidth, kernelSize: 3, padding: 1)
-        bn1 = BatchNorm2d(store, name: "bn_1", features: stemWidth)
+        let conv1 = Conv2d(store, name: "conv_1_3x3", inputChannels: inputChannels, outputChannels: stemWidth, kernelSize: 3, padding: 1)
+        let bn1 = BatchNorm2d(store, name: "bn_1", features: stemWidth)
         var built: [Bottleneck] = []
         var inPlanes = stemWidth
         for stage in 0..<3 {
@@ -53,18 +49,16 @@ public final class ResNeXt: FeatureClassifier, Module {
                 inPlanes = 4 * planes
             }
         }
-        blocks = built
+        trunk = BottleneckTrunk(conv: conv1, bn: bn1, maxpool: nil, blocks: built)
         classifier = Linear(store, name: "classifier", inputFeatures: inPlanes, outputFeatures: numClasses)
-        batchNorms = [bn1] + built.flatMap(\.batchNorms)
+        batchNorms = trunk.batchNorms
         store.finalize()
     }
 
     /// `conv_1_3x3` … `stage_3` → average pool: `(N, 16·stem)` (1024 for ResNeXt-29).
     public func features(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
         precondition(x.rank == 4 && x.shape[1] == inputChannels, "\(architecture): expected images (N, \(inputChannels), H, W), got \(x.shape)")
-        var h = relu.forward(bn1.forward(conv1.forward(normalizeInput(x), ctx), ctx), ctx)
-        for b in blocks { h = b.forward(h, ctx) }
-        return pool.forward(h, ctx)
+        return trunk.forward(normalizeInput(x), ctx)
     }
 
     public var featureCount: Int { classifier.inputFeatures }
@@ -76,12 +70,7 @@ public final class ResNeXt: FeatureClassifier, Module {
     public func backward(_ dLogits: Tensor) { _ = backward(dLogits, needInputGradient: false) }
 
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        var g = classifier.backward(dy, needInputGradient: true)!
-        g = pool.backward(g, needInputGradient: true)!
-        for b in blocks.reversed() { g = b.backward(g, needInputGradient: true)! }
-        g = relu.backward(g, needInputGradient: true)!
-        g = bn1.backward(g, needInputGradient: true)!
-        return conv1.backward(g, needInputGradient: needInputGradient)
+        trunk.backward(classifier.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
     }
 
     public func copy() -> ResNeXt {

@@ -21,12 +21,7 @@ public final class ResNet: FeatureClassifier, Module {
     public let baseWidth, groups, widthPerGroup, numClasses, inputChannels: Int
     public var inputNormalization: (mean: [Float], std: [Float])? = ResNet.imageNetNormalization
     public let batchNorms: [BatchNorm2d]
-    let conv1: Conv2d
-    let bn1: BatchNorm2d
-    let relu = ReLU()
-    let maxpool = MaxPool2d(kernelSize: 3, stride: 2, padding: 1)
-    let blocks: [Bottleneck]
-    let pool = GlobalAvgPool()
+    let trunk: BottleneckTrunk
     let fc: Linear
 
     /// torchvision's `Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])`.
@@ -53,8 +48,8 @@ public final class ResNet: FeatureClassifier, Module {
         precondition(baseWidth >= 1 && groups >= 1 && widthPerGroup >= 1 && numClasses >= 1 && inputChannels >= 1)
         (blocksPerLayer, self.baseWidth, self.groups, self.widthPerGroup) = (blocks, baseWidth, groups, widthPerGroup)
         (self.numClasses, self.inputChannels) = (numClasses, inputChannels)
-        conv1 = Conv2d(store, name: "conv1", inputChannels: inputChannels, outputChannels: baseWidth, kernelSize: 7, stride: 2, padding: 3)
-        bn1 = BatchNorm2d(store, name: "bn1", features: baseWidth)
+        let conv1 = Conv2d(store, name: "conv1", inputChannels: inputChannels, outputChannels: baseWidth, kernelSize: 7, stride: 2, padding: 3)
+        let bn1 = BatchNorm2d(store, name: "bn1", features: baseWidth)
         var built: [Bottleneck] = []
         var inPlanes = baseWidth
         for (layer, count) in blocks.enumerated() {
@@ -66,19 +61,16 @@ public final class ResNet: FeatureClassifier, Module {
                 inPlanes = 4 * planes
             }
         }
-        self.blocks = built
+        trunk = BottleneckTrunk(conv: conv1, bn: bn1, maxpool: MaxPool2d(kernelSize: 3, stride: 2, padding: 1), blocks: built)
         fc = Linear(store, name: "fc", inputFeatures: inPlanes, outputFeatures: numClasses)
-        batchNorms = [bn1] + built.flatMap(\.batchNorms)
+        batchNorms = trunk.batchNorms
         store.finalize()
     }
 
     /// `conv1` … `layer4` → global average pool: `(N, 32·base)` (2048 for ResNet-50).
     public func features(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
         precondition(x.rank == 4 && x.shape[1] == inputChannels, "\(architecture): expected images (N, \(inputChannels), H, W), got \(x.shape)")
-        var h = relu.forward(bn1.forward(conv1.forward(normalizeInput(x), ctx), ctx), ctx)
-        h = maxpool.forward(h, ctx)
-        for b in blocks { h = b.forward(h, ctx) }
-        return pool.forward(h, ctx)
+        return trunk.forward(normalizeInput(x), ctx)
     }
 
     public var featureCount: Int { fc.inputFeatures }
@@ -90,13 +82,7 @@ public final class ResNet: FeatureClassifier, Module {
     public func backward(_ dLogits: Tensor) { _ = backward(dLogits, needInputGradient: false) }
 
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        var g = fc.backward(dy, needInputGradient: true)!
-        g = pool.backward(g, needInputGradient: true)!
-        for b in blocks.reversed() { g = b.backward(g, needInputGradient: true)! }
-        g = maxpool.backward(g, needInputGradient: true)!
-        g = relu.backward(g, needInputGradient: true)!
-        g = bn1.backward(g, needInputGradient: true)!
-        return conv1.backward(g, needInputGradient: needInputGradient)
+        trunk.backward(fc.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
     }
 
     public func copy() -> ResNet {
