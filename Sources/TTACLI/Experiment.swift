@@ -15,6 +15,8 @@ struct ExperimentOptions {
     var sourceSamples: Int?
     var cacheDirectory: String?
     var model: String
+    var normalize: String?
+    var subset: String?
     var weights: String?
     var methods: [String]
     var setting: StreamSetting
@@ -49,6 +51,8 @@ struct ExperimentOptions {
         sourceSamples = a.int("source-samples")
         cacheDirectory = a.word("cache-dir")
         model = a.word("model") ?? "auto"
+        normalize = a.word("normalize")
+        subset = a.word("subset")
         weights = a.word("weights")
         methods = command == .compare ? (a.list("methods") ?? defaultCompareMethods) : [a.word("method") ?? "tent"]
         setting = a.word("setting").flatMap(StreamSetting.init(rawValue:)) ?? .continual
@@ -108,7 +112,6 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
 
 /// Checks a `--model` name the way `ModelZoo.make` will, before any file is opened.
 func checkModelName(_ name: String) throws {
-    guard name != "auto", !["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) else { return }
     let parts = name.lowercased().split(separator: "-")
     if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
        d >= 10, (d - 4) % 6 == 0, w >= 1 {
@@ -118,8 +121,26 @@ func checkModelName(_ name: String) throws {
         throw CLIError.invalidValue(option: "model", value: name,
                                     expected: "a model of at most \(WideResNet.maxParameterCount) parameters (wideresnet-28-10 has 36479194)")
     }
-    throw CLIError.invalidValue(option: "model", value: name,
-                                expected: "auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)")
+    guard !ModelZoo.recognizes(name) else { return }
+    throw CLIError.invalidValue(option: "model", value: name, expected: ModelZoo.modelNamesHelp)
+}
+
+/// `--normalize`: `none`, `imagenet` (torchvision's mean/std), `half` (0.5/0.5), or `m,m,m:s,s,s`.
+func parseNormalization(_ text: String) throws -> (mean: [Float], std: [Float])? {
+    switch text {
+    case "none": return nil
+    case "imagenet": return ResNet.imageNetNormalization
+    case "half": return ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    default:
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map { $0.split(separator: ",", omittingEmptySubsequences: false).map { Float($0) } }
+        guard parts.count == 2, parts[0].count == parts[1].count, !parts[0].isEmpty,
+              let mean = parts[0] as? [Float], let std = parts[1] as? [Float],
+              (mean + std).allSatisfy(\.isFinite), std.allSatisfy({ $0 > 0 }) else {
+            throw CLIError.invalidValue(option: "normalize", value: text,
+                                        expected: "none, imagenet, half, or per-channel means and positive stds as m,m,m:s,s,s")
+        }
+        return (mean, std)
+    }
 }
 
 /// Reads `--weights` and builds the model: `auto` infers the architecture from the keys; a named
@@ -128,8 +149,11 @@ struct LoadedWeights {
     let url: URL
     let file: SafeTensorsFile
     let modelName: String
+    /// `--normalize`: `.some(nil)` removes the model's input normalisation, nil keeps it.
+    let normalization: (mean: [Float], std: [Float])??
 
-    init(path: String, modelName: String) throws {
+    init(path: String, modelName: String, normalize: String? = nil) throws {
+        normalization = try normalize.map(parseNormalization)
         url = URL(fileURLWithPath: path)
         guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError.fileNotFound(what: "--weights", path: path) }
         do { file = try SafeTensorsFile.read(url) } catch { throw CLIError.wrap(error) }
@@ -166,6 +190,13 @@ struct LoadedWeights {
             let what = e.key.map { "\(e.keyKind) '\($0)': " } ?? ""
             throw CLIError.data("cannot load \(url.path) as \(model.architecture): \(what)\(e.message)")
         }
+        if let normalization {
+            if let n = normalization, n.mean.count != model.inputChannels {
+                throw CLIError.invalidValue(option: "normalize", value: n.mean.map { "\($0)" }.joined(separator: ","),
+                                            expected: "\(model.inputChannels) means and stds, one per input channel of \(model.architecture)")
+            }
+            model.inputNormalization = normalization
+        }
         return model
     }
 }
@@ -175,7 +206,7 @@ struct LoadedWeights {
 final class Experiment {
     let options: ExperimentOptions
     let dataset: Dataset
-    let benchmark: CorruptionBenchmark
+    let benchmark: any CorruptionDataset
     let stream: BenchmarkStream
     let weights: LoadedWeights
     let architecture: String
@@ -189,7 +220,7 @@ final class Experiment {
     let identity: RunCheckpoint.Identity?
     let resume: RunCheckpoint?
 
-    private init(options: ExperimentOptions, dataset: Dataset, benchmark: CorruptionBenchmark, stream: BenchmarkStream,
+    private init(options: ExperimentOptions, dataset: Dataset, benchmark: any CorruptionDataset, stream: BenchmarkStream,
                  weights: LoadedWeights, model: any ImageClassifier,
                  methods: [(name: String, configuration: MethodConfiguration)], runConfiguration: RunConfiguration,
                  identity: RunCheckpoint.Identity?, resume: RunCheckpoint?, source: SourcePlan?) {
@@ -237,7 +268,7 @@ final class Experiment {
             dataset = d
         } else if let dir = o.dataDirectory {
             guard let d = Dataset.detect(in: URL(fileURLWithPath: dir)) else {
-                throw CLIError.usage("--dataset is needed: cannot tell the benchmark from --data-dir \(dir) (expected a CIFAR-10-C, CIFAR-100-C or FMNIST-C folder or its parent)")
+                throw CLIError.usage("--dataset is needed: cannot tell the benchmark from --data-dir \(dir) (expected a CIFAR-10-C, CIFAR-100-C, ImageNet-C, Tiny-ImageNet-C or FMNIST-C folder or its parent)")
             }
             dataset = d
         } else {
@@ -270,10 +301,22 @@ final class Experiment {
         // 4. The benchmark and the stream.
         var seen = Set<String>()
         let unique = o.corruptions.filter { seen.insert($0).inserted }
-        let benchmark: CorruptionBenchmark
+        let benchmark: any CorruptionDataset
         do {
-            benchmark = try CorruptionBenchmark(directory: dataDirectory, folderName: dataset.folderName,
-                                                corruptions: unique, numClasses: dataset.numClasses)
+            if dataset.isImageFolder {
+                let subset: ImageFolderBenchmark.Subset = switch o.subset ?? (dataset == .imagenet ? "robustbench5000" : "all") {
+                case "robustbench5000": .robustBench5000
+                case "all": .all
+                case let path: .list(URL(fileURLWithPath: path))
+                }
+                let severities = StreamConfiguration(setting: o.setting, severities: o.severities).effectiveSeverities
+                benchmark = try ImageFolderBenchmark(directory: dataDirectory, folderName: dataset.folderName, corruptions: unique,
+                                                     severities: Array(Set(severities)).sorted(), subset: subset)
+            } else {
+                if o.subset != nil { throw CLIError.usage("--subset applies only to imagenet-c and tiny-imagenet-c (the dataset is \(dataset.rawValue))") }
+                benchmark = try CorruptionBenchmark(directory: dataDirectory, folderName: dataset.folderName,
+                                                    corruptions: unique, numClasses: dataset.numClasses)
+            }
         } catch let e as DataError {
             let known = CorruptionBenchmark.standardCorruptions + CorruptionBenchmark.extraCorruptions
             if let typo = unique.first(where: { !known.contains($0) }), let guess = closest(to: typo, in: known) {
@@ -281,7 +324,7 @@ final class Experiment {
             }
             throw CLIError.data(e.description)
         }
-        let batchSize = o.batchSize ?? (dataset == .fmnist ? embeddedBatchSize : standardBatchSize)
+        let batchSize = o.batchSize ?? (dataset == .fmnist ? embeddedBatchSize : dataset.isImageFolder ? imageNetBatchSize : standardBatchSize)
         let streamConfiguration = StreamConfiguration(
             setting: o.setting, corruptions: o.corruptions, severities: o.severities, samplesPerDomain: o.samplesPerDomain,
             batchSize: batchSize, order: o.order, seed: o.seed, dirichletDelta: o.dirichlet, episodic: o.episodic)
@@ -295,12 +338,12 @@ final class Experiment {
         }
 
         // 5. The weights, loaded into the model once; every method built once.
-        let weights = try LoadedWeights(path: weightsPath, modelName: o.model)
-        let model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
+        let weights = try LoadedWeights(path: weightsPath, modelName: o.model, normalize: o.normalize)
+        let model = try weights.makeModel(numClasses: benchmark.numClasses, inputChannels: benchmark.imageChannels)
 
         // 6. The source data, for the methods that need it, checked against the benchmark.
         let source = try o.methods.contains { MethodRegistry.entry($0)?.needsSourceData == true }
-            ? SourcePlan(o, benchmark: benchmark, numClasses: dataset.numClasses, batchSize: batchSize, weights: weights.url,
+            ? SourcePlan(o, benchmark: benchmark, numClasses: benchmark.numClasses, batchSize: batchSize, weights: weights.url,
                          environment: console.environment)
             : nil
         for m in methods {
@@ -316,8 +359,9 @@ final class Experiment {
                                       weights: weights.url.path, stream: streamConfiguration, methods: o.methods,
                                       threads: KernelThreads.count)
         do {
-            config.inputs = try InputFingerprint(weights: weights.url, data: [benchmark.folder.appendingPathComponent("labels.npy")]
-                                                 + unique.map(benchmark.fileURL(corruption:)) + (source?.data.files ?? []))
+            config.inputs = try InputFingerprint(weights: weights.url,
+                                                 data: benchmark.dataFiles(corruptions: unique, severities: streamConfiguration.effectiveSeverities)
+                                                 + (source?.data.files ?? []))
         } catch { throw CLIError.wrap(error) }
 
         // 8. Checkpoints: what identifies this run, and the checkpoint to resume, which must match it.
@@ -403,7 +447,7 @@ final class Experiment {
                 model = first
                 firstModel = nil
             } else {
-                model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
+                model = try weights.makeModel(numClasses: benchmark.numClasses, inputChannels: benchmark.imageChannels)
             }
             var result: RunResult
             do {
@@ -512,7 +556,7 @@ struct SourcePlan {
     let path: String
     let cache: DiskPreparationCache?
 
-    init(_ o: ExperimentOptions, benchmark: CorruptionBenchmark, numClasses: Int, batchSize: Int, weights: URL,
+    init(_ o: ExperimentOptions, benchmark: any CorruptionDataset, numClasses: Int, batchSize: Int, weights: URL,
          environment: [String: String]) throws {
         let path = o.sourceData!
         do { data = try SourceDataset.load(path) } catch { throw CLIError.wrap(error) }

@@ -114,6 +114,8 @@ private func text(_ x: Float) -> String { formatNumber(Double(x)) }
 let embeddedBatchSize = 50
 /// The default batch size elsewhere (mariodoebler's CIFAR `TEST.BATCH_SIZE`).
 let standardBatchSize = 200
+/// The default batch size of ImageNet-C-layout benchmarks (mariodoebler's ImageNet `TEST.BATCH_SIZE`).
+let imageNetBatchSize = 64
 /// The methods `tta compare` runs by default.
 let defaultCompareMethods = ["source", "norm_test", "tent", "cotta"]
 
@@ -122,9 +124,12 @@ let optionTable: [OptionSpec] = [
     // Data
     OptionSpec(name: "dataset", kind: .choice(Dataset.allCases.map(\.rawValue)),
                defaultText: "fmnist-c, the embedded benchmark; with --data-dir, from its folder name",
-               help: "Benchmark: CIFAR-10-C, CIFAR-100-C, or the embedded Fashion-MNIST-C.", group: .data, commands: experiment),
+               help: "Benchmark: CIFAR-10-C, CIFAR-100-C, ImageNet-C, Tiny-ImageNet-C, or the embedded Fashion-MNIST-C.", group: .data, commands: experiment),
     OptionSpec(name: "data-dir", kind: .text(placeholder: "dir"), defaultText: "the embedded FMNIST-C folder",
-               help: "The benchmark folder (e.g. CIFAR-10-C, holding labels.npy and <corruption>.npy) or its parent.",
+               help: "The benchmark folder (e.g. CIFAR-10-C, holding labels.npy and <corruption>.npy; ImageNet-C, holding <corruption>/<severity>/<wnid>/<file>.JPEG) or its parent.",
+               group: .data, commands: experiment),
+    OptionSpec(name: "subset", kind: .text(placeholder: "robustbench5000|all|list.txt"), defaultText: "robustbench5000 for imagenet-c, else all",
+               help: "ImageNet-C-layout benchmarks: RobustBench's fixed 5,000 images, every image, or a file of <wnid>/<file> lines, in its order.",
                group: .data, commands: experiment),
     OptionSpec(name: "source-data", kind: .text(placeholder: "path"), defaultText: nil,
                help: "Labelled source-domain data, needed by eata and rmt: a folder with images.npy (uint8 NHWC or float32 NCHW in [0, 1]) "
@@ -138,7 +143,10 @@ let optionTable: [OptionSpec] = [
                    + "and by the settings they depend on; a change to either makes a new entry.", group: .data, commands: experiment),
     // Model
     OptionSpec(name: "model", kind: .text(placeholder: "name"), defaultText: "auto",
-               help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), vit-b-16 (timm vit_base_patch16_224), or auto to infer it from --weights.",
+               help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), resnet50, resnext-29-4x32, vit-b-16 (timm vit_base_patch16_224), or auto to infer it from --weights.",
+               group: .model, commands: adapting),
+    OptionSpec(name: "normalize", kind: .text(placeholder: "none|imagenet|half|m,m,m:s,s,s"), defaultText: "the model's (resnet: imagenet, resnext: half, wideresnet: none)",
+               help: "Per-channel (x - mean) / std applied to [0, 1] images inside the model: none, ImageNet's, 0.5/0.5, or given means and stds.",
                group: .model, commands: adapting),
     OptionSpec(name: "weights", kind: .text(placeholder: "file.safetensors"), defaultText: "the embedded model for fmnist-c",
                help: "Source-model weights: a PyTorch state dict saved as safetensors.", group: .model, commands: experiment),
@@ -161,7 +169,7 @@ let optionTable: [OptionSpec] = [
                help: "Corruptions in stream order (e.g. gaussian_noise,fog).", group: .stream, commands: experiment),
     OptionSpec(name: "samples-per-domain", kind: .int(min: 1), defaultText: "all",
                help: "Images per (corruption, severity) domain.", group: .stream, commands: experiment),
-    OptionSpec(name: "batch-size", kind: .int(min: 1), defaultText: "\(standardBatchSize); \(embeddedBatchSize) for fmnist-c",
+    OptionSpec(name: "batch-size", kind: .int(min: 1), defaultText: "\(standardBatchSize); \(imageNetBatchSize) for imagenet-c, tiny-imagenet-c; \(embeddedBatchSize) for fmnist-c",
                help: "Images per batch (one adaptation step each). norm_alpha's reference uses 1.",
                group: .stream, commands: experiment),
     OptionSpec(name: "batch-size", kind: .int(min: 1), defaultText: "\(standardBatchSize)",
@@ -268,7 +276,7 @@ extension OptionSpec {
 
 /// The benchmarks `--dataset` names.
 enum Dataset: String, CaseIterable, Sendable {
-    case cifar10 = "cifar10-c", cifar100 = "cifar100-c", fmnist = "fmnist-c"
+    case cifar10 = "cifar10-c", cifar100 = "cifar100-c", fmnist = "fmnist-c", imagenet = "imagenet-c", tinyImagenet = "tiny-imagenet-c"
 
     /// The folder name of the distributed files (`CorruptionBenchmark`'s `folderName`).
     var folderName: String {
@@ -276,19 +284,34 @@ enum Dataset: String, CaseIterable, Sendable {
         case .cifar10: "CIFAR-10-C"
         case .cifar100: "CIFAR-100-C"
         case .fmnist: "FMNIST-C"
+        case .imagenet: "ImageNet-C"
+        case .tinyImagenet: "Tiny-ImageNet-C"
         }
     }
 
-    var numClasses: Int { self == .cifar100 ? 100 : 10 }
+    /// The class count of the distributed benchmark (an image-folder benchmark's own is its class folders).
+    var numClasses: Int {
+        switch self {
+        case .cifar100: 100
+        case .imagenet: 1000
+        case .tinyImagenet: 200
+        default: 10
+        }
+    }
+
+    /// True for the JPEG-folder layouts (`<corruption>/<severity>/<wnid>/<file>.JPEG`).
+    var isImageFolder: Bool { self == .imagenet || self == .tinyImagenet }
 
     /// Which reference defaults its methods use.
-    var family: MethodConfiguration.Family { .cifar }
+    var family: MethodConfiguration.Family { isImageFolder ? .imagenet : .cifar }
 
     var summary: String {
         switch self {
         case .cifar10: "CIFAR-10-C (Hendrycks & Dietterich): 10 classes, 32x32 RGB, 10,000 images per severity"
         case .cifar100: "CIFAR-100-C: 100 classes, 32x32 RGB, 10,000 images per severity"
         case .fmnist: "FMNIST-C, embedded in the repository: 10 classes, 32x32 grey, 200 images per severity"
+        case .imagenet: "ImageNet-C: 1000 classes, 224x224 JPEG, RobustBench's 5,000 (or all 50,000) images per severity"
+        case .tinyImagenet: "Tiny-ImageNet-C: 200 classes, 64x64 JPEG, 10,000 images per severity"
         }
     }
 

@@ -52,7 +52,7 @@ struct PredictCommand: Command {
         if let t = arguments.int("threads") { KernelThreads.count = t }
 
         // Validate everything first: weights, model, images, method.
-        let loaded = try LoadedWeights(path: weights, modelName: model)
+        let loaded = try LoadedWeights(path: weights, modelName: model, normalize: arguments.word("normalize"))
         let net = try loaded.makeModel(numClasses: nil, inputChannels: nil)
         let file: NPYFile
         do { file = try NPYFile(contentsOf: inputURL) } catch { throw CLIError.wrap(error) }

@@ -141,7 +141,7 @@ public struct StreamBatch: Sendable {
     public var count: Int { labels.count }
 }
 
-/// A test stream over a `CorruptionBenchmark`: the domain sequence, sample order, batching and
+/// A test stream over a `CorruptionDataset` (`CorruptionBenchmark`, `ImageFolderBenchmark`): the domain sequence, sample order, batching and
 /// reset points of one `StreamConfiguration`.
 ///
 /// Batches never cross a domain boundary (one DataLoader per domain with `drop_last=False`, so a
@@ -170,7 +170,7 @@ public struct StreamBatch: Sendable {
 ///   row from `labels.npy` (RobustBench uses the first block for every severity; identical for the
 ///   distributed files, see `CorruptionBenchmark.labelsRepeatAcrossSeverities`).
 public final class BenchmarkStream {
-    public let benchmark: CorruptionBenchmark
+    public let benchmark: any CorruptionDataset
     public let configuration: StreamConfiguration
     /// The (corruption, severity) domains in stream order. For `mixed_domains` they are listed
     /// severity by severity, corruptions in configured order within each.
@@ -193,7 +193,7 @@ public final class BenchmarkStream {
 
     /// Validates `configuration` against `benchmark` and computes the sample order.
     /// - Throws: `DataError` with `file` "stream configuration" and `key` the option at fault.
-    public init(benchmark: CorruptionBenchmark, configuration: StreamConfiguration) throws {
+    public init(benchmark: any CorruptionDataset, configuration: StreamConfiguration) throws {
         self.benchmark = benchmark
         self.configuration = configuration
         let cfg = configuration
@@ -272,7 +272,7 @@ public final class BenchmarkStream {
                 for severity in severities {
                     var rows = Self.domainOrder(count: available, take: cfg.samplesPerDomain, order: cfg.order, seed: cfg.seed)
                     if cfg.setting == .correlated {
-                        let blockLabels = benchmark.blockLabels(severity: severity)
+                        let blockLabels = benchmark.labels(ofSeverity: severity)
                         let labels = rows.map { blockLabels[blockLabels.startIndex + $0] }
                         if cfg.dirichletDelta > 0 {
                             let perm: [Int]
@@ -368,9 +368,9 @@ public final class BenchmarkStream {
                 while j < items.endIndex, items[j].domainIndex == d { j += 1 }
                 let domain = domains[d]
                 let indices = items[i..<j].map(\.index)
-                try bm.copyImages(try bm.file(domain.name), severity: domain.severity, indices: indices,
+                try bm.readImages(corruption: domain.name, severity: domain.severity, indices: indices,
                                   into: buf, firstSlot: i - items.startIndex)
-                let block = bm.blockLabels(severity: domain.severity)
+                let block = bm.labels(ofSeverity: domain.severity)
                 for r in indices { labels.append(block[block.startIndex + r]) }
                 i = j
             }

@@ -187,6 +187,11 @@ public struct CorruptionBenchmark: Sendable {
     }
 
     /// The path of a corruption's file.
+    /// `labels.npy`, then each corruption's `.npy` (every severity is in the one file).
+    public func dataFiles(corruptions: [String], severities: [Int]) -> [URL] {
+        [folder.appendingPathComponent("labels.npy")] + corruptions.map(fileURL(corruption:))
+    }
+
     public func fileURL(corruption: String) -> URL {
         folder.appendingPathComponent(corruption + ".npy")
     }

@@ -56,7 +56,7 @@ extension ImageClassifier {
 /// The architectures SwiftTTA builds, and their inference from a checkpoint's keys and shapes.
 public enum ModelZoo {
     /// Names accepted by `--model` (besides `auto`).
-    public static let names = ["wideresnet-<depth>-<widen>", "vit-b-16", "auto"]
+    public static let names = ["wideresnet-<depth>-<widen>", "resnet50", "resnext-29-4x32", "vit-b-16", "auto"]
 
     /// Builds the model named `name` (`wideresnet-28-10`, …) for `numClasses` classes.
     public static func make(_ name: String, numClasses: Int, inputChannels: Int = 3) throws -> any ImageClassifier {
@@ -79,8 +79,29 @@ public enum ModelZoo {
             c.inputChannels = inputChannels
             return VisionTransformer(c)
         }
-        throw DataError(file: "--model", key: name, keyKind: "model",
-                        message: "unknown model; expected wideresnet-<depth>-<widen> with depth 6n+4 (e.g. wideresnet-28-10), vit-b-16 or auto")
+        if let c = ResNet.configuration(named: name) {
+            return ResNet(blocks: c.blocks, baseWidth: c.base, groups: c.groups, widthPerGroup: c.widthPerGroup,
+                          numClasses: numClasses, inputChannels: inputChannels)
+        }
+        if let c = ResNeXt.configuration(named: name) {
+            return ResNeXt(depth: c.depth, cardinality: c.cardinality, baseWidth: c.baseWidth, stemWidth: c.stem,
+                           numClasses: numClasses, inputChannels: inputChannels)
+        }
+        throw DataError(file: "--model", key: name, keyKind: "model", message: "unknown model; expected \(modelNamesHelp)")
+    }
+
+    /// What `--model` accepts, for error messages.
+    public static let modelNamesHelp = "wideresnet-<depth>-<widen> with depth 6n+4 (e.g. wideresnet-28-10), resnet50 (also resnet101, "
+        + "resnet152, resnext50_32x4d, wide_resnet50_2, or resnet-<b1>.<b2>.<b3>.<b4>-w<base>[-g<groups>x<width>]), "
+        + "resnext-<9n+2>-<cardinality>x<width>[-s<stem>] (e.g. resnext-29-4x32, RobustBench's AugMix ResNeXt), "
+        + "vit-b-16 (timm vit_base_patch16_224) or auto"
+
+    /// True when `make` would accept `name` (checked without building the model).
+    public static func recognizes(_ name: String) -> Bool {
+        let parts = name.lowercased().split(separator: "-")
+        if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
+           d >= 10, (d - 4) % 6 == 0, w >= 1 { return true }
+        return name == "auto" || ["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) || ResNet.configuration(named: name) != nil || ResNeXt.configuration(named: name) != nil
     }
 
     /// Infers the architecture from a state dict's keys and shapes (`--model auto`) and loads it.
@@ -125,11 +146,14 @@ public enum ModelZoo {
             }
             return WideResNet(depth: 6 * n + 4, widenFactor: widen, numClasses: fc[0], inputChannels: c1[1])
         }
+        if let m = try ResNet.infer(shape, file: file.name) { return m }
+        if let m = try ResNeXt.infer(shape, file: file.name) { return m }
         if shape("cls_token") != nil || shape("patch_embed.proj.weight") != nil {
             return try inferVisionTransformer(file, shape: shape)
         }
-        throw DataError(file: file.name, message: "cannot infer the architecture: no WideResNet keys (conv1.weight, block1.layer.0.conv1.weight, fc.weight) "
-                        + "and no ViT keys (cls_token, patch_embed.proj.weight) found")
+        throw DataError(file: file.name, message: "cannot infer the architecture: no WideResNet keys (conv1.weight, block1.layer.0.conv1.weight, fc.weight), "
+                        + "torchvision ResNet keys (conv1.weight, layer1.0.conv3.weight, fc.weight) or RobustBench ResNeXt keys "
+                        + "(conv_1_3x3.weight, stage_1.0.conv_conv.weight, classifier.weight) or timm ViT keys (cls_token, patch_embed.proj.weight) found")
     }
 
     /// A timm ViT from its keys: width from `cls_token`, patch size and channels from `patch_embed.proj.weight`,

@@ -61,3 +61,41 @@ public final class RowSoftmax: Module {
         return dx
     }
 }
+
+/// `nn.MaxPool2d(kernelSize, stride, padding)` on `(N, C, H, W)` (ResNet-50's stem: 3, 2, 1).
+/// Keeps the index of each output's source element for backward.
+public final class MaxPool2d: Module {
+    public let kernelSize, stride, padding: Int
+    private var saved: (shape: [Int], argmax: [Int32])?
+
+    public init(kernelSize: Int, stride: Int, padding: Int = 0) {
+        (self.kernelSize, self.stride, self.padding) = (kernelSize, stride, padding)
+    }
+
+    func geometry(_ shape: [Int]) -> MaxPool2dGeometry {
+        precondition(shape.count == 4, "MaxPool2d: expected (N, C, H, W), got \(shape)")
+        return MaxPool2dGeometry(rows: shape[0] * shape[1], h: shape[2], w: shape[3], kernel: kernelSize, stride: stride, padding: padding)
+    }
+
+    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        let g = geometry(x.shape)
+        var y = Tensor(shape: [x.shape[0], x.shape[1], g.ho, g.wo])
+        var argmax = [Int32](repeating: 0, count: y.count)
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in maxPool2dForward(x: xp.baseAddress!, y: yp.baseAddress!, argmax: &argmax, g) }
+        }
+        saved = ctx.recording ? (x.shape, argmax) : nil
+        return y
+    }
+
+    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        guard let (shape, argmax) = saved else { preconditionFailure("MaxPool2d.backward without a recorded forward") }
+        saved = nil
+        guard needInputGradient else { return nil }
+        var dx = Tensor(shape: shape)
+        dy.withUnsafeBufferPointer { dyp in
+            dx.withUnsafeMutableBufferPointer { dxp in maxPool2dBackward(dy: dyp.baseAddress!, argmax: argmax, dx: dxp.baseAddress!, geometry(shape)) }
+        }
+        return dx
+    }
+}

@@ -31,8 +31,8 @@ import TTATensor
                     "invalid value 'cota' for '--methods': expected a comma-separated list of \(MethodRegistry.names.joined(separator: ", ")) (did you mean 'cotta'?)", code: 64)
         expectError(tta(["compare", "--methods", "tent,tent"]), "'--methods' lists 'tent' twice", code: 64)
         expectError(tta(["compare", "--methods", "tent,"]), "invalid value 'tent,' for '--methods': expected a comma-separated list of \(MethodRegistry.names.joined(separator: ", "))", code: 64)
-        expectError(tta(["compare", "--model", "resnet50"]),
-                    "invalid value 'resnet50' for '--model': expected auto, vit-b-16, or wideresnet-<depth>-<widen> with depth 6n+4 ≥ 10 (e.g. wideresnet-28-10)", code: 64)
+        expectError(tta(["compare", "--model", "resnet51"]),
+                    "invalid value 'resnet51' for '--model': expected \(ModelZoo.modelNamesHelp)", code: 64)
         // A valid name whose model would not fit in memory is refused before anything is allocated
         // (it used to trap building the model).
         expectError(tta(["predict", "--model", "wideresnet-28-100000", "--weights", "w", "--input", "i", "--output", "o"]),
@@ -62,7 +62,7 @@ import TTATensor
         expectError(tta(["compare", "--dataset", "cifar100-c", "--data-dir", tiny.root]),
                     "--dataset cifar100-c needs --weights (a .safetensors state dict; only fmnist-c has an embedded model)", code: 64)
         expectError(tta(["compare", "--data-dir", tiny.folder.path("elsewhere"), "--weights", tiny.weights]),
-                    "--dataset is needed: cannot tell the benchmark from --data-dir \(tiny.folder.path("elsewhere")) (expected a CIFAR-10-C, CIFAR-100-C or FMNIST-C folder or its parent)", code: 64)
+                    "--dataset is needed: cannot tell the benchmark from --data-dir \(tiny.folder.path("elsewhere")) (expected a CIFAR-10-C, CIFAR-100-C, ImageNet-C, Tiny-ImageNet-C or FMNIST-C folder or its parent)", code: 64)
         expectError(tta(["compare"] + tiny.dataOptions + ["--samples-per-domain", "100"]),
                     "--samples-per-domain: 100 exceeds the 8 samples per severity of \(tiny.dataFolder.path)", code: 64)
         expectError(tta(["compare"] + tiny.dataOptions + ["--corruptions", "gausian_noise"]),

@@ -13,6 +13,8 @@ import TTAData
         (["--source-samples", "2000"], "source-samples", .int(2000)),
         (["--cache-dir", "/cache"], "cache-dir", .word("/cache")),
         (["--model", "wideresnet-28-10"], "model", .word("wideresnet-28-10")),
+        (["--subset", "robustbench5000"], "subset", .word("robustbench5000")),
+        (["--normalize", "0.5,0.5,0.5:0.25,0.25,0.25"], "normalize", .word("0.5,0.5,0.5:0.25,0.25,0.25")),
         (["--weights", "w.safetensors"], "weights", .word("w.safetensors")),
         (["--methods", "tent,cotta"], "methods", .list(["tent", "cotta"])),
         (["--setting", "reset_each_shift"], "setting", .word("reset_each_shift")),

@@ -1,0 +1,119 @@
+import TTAData
+import TTANN
+import TTATensor
+
+/// RobustBench's `CifarResNeXt` with its module names: `Hendrycks2020AugMix_ResNeXt` (CIFAR-10-C and
+/// CIFAR-100-C source model) is `ResNeXt(depth: 29, cardinality: 4, baseWidth: 32, numClasses: 100)`,
+/// 188 state-dict entries and 6,900,132 parameters.
+///
+/// Layout: `conv_1_3x3` 3×3 (in→stem) → `bn_1` → ReLU → `stage_1..3` of (depth−2)/9 bottlenecks with
+/// planes stem, 2·stem, 4·stem (first block of stage 2 and 3 strided by 2), output 4·planes → average
+/// pool → `classifier`. A block's inner width is `⌊planes · baseWidth / 64⌋ · cardinality` and its
+/// 3×3 convolution has `groups = cardinality`: **4 groups of width 32** for the AugMix model, weights
+/// `(128, 32, 3, 3)` in stage 1 (not 32 groups of 4, despite the "32x4d" in RobustBench's listing).
+/// `stem` is 64 in RobustBench; smaller values build the test-sized models.
+///
+/// RobustBench applies `AvgPool2d(8)` to the 8×8 maps of a 32×32 input; this uses the global mean,
+/// the same thing there. Input normalisation defaults to RobustBench's `(x − 0.5) / 0.5` (its `mu` and
+/// `sigma` buffers, which are not in the checkpoint).
+public final class ResNeXt: FeatureClassifier, Module {
+    public let store = ParameterStore()
+    public let depth, cardinality, baseWidth, stemWidth, numClasses, inputChannels: Int
+    public var inputNormalization: (mean: [Float], std: [Float])? = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    public let batchNorms: [BatchNorm2d]
+    let trunk: BottleneckTrunk
+    let classifier: Linear
+
+    /// `resnext-29-4x32` (RobustBench's stem of 64) or `resnext-<depth>-<cardinality>x<baseWidth>-s<stem>`.
+    public var architecture: String {
+        "resnext-\(depth)-\(cardinality)x\(baseWidth)" + (stemWidth == 64 ? "" : "-s\(stemWidth)")
+    }
+
+    public init(depth: Int, cardinality: Int, baseWidth: Int, stemWidth: Int = 64, numClasses: Int, inputChannels: Int = 3) {
+        precondition(depth >= 11 && (depth - 2) % 9 == 0, "ResNeXt: depth must be 9n+2 (11, 20, 29, …), got \(depth)")
+        precondition(cardinality >= 1 && baseWidth >= 1 && stemWidth >= 1 && numClasses >= 1 && inputChannels >= 1)
+        (self.depth, self.cardinality, self.baseWidth, self.stemWidth) = (depth, cardinality, baseWidth, stemWidth)
+        (self.numClasses, self.inputChannels) = (numClasses, inputChannels)
+        if inputChannels != 3 { inputNormalization = (Array(repeating: 0.5, count: inputChannels), Array(repeating: 0.5, count: inputChannels)) }
+        let conv1 = Conv2d(store, name: "conv_1_3x3", inputChannels: inputChannels, outputChannels: stemWidth, kernelSize: 3, padding: 1)
+        let bn1 = BatchNorm2d(store, name: "bn_1", features: stemWidth)
+        var built: [Bottleneck] = []
+        var inPlanes = stemWidth
+        for stage in 0..<3 {
+            let planes = stemWidth << stage
+            let width = planes * baseWidth / 64 * cardinality
+            precondition(width >= cardinality, "ResNeXt: planes \(planes) · baseWidth \(baseWidth) / 64 leaves no channels per group")
+            for i in 0..<(depth - 2) / 9 {
+                built.append(Bottleneck(store, name: "stage_\(stage + 1).\(i)", names: .resnext, inPlanes: inPlanes, width: width,
+                                        outPlanes: 4 * planes, stride: i == 0 && stage > 0 ? 2 : 1, groups: cardinality))
+                inPlanes = 4 * planes
+            }
+        }
+        trunk = BottleneckTrunk(conv: conv1, bn: bn1, maxpool: nil, blocks: built)
+        classifier = Linear(store, name: "classifier", inputFeatures: inPlanes, outputFeatures: numClasses)
+        batchNorms = trunk.batchNorms
+        store.finalize()
+    }
+
+    /// `conv_1_3x3` … `stage_3` → average pool: `(N, 16·stem)` (1024 for ResNeXt-29).
+    public func features(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
+        precondition(x.rank == 4 && x.shape[1] == inputChannels, "\(architecture): expected images (N, \(inputChannels), H, W), got \(x.shape)")
+        return trunk.forward(normalizeInput(x), ctx)
+    }
+
+    public var featureCount: Int { classifier.inputFeatures }
+
+    public func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor { classifier.forward(features, ctx) }
+
+    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor { head(features(x, ctx), ctx) }
+
+    public func backward(_ dLogits: Tensor) { _ = backward(dLogits, needInputGradient: false) }
+
+    public func backward(dLogits: Tensor, dFeatures: Tensor) {
+        _ = trunk.backward(add(classifier.backward(dLogits, needInputGradient: true)!, dFeatures), needInputGradient: false)
+    }
+
+    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        trunk.backward(classifier.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
+    }
+
+    public func copy() -> ResNeXt {
+        let m = ResNeXt(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stemWidth,
+                        numClasses: numClasses, inputChannels: inputChannels)
+        m.store.copyValues(from: store)
+        m.inputNormalization = inputNormalization
+        for (a, b) in zip(m.batchNorms, batchNorms) { a.mode = b.mode; a.momentum = b.momentum }
+        return m
+    }
+}
+
+extension ResNeXt {
+    /// The configuration a `--model` name describes (`resnext-29-4x32`, `resnext-11-4x32-s8`), or nil.
+    static func configuration(named name: String) -> (depth: Int, cardinality: Int, baseWidth: Int, stem: Int)? {
+        let parts = name.lowercased().split(separator: "-").map(String.init)
+        guard (3...4).contains(parts.count), parts[0] == "resnext", let depth = Int(parts[1]), depth >= 11, (depth - 2) % 9 == 0 else { return nil }
+        let cw = parts[2].split(separator: "x").compactMap { Int($0) }
+        guard cw.count == 2, cw[0] >= 1, cw[1] >= 1 else { return nil }
+        var stem = 64
+        if parts.count == 4 {
+            guard parts[3].hasPrefix("s"), let s = Int(parts[3].dropFirst()), s >= 1 else { return nil }
+            stem = s
+        }
+        return (depth, cw[0], cw[1], stem)
+    }
+
+    /// The ResNeXt a state dict describes (keys `conv_1_3x3.weight`, `stage_1.0.conv_conv.weight`, `classifier.weight`),
+    /// or nil when it has none of them.
+    static func infer(_ shape: (String) -> [Int]?, file: String) throws -> ResNeXt? {
+        guard let c1 = shape("conv_1_3x3.weight"), c1.count == 4, let fc = shape("classifier.weight"), fc.count == 2,
+              let reduce = shape("stage_1.0.conv_reduce.weight"), let cc = shape("stage_1.0.conv_conv.weight"), cc.count == 4 else { return nil }
+        let n = (0...).prefix { shape("stage_1.\($0).conv_reduce.weight") != nil }.count
+        let stem = c1[0], width = reduce[0]
+        guard cc[1] >= 1, width % cc[1] == 0 else {
+            throw DataError(file: file, key: "stage_1.0.conv_conv.weight", message: "shape \(cc) does not divide the block width \(width) into groups")
+        }
+        let cardinality = width / cc[1]
+        return ResNeXt(depth: 9 * n + 2, cardinality: cardinality, baseWidth: cc[1] * 64 / stem, stemWidth: stem,
+                       numClasses: fc[0], inputChannels: c1[1])
+    }
+}
