@@ -410,7 +410,7 @@ final class Experiment {
         } catch { throw CLIError.wrap(error) }
         for m in methods {
             do {
-                let model = try weights.makeModel(numClasses: dataset.numClasses, inputChannels: benchmark.imageChannels)
+                let model = try weights.makeModel(numClasses: benchmark.numClasses, inputChannels: benchmark.imageChannels)
                 let method = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
                     ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
                 let adaptor = try Adaptor(model: model, method: method, seed: options.seed)
