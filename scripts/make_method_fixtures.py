@@ -19,7 +19,8 @@ ETA, EATA and SAR (mariodoebler `methods/eata.py`, `sar.py`) run on a copy of th
 whose classifier is rescaled to be confident and class-diverse on the stream (`model_confident`), so that
 the entropy and redundancy filters keep some samples and drop others at the reference margins.
 
-Run from the repository root: python3 scripts/make_method_fixtures.py [case ...]
+Run from the repository root: python3 scripts/make_method_fixtures.py [case ...] (or --window: the
+sliding-window cases only, `window_cases()`)
 (with case names, only those cases' files, and the confident model they use, are written).
 """
 import copy
@@ -29,7 +30,7 @@ import sys
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_fixtures import WideResNet, randomize_bn  # noqa: E402
@@ -672,6 +673,61 @@ def method_cases(only=None):
         print(f"{name}: batch0 argmax {outs[0].argmax(1).tolist()}")
 
 
+WINDOW = 3
+
+
+def sliding_window(images, window, adapt, predict):
+    """The reference's single-sample adaptation (TTAMethod.forward with TEST.WINDOW_LENGTH > 1), for a
+    stream of single images: the buffer grows to `window` images, then slot `pointer` is overwritten;
+    when slot window-1 is written the method adapts on the whole buffer (`adapt`), otherwise the buffer
+    is predicted without an update (`predict`, the reference's forward_sliding_window); the output is
+    row `pointer` either way."""
+    buffer, pointer, outs = None, 0, []
+    for x in images.split(1):
+        if buffer is None:
+            buffer = x.clone()
+        elif buffer.shape[0] < window:
+            buffer = torch.cat([buffer, x], 0)
+        else:
+            buffer[pointer] = x[0]
+        out = adapt(buffer) if pointer == window - 1 else predict(buffer)
+        outs.append(out[pointer:pointer + 1].detach())
+        pointer = (pointer + 1) % window
+    return outs
+
+
+def window_cases():
+    """methods/window_<method>.safetensors: the fixture stream fed one image at a time through a sliding
+    window of WINDOW images (`sliding_window`), for tent (Adam, lr 1e-3) and norm_test; `image<i>` is
+    the output for image i, `final.*` the BN state after the stream (tent)."""
+    state = load_file(os.path.join(OUT, "model.safetensors"))
+    images = load_file(os.path.join(OUT, "stream.safetensors"))["x"].double()
+    for name in ["tent", "norm_test"]:
+        model = WideResNet(depth=16, widen_factor=1, num_classes=10)
+        model.load_state_dict(state)
+        model = model.double()
+        model.train()
+        params = bn_affine_only(model)
+        opt = make_optimizer(params, {"optimizer": "adam", "lr": 1e-3})
+
+        def predict(x):
+            with torch.no_grad():
+                return model(x)
+
+        def tent_step(x):
+            y = model(x)
+            softmax_entropy(y).mean(0).backward()
+            opt.step(); opt.zero_grad()
+            return y
+
+        outs = sliding_window(images, WINDOW, tent_step if name == "tent" else predict, predict)
+        tensors = {f"image{i}": o.float().contiguous() for i, o in enumerate(outs)}
+        tensors.update({f"final.{k}": v.detach().float().clone() for k, v in model.state_dict().items()
+                        if v.is_floating_point() and "bn" in k})
+        save_file(tensors, os.path.join(OUT, f"window_{name}.safetensors"), metadata={"window": str(WINDOW)})
+        print(f"window_{name}: {len(outs)} images, argmax {[int(o.argmax()) for o in outs[:6]]}")
+
+
 def adam_final_state_sensitivity(eps=1e-7):
     """Why the Swift tests compare TENT's final BN state only after SGD, not after Adam: in float64,
     inputs scaled by (1 + eps·N(0, 1)) with eps = 1e-7 move the state after four Adam steps by up to
@@ -706,5 +762,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     if sys.argv[1:] == ["--sensitivity"]:
         adam_final_state_sensitivity()
+    elif sys.argv[1:] == ["--window"]:
+        window_cases()
     else:
         method_cases(sys.argv[1:] or None)

@@ -32,8 +32,14 @@ What runs, per method (as the reference's test_time.py does):
     models have none), as test_time.py attaches it.
   * method: `ADAPTATION_REGISTRY.get(cfg.MODEL.ADAPTATION)(cfg=cfg, model=base_model, num_classes=10)`
     -> methods.source.Source, methods.norm.BNTest, methods.tent.Tent, methods.cotta.CoTTA,
-    methods.eata.EATA (rdumb.yaml: FISHER_ALPHA 0, RESET_AFTER_NUM_UPDATES 1000), methods.rotta.RoTTA,
-    methods.roid.ROID.
+    methods.eata.EATA (eta.yaml, eata.yaml; rdumb.yaml: FISHER_ALPHA 0, RESET_AFTER_NUM_UPDATES 1000),
+    methods.rotta.RoTTA, methods.roid.ROID, methods.lame.LAME, methods.sar.SAR, methods.rmt.RMT.
+  * source data (eata's Fisher term, rmt's prototypes, warm-up and replay): --source-data, the same folder
+    `tta --source-data` reads (default: the embedded data/fashion-mnist-source, Fashion-MNIST training
+    images), through the P7 loader. Its draws (python's random.sample, the DataLoader's torch shuffle)
+    are the reference's and differ from SwiftTTA's seeded draws, so eata and rmt agree in distribution,
+    not image for image (compare with --method-seed runs for the spread).
+  * --batch-size 1 with --window-length W: TEST.WINDOW_LENGTH, the base class's sliding window.
   * stream: per domain `random.seed(RNG_SEED); np.random.seed(RNG_SEED); random.shuffle(samples)` exactly as
     datasets/data_loading.get_test_loader (or file order with --order file); samples are
     `[x, y, domain]` with x = uint8 NHWC rows [(s-1)*K, s*K) of <corruption>.npy -> float32 / 255,
@@ -68,9 +74,13 @@ Run-time patches (nothing in --reference-dir is modified):
   P5. The reference WideResNet hard-codes `nn.Conv2d(3, 16, ...)` as conv1; after construction it is
       replaced by `nn.Conv2d(1, 16, 3, 1, 1, bias=False)` (the checkpoint's conv1.weight is
       (16, 1, 3, 3)); every other module is the reference's. Its forward is unchanged.
-  P7. `datasets.data_loading` is replaced by a stub whose get_source_loader raises: methods/eata.py
-      imports it (EATA's Fisher information; RDumb's config has FISHER_ALPHA 0 and never calls it) and
-      the real module imports webdataset and the ImageNet helpers.
+  P7. `datasets.data_loading` is replaced by a stub (the real module imports webdataset and the ImageNet
+      helpers) whose get_source_loader does what the reference's does for cifar10 (SOURCE.NUM_SAMPLES
+      drawn with random.sample, a DataLoader with shuffle=True) on --source-data instead of
+      torchvision's CIFAR10. RMT's CKPT_DIR (prototype and warm-up cache) is a fresh temporary folder.
+  P9. `models.model.split_up_model` (LAME's and RMT's feature extractor and classifier) is the stub's
+      copy of the reference's "Standard" / cifar10_c branch: the model's children but the last, then
+      AvgPool2d(8) and Flatten, as encoder; `fc` as classifier. Any other architecture is refused.
   P8. RoTTA: in this reference version the fp32 branch of forward_and_adapt calls
       `self.loss_calculation(x)` on a method that takes no argument (TypeError at the first update); the
       patched method ignores the argument. Nothing else in RoTTA changes.
@@ -101,9 +111,13 @@ STANDARD_CORRUPTIONS = ["gaussian_noise", "shot_noise", "impulse_noise", "defocu
 CLI_DEFAULTS = dict(batch_size=50, order="shuffled", seed=1, severity=5, setting="continual")
 METHOD_YAML = {"source": "source.yaml", "norm_test": "norm_test.yaml", "norm_alpha": "norm_alpha.yaml",
                "norm_ema": "norm_ema.yaml", "tent": "tent.yaml", "cotta": "cotta.yaml",
-               "rdumb": "rdumb.yaml", "rotta": "rotta.yaml", "roid": "roid.yaml"}
+               "rdumb": "rdumb.yaml", "rotta": "rotta.yaml", "roid": "roid.yaml", "lame": "lame.yaml",
+               "eta": "eta.yaml", "eata": "eata.yaml", "sar": "sar.yaml", "rmt": "rmt.yaml"}
+# Methods whose reference class reads the source loader (EATA's Fisher term; RMT's prototypes, warm-up, replay).
+SOURCE_METHODS = {"eata", "rmt"}
 
 CUDA_CALLS = {"Tensor.cuda": 0, "Module.cuda": 0}
+SOURCE_DATA = {"dir": None, "loaders": 0}
 
 
 def install_patches(reference_dir):
@@ -122,19 +136,42 @@ def install_patches(reference_dir):
         pass
 
     model_stub.ResNetDomainNet126 = ResNetDomainNet126
+
+    def split_up_model(model, arch_name, dataset_name):  # P9: the reference's "Standard" / cifar10_c branch
+        if arch_name != "Standard" or dataset_name not in {"cifar10", "cifar10_c"}:
+            raise RuntimeError(f"reference_compare.py: split_up_model stub covers Standard/cifar10_c only ({arch_name}, {dataset_name})")
+        encoder = torch.nn.Sequential(*list(model.children())[:-1], torch.nn.AvgPool2d(kernel_size=8, stride=8), torch.nn.Flatten())
+        return encoder, model.fc
+
+    model_stub.split_up_model = split_up_model
     models_pkg.model = model_stub
     sys.modules["models"] = models_pkg
     sys.modules["models.model"] = model_stub
 
-    # P7: datasets.data_loading stub: methods/eata.py (RDumb's class) imports get_source_loader from it,
-    # and the real module imports webdataset and the ImageNet helpers. RDumb's config (FISHER_ALPHA 0)
-    # never calls it; the stub fails loudly if anything does.
+    # P7: datasets.data_loading stub (the real module imports webdataset and the ImageNet helpers). Its
+    # get_source_loader does what the reference's does for cifar10 (SOURCE.NUM_SAMPLES / PERCENTAGE drawn
+    # with python's random.sample, then a DataLoader with shuffle=True, drop_last=False), on the
+    # --source-data folder (images.npy uint8 NHWC / 255, labels.npy) instead of torchvision's CIFAR10.
     datasets_pkg = types.ModuleType("datasets")
     datasets_pkg.__path__ = [os.path.join(cls_dir, "datasets")]
     loading_stub = types.ModuleType("datasets.data_loading")
 
-    def get_source_loader(*a, **k):
-        raise RuntimeError("reference_compare.py: source data is not available (datasets.data_loading stub, P7)")
+    def get_source_loader(dataset_name, adaptation, preprocess, data_root_dir, batch_size, num_samples=-1,
+                          percentage=1.0, **unused):
+        if SOURCE_DATA["dir"] is None:
+            raise RuntimeError("reference_compare.py: no --source-data (P7)")
+        images = np.load(os.path.join(SOURCE_DATA["dir"], "images.npy"))
+        labels = np.load(os.path.join(SOURCE_DATA["dir"], "labels.npy")).astype(np.int64)
+        if percentage < 1.0 or num_samples >= 0:
+            n = images.shape[0]
+            reduced = min(num_samples, n) if num_samples > 0 else int(np.ceil(n * percentage))
+            inds = random.sample(range(0, n), reduced)
+            images, labels = images[inds], labels[inds]
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float() / 255  # ToTensor
+        dataset = torch.utils.data.TensorDataset(x, torch.from_numpy(labels))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=False)
+        SOURCE_DATA["loaders"] += 1
+        return dataset, loader
 
     loading_stub.get_source_loader = get_source_loader
     datasets_pkg.data_loading = loading_stub
@@ -171,6 +208,9 @@ def import_reference():
         import methods.eata  # noqa: F401  (RDumb: cfgs/*/rdumb.yaml runs EATA with periodic resets)
         import methods.rotta  # noqa: F401
         import methods.roid  # noqa: F401
+        import methods.lame  # noqa: F401
+        import methods.sar  # noqa: F401
+        import methods.rmt  # noqa: F401
     # P8: RoTTA's fp32 branch calls `self.loss_calculation(x)`, but the method takes no argument (a
     # TypeError at the first update in this reference version); the argument is dropped, as intended.
     rotta_loss = methods.rotta.RoTTA.loss_calculation
@@ -226,6 +266,11 @@ def make_cfg(conf, cls_dir, method, args):
     cfg.merge_from_list(["TEST.BATCH_SIZE", args.batch_size, "RNG_SEED", args.seed,
                          "CORRUPTION.TYPE", args.corruptions, "CORRUPTION.SEVERITY", [args.severity],
                          "SETTING", "continual", "TEST.NUM_WORKERS", 0])
+    # RMT caches its prototypes and warm-up under CKPT_DIR, keyed by dataset and architecture only: a fresh
+    # folder per run, so that no cache from another model or source set is read.
+    cfg.merge_from_list(["CKPT_DIR", args.ckpt_dir])
+    if args.window_length is not None:
+        cfg.merge_from_list(["TEST.WINDOW_LENGTH", args.window_length])
     if method == "cotta" and args.augmentations is not None:
         cfg.merge_from_list(["TEST.N_AUGMENTATIONS", args.augmentations])
     cfg.freeze()
@@ -311,9 +356,13 @@ def main():
     p.add_argument("--batch-size", type=int, default=CLI_DEFAULTS["batch_size"])
     p.add_argument("--order", choices=["shuffled", "file"], default=CLI_DEFAULTS["order"])
     p.add_argument("--seed", type=int, default=CLI_DEFAULTS["seed"])
+    p.add_argument("--window-length", type=int, default=None,
+                   help="TEST.WINDOW_LENGTH: the sliding window of single-sample adaptation (with --batch-size 1), as tta's --window-length")
     p.add_argument("--augmentations", type=int, default=None, help="CoTTA TEST.N_AUGMENTATIONS (default: cfg, 32)")
     p.add_argument("--method-seed", type=int, default=None,
                    help="seed torch with this instead of --seed (same stream, other CoTTA draws: its run-to-run spread)")
+    p.add_argument("--source-data", default=os.path.join(REPO, "data", "fashion-mnist-source"),
+                   help="labelled source images for eata and rmt (images.npy uint8 NHWC, labels.npy), as tta's --source-data")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="write the results here ({\"runs\": [...]}, like SwiftTTA's results file: errors in percent)")
     p.add_argument("--check-augmentations", action="store_true", help="only run the P4 check and exit")
@@ -324,6 +373,12 @@ def main():
         if m not in METHOD_YAML:
             sys.exit(f"unknown method {m}; choose from {', '.join(METHOD_YAML)}")
     torch.set_num_threads(args.threads)
+    import tempfile
+    args.ckpt_dir = tempfile.mkdtemp(prefix="reference_compare_ckpt_")
+    if any(m in SOURCE_METHODS for m in methods):
+        if not os.path.isfile(os.path.join(args.source_data, "images.npy")):
+            sys.exit(f"--source-data {args.source_data}: no images.npy there (eata and rmt need source data)")
+        SOURCE_DATA["dir"] = args.source_data
 
     cls_dir = install_patches(os.path.abspath(args.reference_dir))
     conf, registry = import_reference()
@@ -361,9 +416,10 @@ def main():
                           "referenceDir": os.path.abspath(args.reference_dir),
                           "dataDirectory": os.path.abspath(args.data_dir), "weights": os.path.abspath(args.weights),
                           "weightsSha256": sha256(args.weights),
-                          "batchSize": args.batch_size, "order": args.order, "seed": args.seed,
+                          "batchSize": args.batch_size, "windowLength": args.window_length, "order": args.order, "seed": args.seed,
                           "methodSeed": args.seed if args.method_seed is None else args.method_seed,
                           "severities": [args.severity], "setting": "continual", "corruptions": args.corruptions,
+                          "sourceData": SOURCE_DATA["dir"] and os.path.abspath(SOURCE_DATA["dir"]),
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "cudaGuardCalls": CUDA_CALLS}}
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -32,6 +32,10 @@ public protocol AdaptationMethod: AnyObject {
     /// Predicts on `x` and adapts. Returns the method's output for the batch (logits, or what the
     /// reference returns, e.g. CoTTA's teacher logits), computed before this step's update.
     func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor
+    /// The method's prediction for `x` without an update: what the sliding window of a single-image
+    /// stream shows between its updates (the reference's `forward_sliding_window`). Default: the model's
+    /// forward pass as the method configured it.
+    func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor
     /// Restores the method's own state (optimizer moments, teacher, anchor, …) to just after `configure`.
     /// The adaptor restores the model itself.
     func reset()
@@ -40,6 +44,12 @@ public protocol AdaptationMethod: AnyObject {
     /// Restores a state from `captureState()` of the same method with the same configuration and model.
     /// Throws, naming the key, when a value is missing or does not fit.
     func restoreState(_ state: MethodState) throws
+}
+
+extension AdaptationMethod {
+    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
+        model.forward(x, .inference)
+    }
 }
 
 /// Wall time per phase of adaptation, accumulated across batches.

@@ -25,11 +25,20 @@ public final class Adaptor {
     private let source: ParameterStore.Snapshot
     /// The store entries a step can change (trainable parameters and buffers), saved before each step.
     private let adaptable: [Int]
+    /// Single-image streams: the length W of the sliding window (the reference's `TEST.WINDOW_LENGTH`);
+    /// 1 means none. See `process`.
+    public let windowLength: Int
+    /// The last images of a single-image stream (up to `windowLength`), and the slot the next one takes.
+    private var window: Tensor?
+    private var windowPointer = 0
 
     /// Configures `model` for `method` and takes the source snapshot that `reset()` returns to.
-    public init(model: any ImageClassifier, method: any AdaptationMethod, seed: UInt64) throws {
+    /// `windowLength` > 1 turns on the sliding window for batches of one image (see `process`).
+    public init(model: any ImageClassifier, method: any AdaptationMethod, seed: UInt64, windowLength: Int = 1) throws {
+        guard windowLength >= 1 else { throw AdaptationError("window length \(windowLength): expected at least 1") }
         self.model = model
         self.method = method
+        self.windowLength = windowLength
         rng = SeededGenerator(seed: seed)
         try method.configure(model)
         source = model.store.snapshot()
@@ -48,6 +57,9 @@ public final class Adaptor {
         /// The step left a non-finite value in the output, the adapted model or the method's state: the
         /// model, the method's state and the random generator were restored to before the batch.
         case rolledBack
+        /// Sliding window: the image was predicted with the window's other images and not adapted on
+        /// (the window adapts when its last slot is written).
+        case windowed
     }
 
     /// The output of a batch and what became of it. `output` is nil for a rejected batch; after a
@@ -66,6 +78,13 @@ public final class Adaptor {
     /// parameters, BN buffers or counters, or in the method's state is undone (model, method state and
     /// random generator restored bit for bit). Only the trainable parameters and buffers are saved
     /// before the step, not the whole model. A batch of the wrong shape is an error.
+    ///
+    /// With a sliding window (`windowLength` W > 1), a batch of one image is handled as the reference's
+    /// single-sample adaptation: the image goes into a buffer of the last W images (appended while it is
+    /// not full, else written over slot `p`, with p = 0, 1, …, W−1 in turn). When slot W−1 is written the
+    /// method adapts on the whole buffer (guarded as above); otherwise the buffer is predicted without
+    /// an update (`AdaptationMethod.predict`), so that BN statistics come from W images. Either way the
+    /// output is row `p`. Batches of several images are not windowed.
     public func process(_ x: Tensor) throws -> StepResult {
         guard x.rank == 4, x.shape[1] == model.inputChannels, x.shape[0] > 0 else {
             throw AdaptationError("batch has shape \(x.shape); \(model.architecture) expects (N, \(model.inputChannels), H, W) with N ≥ 1")
@@ -77,6 +96,40 @@ public final class Adaptor {
             rejectedBatches += 1
             return StepResult(output: nil, outcome: .rejectedInput)
         }
+        if windowLength > 1 && x.shape[0] == 1 { return try processInWindow(x) }
+        return try guardedStep(x)
+    }
+
+    /// `process` for one image under the sliding window.
+    private func processInWindow(_ x: Tensor) throws -> StepResult {
+        let slot = windowPointer
+        if let w = window, w.shape == [windowLength] + x.shape.dropFirst() {
+            let n = x.count
+            var buffer = w.storage
+            buffer.replaceSubrange((slot * n)..<((slot + 1) * n), with: x.storage)
+            window = Tensor(shape: w.shape, storage: buffer)
+        } else if let w = window, Array(w.shape.dropFirst()) == Array(x.shape.dropFirst()) {
+            window = Tensor(shape: [w.shape[0] + 1] + x.shape.dropFirst(), storage: w.storage + x.storage)
+        } else {
+            window = x
+        }
+        windowPointer = (slot + 1) % windowLength
+        let buffer = window!
+        func row(_ t: Tensor?) -> Tensor? {
+            guard let t else { return nil }
+            let c = t.shape[1]
+            return Tensor(shape: [1, c], storage: Array(t.storage[(slot * c)..<((slot + 1) * c)]))
+        }
+        if slot == windowLength - 1 {
+            let r = try guardedStep(buffer)
+            return StepResult(output: row(r.output), outcome: r.outcome)
+        }
+        let out = try timer.measure(.forward) { try method.predict(buffer, model: model) }
+        return StepResult(output: row(out), outcome: .windowed)
+    }
+
+    /// One guarded adaptation step on `x` (see `process`).
+    private func guardedStep(_ x: Tensor) throws -> StepResult {
         let savedModel = model.store.snapshot(entries: adaptable)
         let savedMethod = method.captureState()
         let savedRNG = rng
@@ -119,13 +172,19 @@ public final class Adaptor {
         public var method: MethodState
         public var rng: SeededGenerator
         public var batchesSinceReset: Int
-        public init(model: ParameterStore.Snapshot, method: MethodState, rng: SeededGenerator, batchesSinceReset: Int) {
+        /// The sliding window's images and the slot the next image takes (nil and 0 without a window).
+        public var window: Tensor?
+        public var windowPointer: Int
+        public init(model: ParameterStore.Snapshot, method: MethodState, rng: SeededGenerator, batchesSinceReset: Int,
+                    window: Tensor? = nil, windowPointer: Int = 0) {
             (self.model, self.method, self.rng, self.batchesSinceReset) = (model, method, rng, batchesSinceReset)
+            (self.window, self.windowPointer) = (window, windowPointer)
         }
     }
 
     public func captureState() -> State {
-        State(model: model.store.snapshot(), method: method.captureState(), rng: rng, batchesSinceReset: batchesSinceReset)
+        State(model: model.store.snapshot(), method: method.captureState(), rng: rng, batchesSinceReset: batchesSinceReset,
+              window: window, windowPointer: windowPointer)
     }
 
     /// Restores `state`; throws when it does not fit this model or method (nothing is changed then
@@ -134,16 +193,24 @@ public final class Adaptor {
         guard state.model.values.count == model.store.totalCount, Set(state.model.counters.keys) == Set(model.store.counterNames) else {
             throw AdaptationError("the saved model state has \(state.model.values.count) values, \(model.architecture) has \(model.store.totalCount)")
         }
+        if let w = state.window {
+            guard windowLength > 1, w.rank == 4, (1...windowLength).contains(w.shape[0]), w.shape[1] == model.inputChannels,
+                  (0..<windowLength).contains(state.windowPointer) else {
+                throw AdaptationError("the saved sliding window has shape \(w.shape) and slot \(state.windowPointer); "
+                                      + "this adaptor's window holds up to \(windowLength) images of \(model.inputChannels) channels")
+            }
+        }
         try method.restoreState(state.method)
         model.store.restore(state.model)
         model.store.zeroGrads()
         rng = state.rng
         batchesSinceReset = state.batchesSinceReset
+        (window, windowPointer) = (state.window, state.windowPointer)
     }
 
     /// Restores the model's parameters, BN buffers and counters to the source snapshot and the
     /// method's optimizer and internal state to their initial values. The random generator runs on,
-    /// as in the reference code.
+    /// as in the reference code, and so does the sliding window (the reference's input buffer).
     public func reset() {
         model.store.restore(source)
         model.store.zeroGrads()

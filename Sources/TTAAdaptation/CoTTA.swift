@@ -43,6 +43,12 @@ public final class CoTTAMethod: AdaptationMethod {
         sourceState = model.store.snapshot()
     }
 
+    /// The teacher's prediction (the reference's `forward_sliding_window`).
+    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
+        guard let teacher else { throw AdaptationError("cotta: predict before configure") }
+        return teacher.forward(x, .inference)
+    }
+
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
         guard let update, let teacher, let anchor, let sourceState else { throw AdaptationError("cotta: step before configure") }
         let student = timer.measure(.forward) { model.forward(x, .training) }

@@ -11,13 +11,17 @@ public enum MethodRegistry {
         public let usesGradients: Bool
         /// Whether it needs labelled or unlabelled source-domain data (EATA's Fisher information).
         public var needsSourceData = false
+        /// Whether it is meant for batches of one image as they are: its normalisation does not take the
+        /// statistics of the test batch alone (source, α-BN, BN-EMA, RoTTA's robust BN, UnMix-TNS). The
+        /// others need several images per step: at batch size 1 they want a sliding window.
+        public var singleImages = false
     }
 
     public static let entries: [Entry] = [
-        Entry(name: "source", summary: "the source model, BN with running statistics, no adaptation", usesGradients: false),
+        Entry(name: "source", summary: "the source model, BN with running statistics, no adaptation", usesGradients: false, singleImages: true),
         Entry(name: "norm_test", summary: "BN with each test batch's statistics (AdaBN / BN-1)", usesGradients: false),
-        Entry(name: "norm_alpha", summary: "BN with (1-α)·source + α·batch statistics (α-BN)", usesGradients: false),
-        Entry(name: "norm_ema", summary: "BN running statistics updated on the test stream, then used (BN-EMA)", usesGradients: false),
+        Entry(name: "norm_alpha", summary: "BN with (1-α)·source + α·batch statistics (α-BN)", usesGradients: false, singleImages: true),
+        Entry(name: "norm_ema", summary: "BN running statistics updated on the test stream, then used (BN-EMA)", usesGradients: false, singleImages: true),
         Entry(name: "tent", summary: "entropy minimisation over BN affine parameters (TENT)", usesGradients: true),
         Entry(name: "cotta", summary: "mean teacher, augmentation-averaged pseudo-labels, stochastic restore (CoTTA)", usesGradients: true),
         Entry(name: "lame", summary: "Laplacian-regularised output correction on the source model's features, no update (LAME)", usesGradients: false),
@@ -26,11 +30,12 @@ public enum MethodRegistry {
               needsSourceData: true),
         Entry(name: "sar", summary: "sharpness-aware reliable entropy minimisation with model recovery (SAR)", usesGradients: true),
         Entry(name: "rdumb", summary: "ETA, reset to the source every 1000 updates (RDumb)", usesGradients: true),
-        Entry(name: "rotta", summary: "robust BN, category-balanced memory, mean teacher trained on the memory (RoTTA)", usesGradients: true),
+        Entry(name: "rotta", summary: "robust BN, category-balanced memory, mean teacher trained on the memory (RoTTA)", usesGradients: true,
+              singleImages: true),
         Entry(name: "roid", summary: "weighted soft-likelihood-ratio loss, consistency, weight ensembling, prior correction (ROID)",
               usesGradients: true),
         Entry(name: "unmix_tns", summary: "per-sample BN statistics mixed from K running components, no training (UnMix-TNS)",
-              usesGradients: false),
+              usesGradients: false, singleImages: true),
         Entry(name: "rmt", summary: "mean teacher with symmetric CE, source prototypes, contrastive term, source warm-up and replay; needs labelled source data (RMT)",
               usesGradients: true, needsSourceData: true),
     ]

@@ -39,6 +39,17 @@ enum Embedded {
         try dataDirectory(environment: environment).appendingPathComponent("fashion-mnist-c", isDirectory: true)
     }
 
+    /// The embedded benchmark's labelled source data (`fashion-mnist-source/`: 2,000 Fashion-MNIST training
+    /// images, `images.npy` and `labels.npy`), read by the methods that need source data when no
+    /// `--source-data` is given.
+    static func sourceDirectory(environment: [String: String]) throws -> URL {
+        let dir = try dataDirectory(environment: environment).appendingPathComponent("fashion-mnist-source", isDirectory: true)
+        guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("images.npy").path) else {
+            throw CLIError.fileNotFound(what: "embedded source data", path: dir.appendingPathComponent("images.npy").path)
+        }
+        return dir
+    }
+
     /// The embedded model: `models/fmnist-wrn-*.safetensors`, the newest when there are several.
     static func modelFile(environment: [String: String]) throws -> URL {
         let models = try dataDirectory(environment: environment).appendingPathComponent("models", isDirectory: true)

@@ -24,6 +24,8 @@ struct ExperimentOptions {
     var corruptions: [String]
     var samplesPerDomain: Int?
     var batchSize: Int?
+    /// `--window-length`: nil when not given (at batch size 1 that refuses the methods that need a window).
+    var windowLength: Int?
     var order: SampleOrder
     var seed: UInt64
     var dirichlet: Double
@@ -60,6 +62,7 @@ struct ExperimentOptions {
         corruptions = a.list("corruptions") ?? CorruptionBenchmark.standardCorruptions
         samplesPerDomain = a.int("samples-per-domain")
         batchSize = a.int("batch-size")
+        windowLength = a.int("window-length")
         order = a.word("order").flatMap(SampleOrder.init(rawValue:)) ?? .shuffled
         seed = a.seed("seed") ?? 1
         dirichlet = a.number("dirichlet") ?? 0
@@ -103,6 +106,31 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
     if let v = a.int("augmentations") { c.augmentations = v }
     if let v = a.bool("symmetric-loss") { c.symmetricLoss = v }
     if let v = a.int("warmup-samples") { c.rmtWarmupSamples = v }
+    if let v = a.number("entropy-margin") { c.entropyMarginFactor = Float(v) }
+    if let v = a.number("redundancy-margin") { c.redundancyMargin = Float(v) }
+    if let v = a.number("fisher-alpha") { c.fisherAlpha = Float(v) }
+    if let v = a.number("sar-reset-constant") { c.sarResetConstant = Float(v) }
+    if let v = a.word("lame-affinity"), let k = LAMEAffinity(rawValue: v) { c.lameAffinity = k }
+    if let v = a.int("lame-neighbours") { c.lameNeighbours = v }
+    if let v = a.bool("lame-force-symmetry") { c.lameForceSymmetry = v }
+    if let v = a.int("reset-after-updates") { c.resetAfterUpdates = v }
+    if let v = a.int("rotta-memory-size") { c.rottaMemorySize = v }
+    if let v = a.int("rotta-update-frequency") { c.rottaUpdateFrequency = v }
+    if let v = a.number("rotta-nu") { c.rottaNu = Float(v) }
+    if let v = a.number("rotta-alpha") { c.rottaAlpha = Float(v) }
+    if let v = a.bool("roid-weighting") { c.roidWeighting = v }
+    if let v = a.bool("roid-prior-correction") { c.roidPriorCorrection = v }
+    if let v = a.bool("roid-consistency") { c.roidConsistency = v }
+    if let v = a.number("roid-momentum-source") { c.roidMomentumSource = Float(v) }
+    if let v = a.number("roid-momentum-probs") { c.roidMomentumProbabilities = Float(v) }
+    if let v = a.number("roid-temperature") { c.roidTemperature = Float(v) }
+    if let v = a.int("unmix-components") { c.unmixComponents = v }
+    if let v = a.int("unmix-batch-size-max") { c.unmixBatchSizeMax = v }
+    if let v = a.number("rmt-lambda-target") { c.rmtLambdaTarget = Float(v) }
+    if let v = a.number("rmt-lambda-contrast") { c.rmtLambdaContrast = Float(v) }
+    if let v = a.number("rmt-lambda-source") { c.rmtLambdaSource = Float(v) }
+    if let v = a.number("contrast-temperature") { c.contrastTemperature = Float(v) }
+    if let v = a.int("projection-dim") { c.projectionDim = v }
     do { try c.validate() } catch let e as AdaptationError {
         // The messages start with the field's option name ("bn-alpha must be in [0, 1], got 2").
         throw CLIError.usage("--" + e.message)
@@ -239,7 +267,8 @@ final class Experiment {
     }
 
     /// Resolves the defaults, checks every option and file, and builds everything a run needs.
-    static func prepare(_ o: ExperimentOptions, console: Console) throws -> Experiment {
+    static func prepare(_ options: ExperimentOptions, console: Console) throws -> Experiment {
+        var o = options
         // 1. What the options say on their own.
         if o.dirichlet > 0 && o.setting != .correlated {
             throw CLIError.usage("--dirichlet applies only to --setting correlated (the setting is \(o.setting.rawValue))")
@@ -256,10 +285,6 @@ final class Experiment {
         }
         if let s = o.sourceData, !FileManager.default.fileExists(atPath: s) {
             throw CLIError.fileNotFound(what: "--source-data", path: s)
-        }
-        if let name = o.methods.first(where: { MethodRegistry.entry($0)?.needsSourceData == true }), o.sourceData == nil {
-            throw CLIError.usage("method '\(name)' needs labelled source data: give --source-data"
-                                 + (name == "eata" ? ", or use eta (EATA without its Fisher term)" : ""))
         }
 
         // 2. Which benchmark, folder and weights.
@@ -291,10 +316,19 @@ final class Experiment {
             throw CLIError.usage("--dataset \(dataset.rawValue) needs --weights (a .safetensors state dict; only fmnist-c has an embedded model)")
         }
         guard FileManager.default.fileExists(atPath: weightsPath) else { throw CLIError.fileNotFound(what: "--weights", path: weightsPath) }
+        if let name = o.methods.first(where: { MethodRegistry.entry($0)?.needsSourceData == true }), o.sourceData == nil {
+            if dataset == .fmnist && o.dataDirectory == nil {
+                // The embedded benchmark's source domain: Fashion-MNIST training images (data/fashion-mnist-source).
+                o.sourceData = try Embedded.sourceDirectory(environment: console.environment).path
+            } else {
+                throw CLIError.usage("method '\(name)' needs labelled source data: give --source-data"
+                                     + (name == "eata" ? ", or use eta (EATA without its Fisher term)" : ""))
+            }
+        }
         if let t = o.threads { KernelThreads.count = t }
 
         // 3. The hyper-parameters of every method (range errors are usage errors).
-        let methods = try o.methods.map { name in
+        var methods = try o.methods.map { name in
             (name: name, configuration: try methodConfiguration(name, family: dataset.family, numClasses: dataset.numClasses, o.arguments))
         }
 
@@ -325,14 +359,23 @@ final class Experiment {
             throw CLIError.data(e.description)
         }
         let batchSize = o.batchSize ?? (dataset == .fmnist ? embeddedBatchSize : dataset.isImageFolder ? imageNetBatchSize : standardBatchSize)
+        if batchSize == 1 && o.windowLength == nil,
+           let name = o.methods.first(where: { MethodRegistry.entry($0)?.singleImages == false }) {
+            let single = MethodRegistry.entries.filter(\.singleImages).map(\.name).filter { $0 != "source" }
+            throw CLIError.usage("--batch-size 1: \(name) normalises with the statistics of the test batch, which one image does not give "
+                                 + "(the reference has the same limit). Give --window-length N to adapt on a sliding window of the last N images "
+                                 + "(the reference's TEST.WINDOW_LENGTH, e.g. 64), or use a method made for single images: \(single.joined(separator: ", ")); "
+                                 + "--window-length 1 runs \(name) on single images anyway")
+        }
         let streamConfiguration = StreamConfiguration(
             setting: o.setting, corruptions: o.corruptions, severities: o.severities, samplesPerDomain: o.samplesPerDomain,
-            batchSize: batchSize, order: o.order, seed: o.seed, dirichletDelta: o.dirichlet, episodic: o.episodic)
+            batchSize: batchSize, order: o.order, seed: o.seed, dirichletDelta: o.dirichlet, episodic: o.episodic,
+            windowLength: o.windowLength ?? 1)
         let stream: BenchmarkStream
         do {
             stream = try BenchmarkStream(benchmark: benchmark, configuration: streamConfiguration)
         } catch let e as DataError where e.file == "stream configuration" {
-            let flags = ["corruptions": "corruptions", "severities": "severity", "batchSize": "batch-size",
+            let flags = ["corruptions": "corruptions", "severities": "severity", "batchSize": "batch-size", "windowLength": "window-length",
                          "samplesPerDomain": "samples-per-domain", "dirichletDelta": "dirichlet"]
             throw CLIError.usage("--\(e.key.flatMap { flags[$0] } ?? e.key ?? "setting"): \(e.message)")
         }
@@ -340,6 +383,11 @@ final class Experiment {
         // 5. The weights, loaded into the model once; every method built once.
         let weights = try LoadedWeights(path: weightsPath, modelName: o.model, normalize: o.normalize)
         let model = try weights.makeModel(numClasses: benchmark.numClasses, inputChannels: benchmark.imageChannels)
+        if model is VisionTransformer && o.arguments.number("lr") == nil {
+            // The reference's SAR trains transformers (ViT, Swin) with lr 0.001 whatever OPTIM.LR says; an
+            // explicit --lr still applies here.
+            for i in methods.indices where methods[i].name == "sar" { methods[i].configuration.lr = 0.001 }
+        }
 
         // 6. The source data, for the methods that need it, checked against the benchmark.
         let source = try o.methods.contains { MethodRegistry.entry($0)?.needsSourceData == true }
@@ -413,7 +461,7 @@ final class Experiment {
                 let model = try weights.makeModel(numClasses: benchmark.numClasses, inputChannels: benchmark.imageChannels)
                 let method = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
                     ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
-                let adaptor = try Adaptor(model: model, method: method, seed: options.seed)
+                let adaptor = try Adaptor(model: model, method: method, seed: options.seed, windowLength: stream.configuration.windowLength)
                 guard let e = try MemoryEstimate.probe(adaptor, batch: probe, batchSize: stream.configuration.batchSize,
                                                                 threads: KernelThreads.count) else { return }
                 memoryEstimates[m.name] = e
@@ -453,7 +501,7 @@ final class Experiment {
             do {
                 let method = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
                     ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
-                let adaptor = try Adaptor(model: model, method: method, seed: options.seed)
+                let adaptor = try Adaptor(model: model, method: method, seed: options.seed, windowLength: stream.configuration.windowLength)
                 stream.restart()
                 progress.beginMethod(m.name, index: i, of: methods.count)
                 let resumeState = resume?.methodIndex == i ? resume?.inProgress : nil
@@ -555,6 +603,10 @@ struct SourcePlan {
     let numClasses: Int
     let path: String
     let cache: DiskPreparationCache?
+    /// Every eata built from this plan: the first one configured computes the Fisher information, and
+    /// the later builds (the memory probe's, the run's) take it instead of computing it again.
+    private final class Built { var eata: [EATAMethod] = [] }
+    private let built = Built()
 
     init(_ o: ExperimentOptions, benchmark: any CorruptionDataset, numClasses: Int, batchSize: Int, weights: URL,
          environment: [String: String]) throws {
@@ -591,9 +643,14 @@ struct SourcePlan {
             throw CLIError.data("--source-data \(path): the \(chosen.count) source images drawn have no image of class \(missing); "
                                 + "rmt needs every class for its prototypes (raise --source-samples)")
         }
+        if name == "eata", let fisher = built.eata.lazy.compactMap(\.regularizer).first {
+            return EATAMethod(eata: configuration, regularizer: fisher)
+        }
         let (images, labels) = chosen.batches(of: batchSize)
-        return try MethodFactory.make(name, configuration: configuration, imageSize: imageSize, sourceBatches: images,
+        let method = try MethodFactory.make(name, configuration: configuration, imageSize: imageSize, sourceBatches: images,
                                       sourceLabels: labels, cache: name == "rmt" ? cache : nil, sourceSeed: seed)
+        if let eata = method as? EATAMethod { built.eata.append(eata) }
+        return method
     }
 }
 

@@ -19,6 +19,17 @@ struct ListCommand: Command {
     static let methodParameters: [String: [String]] = [
         "norm_alpha": ["bn-alpha"],
         "cotta": ["teacher-momentum", "restore-probability", "confidence-threshold", "augmentations", "symmetric-loss"],
+        "lame": ["lame-affinity", "lame-neighbours", "lame-force-symmetry"],
+        "eta": ["entropy-margin", "redundancy-margin"],
+        "eata": ["entropy-margin", "redundancy-margin", "fisher-alpha", "source-samples"],
+        "sar": ["entropy-margin", "sar-reset-constant"],
+        "rdumb": ["entropy-margin", "redundancy-margin", "reset-after-updates"],
+        "rotta": ["rotta-memory-size", "rotta-update-frequency", "rotta-nu", "rotta-alpha"],
+        "roid": ["roid-weighting", "roid-prior-correction", "roid-consistency", "roid-momentum-source", "roid-momentum-probs",
+                 "roid-temperature"],
+        "unmix_tns": ["unmix-components", "unmix-batch-size-max"],
+        "rmt": ["teacher-momentum", "rmt-lambda-target", "rmt-lambda-contrast", "rmt-lambda-source", "contrast-temperature",
+                "projection-dim", "warmup-samples"],
     ]
 
     /// `--lr 0.001 --steps 1 …`: the defaults of `method` as options.
@@ -37,6 +48,19 @@ struct ListCommand: Command {
             "restore-probability": formatNumber(Double(c.restoreProbability)),
             "confidence-threshold": formatNumber(Double(c.confidenceThreshold)), "augmentations": "\(c.augmentations)",
             "symmetric-loss": "\(c.symmetricLoss)",
+            "lame-affinity": c.lameAffinity.rawValue, "lame-neighbours": "\(c.lameNeighbours)", "lame-force-symmetry": "\(c.lameForceSymmetry)",
+            "entropy-margin": formatNumber(Double(c.entropyMarginFactor)), "redundancy-margin": formatNumber(Double(c.redundancyMargin)),
+            "fisher-alpha": formatNumber(Double(c.fisherAlpha)), "source-samples": "2000",
+            "sar-reset-constant": formatNumber(Double(c.sarResetConstant)), "reset-after-updates": "\(c.resetAfterUpdates)",
+            "rotta-memory-size": "\(c.rottaMemorySize)", "rotta-update-frequency": "\(c.rottaUpdateFrequency)",
+            "rotta-nu": formatNumber(Double(c.rottaNu)), "rotta-alpha": formatNumber(Double(c.rottaAlpha)),
+            "roid-weighting": "\(c.roidWeighting)", "roid-prior-correction": "\(c.roidPriorCorrection)",
+            "roid-consistency": "\(c.roidConsistency)", "roid-momentum-source": formatNumber(Double(c.roidMomentumSource)),
+            "roid-momentum-probs": formatNumber(Double(c.roidMomentumProbabilities)), "roid-temperature": formatNumber(Double(c.roidTemperature)),
+            "unmix-components": "\(c.unmixComponents)", "unmix-batch-size-max": "\(c.unmixBatchSizeMax)",
+            "rmt-lambda-target": formatNumber(Double(c.rmtLambdaTarget)), "rmt-lambda-contrast": formatNumber(Double(c.rmtLambdaContrast)),
+            "rmt-lambda-source": formatNumber(Double(c.rmtLambdaSource)), "contrast-temperature": formatNumber(Double(c.contrastTemperature)),
+            "projection-dim": "\(c.projectionDim)", "warmup-samples": "\(c.rmtWarmupSamples)",
         ]
         return names.map { "--\($0) \(values[$0]!)" }.joined(separator: " ")
     }

@@ -48,6 +48,10 @@ public struct StreamConfiguration: Sendable, Codable, Equatable {
     public var dirichletDelta: Double
     /// Reset before every batch (mariodoebler's `MODEL.EPISODIC`), on top of the setting's resets.
     public var episodic: Bool
+    /// Batch size 1 only: the sliding window of the last W images that single-image adaptation uses
+    /// (mariodoebler's `TEST.WINDOW_LENGTH`; 1 = none). The stream itself still yields single images;
+    /// the adaptor keeps the window.
+    public var windowLength: Int
 
     public init(setting: StreamSetting = .continual,
                 corruptions: [String] = CorruptionBenchmark.standardCorruptions,
@@ -57,7 +61,8 @@ public struct StreamConfiguration: Sendable, Codable, Equatable {
                 order: SampleOrder = .shuffled,
                 seed: UInt64 = 1,
                 dirichletDelta: Double = 0,
-                episodic: Bool = false) {
+                episodic: Bool = false,
+                windowLength: Int = 1) {
         self.setting = setting
         self.corruptions = corruptions
         self.severities = severities
@@ -67,10 +72,11 @@ public struct StreamConfiguration: Sendable, Codable, Equatable {
         self.seed = seed
         self.dirichletDelta = dirichletDelta
         self.episodic = episodic
+        self.windowLength = windowLength
     }
 
     enum CodingKeys: String, CodingKey {
-        case setting, corruptions, severities, samplesPerDomain, batchSize, order, seed, dirichletDelta, episodic
+        case setting, corruptions, severities, samplesPerDomain, batchSize, order, seed, dirichletDelta, episodic, windowLength
     }
 
     public init(from decoder: any Decoder) throws {
@@ -85,6 +91,7 @@ public struct StreamConfiguration: Sendable, Codable, Equatable {
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? d.seed
         dirichletDelta = try c.decodeIfPresent(Double.self, forKey: .dirichletDelta) ?? d.dirichletDelta
         episodic = try c.decodeIfPresent(Bool.self, forKey: .episodic) ?? d.episodic
+        windowLength = try c.decodeIfPresent(Int.self, forKey: .windowLength) ?? d.windowLength
     }
 
     /// The severity sequence run for each corruption under this configuration's setting.
@@ -216,6 +223,10 @@ public final class BenchmarkStream {
             throw fail("severities", "severity \(bad) is outside 1...5")
         }
         guard cfg.batchSize >= 1 else { throw fail("batchSize", "must be at least 1, got \(cfg.batchSize)") }
+        guard cfg.windowLength >= 1 else { throw fail("windowLength", "must be at least 1, got \(cfg.windowLength)") }
+        guard cfg.windowLength == 1 || cfg.batchSize == 1 else {
+            throw fail("windowLength", "a sliding window of \(cfg.windowLength) images is for single-image streams (batch size 1); the batch size is \(cfg.batchSize)")
+        }
         let available = benchmark.samplesPerSeverity
         if let n = cfg.samplesPerDomain {
             guard n >= 1 else { throw fail("samplesPerDomain", "must be at least 1 (or nil for all), got \(n)") }

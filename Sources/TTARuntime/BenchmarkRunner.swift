@@ -72,7 +72,7 @@ public struct RunProgress: Sendable, Codable, Equatable {
             }
         }
         switch result.outcome {
-        case .adapted: break
+        case .adapted, .windowed: break
         case .rejectedInput: stability.rejectedBatches.append(batch.batchIndex + 1)
         case .rolledBack: stability.rolledBackBatches.append(batch.batchIndex + 1)
         }

@@ -87,6 +87,8 @@ public struct RunCheckpoint: Sendable {
         /// The generator's state as decimal text (exact whatever the JSON reader does with large integers).
         var rngState: String?
         var batchesSinceReset: Int?
+        /// The sliding window's next slot (the window's images are the tensor `adaptor.window`).
+        var windowPointer: Int?
     }
 
     /// The file image.
@@ -101,6 +103,10 @@ public struct RunCheckpoint: Sendable {
             header.methodNumbers = a.method.numbers
             header.rngState = String(a.rng.state)
             header.batchesSinceReset = a.batchesSinceReset
+            if let w = a.window {
+                tensors.append((name: "adaptor.window", tensor: w))
+                header.windowPointer = a.windowPointer
+            }
         }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
@@ -147,7 +153,9 @@ public struct RunCheckpoint: Sendable {
                     method.tensors[String(name.dropFirst("method.".count))] = try file.tensor(name).storage
                 }
                 let model = ParameterStore.Snapshot(values: try file.tensor("adaptor.model").storage, counters: counters)
-                inProgress = (progress, Adaptor.State(model: model, method: method, rng: SeededGenerator(seed: rng), batchesSinceReset: batches))
+                let window = file.contains("adaptor.window") ? try file.tensor("adaptor.window") : nil
+                inProgress = (progress, Adaptor.State(model: model, method: method, rng: SeededGenerator(seed: rng), batchesSinceReset: batches,
+                                                      window: window, windowPointer: header.windowPointer ?? 0))
             } catch let e as DataError { throw fail(e.description) }
         }
         return RunCheckpoint(identity: header.identity, finishedRuns: header.finishedRuns, methodIndex: header.methodIndex,

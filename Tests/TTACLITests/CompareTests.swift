@@ -1,10 +1,36 @@
 import Foundation
 import Testing
 import TTARuntime
+import TTAAdaptation
 @testable import TTACLI
 
 /// `tta compare` and `tta run` end to end on a tiny CIFAR-10-C-layout benchmark written at test time.
 @Suite struct CompareTests {
+    /// Every method hyper-parameter option lands in the method's configuration (a typo in the mapping
+    /// would leave the reference default), and SAR on a ViT takes the reference's lr 0.001 unless --lr is given.
+    @Test func methodOptionsReachTheConfiguration() throws {
+        let args = ["--entropy-margin", "0.3", "--redundancy-margin", "0.2", "--fisher-alpha", "5", "--sar-reset-constant", "0.1",
+                    "--lame-affinity", "knn", "--lame-neighbours", "3", "--lame-force-symmetry", "true", "--reset-after-updates", "7",
+                    "--rotta-memory-size", "16", "--rotta-update-frequency", "8", "--rotta-nu", "0.01", "--rotta-alpha", "0.1",
+                    "--roid-weighting", "false", "--roid-prior-correction", "false", "--roid-consistency", "false",
+                    "--roid-momentum-source", "0.9", "--roid-momentum-probs", "0.8", "--roid-temperature", "0.5",
+                    "--unmix-components", "4", "--unmix-batch-size-max", "32", "--rmt-lambda-target", "0.5",
+                    "--rmt-lambda-contrast", "0.25", "--rmt-lambda-source", "0", "--contrast-temperature", "0.2", "--projection-dim", "64"]
+        let parsed = try Parser.parse(args, command: .compare)
+        let c = try methodConfiguration("rmt", family: .cifar, numClasses: 10, parsed)
+        #expect(c.entropyMarginFactor == 0.3 && c.redundancyMargin == 0.2 && c.fisherAlpha == 5 && c.sarResetConstant == 0.1)
+        #expect(c.lameAffinity == .knn && c.lameNeighbours == 3 && c.lameForceSymmetry && c.resetAfterUpdates == 7)
+        #expect(c.rottaMemorySize == 16 && c.rottaUpdateFrequency == 8 && c.rottaNu == 0.01 && c.rottaAlpha == 0.1)
+        #expect(!c.roidWeighting && !c.roidPriorCorrection && !c.roidConsistency && c.roidMomentumSource == 0.9
+                && c.roidMomentumProbabilities == 0.8 && c.roidTemperature == 0.5)
+        #expect(c.unmixComponents == 4 && c.unmixBatchSizeMax == 32)
+        #expect(c.rmtLambdaTarget == 0.5 && c.rmtLambdaContrast == 0.25 && c.rmtLambdaSource == 0 && c.contrastTemperature == 0.2
+                && c.projectionDim == 64)
+        let d = try methodConfiguration("rmt", family: .cifar, numClasses: 10, try Parser.parse([], command: .compare))
+        #expect(d == MethodConfiguration.defaults(for: .cifar, method: "rmt", numClasses: 10))
+        expectError(tta(["compare", "--rotta-nu", "2"]), "invalid value '2' for '--rotta-nu': expected a number in [0, 1]", code: 64)
+    }
+
     @Test func jsonIsTheResultsFile() throws {
         let tiny = try TinyBenchmark()
         defer { tiny.cleanup() }

@@ -46,6 +46,8 @@ import Testing
         #expect(r.code == 0)
         #expect(r.out.contains("  tent         entropy minimisation over BN affine parameters (TENT)\n               --optimizer adam --lr 0.001 --beta1 0.9 --weight-decay 0 --steps 1\n"))
         #expect(r.out.contains("  norm_alpha   BN with (1-α)·source + α·batch statistics (α-BN)\n               --bn-alpha 0.1\n"))
+        #expect(r.out.contains("--rotta-memory-size 64 --rotta-update-frequency 64 --rotta-nu 0.001"))
+        #expect(r.out.contains("--lame-affinity rbf --lame-neighbours 5 --lame-force-symmetry false\n"))
         for section in ["METHODS", "MODELS (--model)", "DATASETS (--dataset)", "SETTINGS (--setting)", "ORDERS (--order)"] {
             #expect(r.out.contains(section))
         }

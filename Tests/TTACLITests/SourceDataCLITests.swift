@@ -28,6 +28,31 @@ import TTATensor
         return out
     }
 
+    /// On the embedded benchmark (no --data-dir) eata and rmt read the committed Fashion-MNIST training
+    /// images (data/fashion-mnist-source, scripts/make_embedded_source.py) without --source-data; the
+    /// results record that folder and hash its files.
+    @Test func embeddedBenchmarkHasSourceData() throws {
+        let folder = try TemporaryFolder()
+        defer { folder.cleanup() }
+        let out = folder.path("r.json")
+        let r = tta(["compare", "--methods", "eata,rmt", "--corruptions", "gaussian_noise", "--samples-per-domain", "50",
+                     "--source-samples", "100", "--warmup-samples", "0", "--cache-dir", folder.path("cache"),
+                     "--memory-limit", "none", "--output", out, "--quiet"])
+        #expect(r.code == 0, "\(r.err)")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out))) as? [String: Any]
+        let inputs = (object?["config"] as? [String: Any])?["inputs"] as? [String: Any]
+        let paths = (inputs?["data"] as? [[String: Any]] ?? []).compactMap { $0["path"] as? String }
+        #expect(paths.contains { $0.hasSuffix("fashion-mnist-source/images.npy") } && paths.contains { $0.hasSuffix("fashion-mnist-source/labels.npy") },
+                "\(paths)")
+        let source = try Embedded.sourceDirectory(environment: [:])
+        let labels = try NPYFile.read(source.appendingPathComponent("labels.npy"))
+        #expect(labels.shape == [2000])
+        // With another benchmark the source data must be given.
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        #expect(tta(["compare"] + tiny.dataOptions + ["--methods", "rmt"]).code == 64)
+    }
+
     /// Also: a random subset that misses a class is refused for rmt (it needs a prototype per class) before any work.
     @Test func eataAndRmtRunWithSourceDataAndRmtCachesItsPreparation() throws {
         let tiny = try TinyBenchmark()

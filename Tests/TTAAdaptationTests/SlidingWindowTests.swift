@@ -1,0 +1,79 @@
+import Testing
+import TTAAdaptation
+import TTAModels
+import TTATensor
+import TTATestSupport
+
+/// Single-image streams through the adaptor's sliding window (the reference's `TEST.WINDOW_LENGTH`).
+@Suite struct SlidingWindowTests {
+    /// The fixture stream as 32 single images.
+    func singleImages() throws -> [Tensor] {
+        let x = try fixture("methods/stream.safetensors").tensor("x")
+        return (0..<x.shape[0]).map { x.slice($0..<($0 + 1)) }
+    }
+
+    /// Each image's output against PyTorch, window of 3: predictions with the buffer between updates,
+    /// an update on the whole buffer at every third image.
+    /// Golden: `window_cases()` (with `sliding_window`) in scripts/make_method_fixtures.py.
+    @Test(arguments: ["tent", "norm_test"])
+    func matchesPyTorchImageByImage(_ name: String) throws {
+        let expected = try fixture("methods/window_\(name).safetensors")
+        let window = try #require(Int(expected.metadata["window"] ?? ""))
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make(name, configuration: .defaults(for: .cifar)), seed: 1, windowLength: window)
+        var outcomes: [Adaptor.Outcome] = []
+        for (i, x) in try singleImages().enumerated() {
+            let r = try adaptor.process(x)
+            outcomes.append(r.outcome)
+            expectClose(try #require(r.output), try expected.tensor("image\(i)"), "\(name) image \(i)")
+        }
+        // Updates at every window-th image only.
+        let updated = outcomes.enumerated().filter { $0.element == .adapted }.map(\.offset)
+        #expect(updated == Array(stride(from: window - 1, to: 32, by: window)))
+        #expect(outcomes.filter { $0 == .windowed }.count == 32 - updated.count)
+    }
+
+    /// Between updates CoTTA shows its teacher's prediction of the window (the reference's
+    /// `forward_sliding_window` override), not the student's.
+    @Test func cottaPredictsWithTheTeacher() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.augmentations = 2
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("cotta", configuration: c,
+                                  augment: { x, _ in x }), seed: 1, windowLength: 4)
+        let images = try singleImages()
+        for x in images.prefix(5) { _ = try adaptor.process(x) }   // one update (image 4), then image 5 in slot 0
+        let cotta = try #require(adaptor.method as? CoTTAMethod)
+        let teacher = try #require(cotta.teacher)
+        // Image 6 goes into slot 1 of the buffer [5, 6, 3, 4].
+        let buffer = Tensor(shape: [4] + images[0].shape.dropFirst(),
+                            storage: images[4].storage + images[5].storage + images[2].storage + images[3].storage)
+        let expectedRow = teacher.forward(buffer, .inference).slice(1..<2)
+        let student = adaptor.model.forward(buffer, .inference).slice(1..<2)
+        let r = try adaptor.process(images[5])
+        #expect(r.outcome == .windowed)
+        #expect(try #require(r.output).storage == expectedRow.storage)
+        #expect(student.storage != expectedRow.storage)
+    }
+
+    /// A state captured mid-window continues bit for bit in a fresh adaptor; batches of several images
+    /// are not windowed.
+    @Test func stateCarriesTheWindow() throws {
+        let images = try singleImages()
+        let a = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 3)
+        for x in images.prefix(7) { _ = try a.process(x) }
+        let saved = a.captureState()
+        #expect(saved.window?.shape == [3, 3, 32, 32] && saved.windowPointer == 1)
+        let b = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 3)
+        try b.restoreState(saved)
+        for x in images[7..<13] {
+            #expect(try a.adapt(x).storage == b.adapt(x).storage)
+        }
+        let c = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 2)
+        #expect(throws: AdaptationError.self) { try c.restoreState(saved) }   // a 3-image window does not fit W = 2
+
+        let batch = try fixture("methods/stream.safetensors").tensor("x").slice(0..<8)
+        let plain = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1)
+        let windowed = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 3)
+        #expect(try plain.adapt(batch).storage == windowed.adapt(batch).storage)
+        #expect(throws: AdaptationError.self) { try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 0) }
+    }
+}
