@@ -157,13 +157,13 @@ def pad32(x):
     return np.pad(x, ((0, 0), (2, 2), (2, 2)), mode="constant", constant_values=0)
 
 
-def select_test_subset(labels, seed):
-    """Class-balanced (K_PER_CLASS per class) seeded selection, in seeded shuffled order."""
+def select_test_subset(labels, seed, per_class=K_PER_CLASS):
+    """Class-balanced (`per_class` per class) seeded selection, in seeded shuffled order."""
     rng = np.random.default_rng(seed)
     idx = []
     for c in range(NUM_CLASSES):
         pool = np.flatnonzero(labels == c)
-        idx.append(np.sort(rng.choice(pool, size=K_PER_CLASS, replace=False)))
+        idx.append(np.sort(rng.choice(pool, size=per_class, replace=False)))
     idx = np.concatenate(idx)
     return idx[rng.permutation(len(idx))]
 

@@ -25,20 +25,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from make_embedded_benchmark import load_fmnist, pad32  # noqa: E402
+from make_embedded_benchmark import load_fmnist, pad32, select_test_subset  # noqa: E402
 
 NUM_CLASSES = 10
-
-
-def select_balanced(labels, per_class, seed):
-    """`per_class` indices of each class, without replacement, in seeded shuffled order."""
-    rng = np.random.default_rng(seed)
-    idx = []
-    for c in range(NUM_CLASSES):
-        pool = np.flatnonzero(labels == c)
-        idx.append(np.sort(rng.choice(pool, size=per_class, replace=False)))
-    idx = np.concatenate(idx)
-    return idx[rng.permutation(len(idx))]
 
 
 def main():
@@ -48,7 +37,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "data", "fashion-mnist-source"))
     args = ap.parse_args()
     x, y = load_fmnist("train")
-    sel = select_balanced(y, args.per_class, args.seed)
+    sel = select_test_subset(y, args.seed, per_class=args.per_class)  # the benchmark's class-balanced draw
     images = pad32(x[sel])[:, :, :, None].astype(np.uint8)
     labels = y[sel].astype(np.uint8)
     os.makedirs(args.out, exist_ok=True)

@@ -462,8 +462,10 @@ final class Experiment {
                 let method = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
                     ?? MethodFactory.make(m.name, configuration: m.configuration, imageSize: benchmark.imageHeight)
                 let adaptor = try Adaptor(model: model, method: method, seed: options.seed, windowLength: stream.configuration.windowLength)
-                guard let e = try MemoryEstimate.probe(adaptor, batch: probe, batchSize: stream.configuration.batchSize,
-                                                                threads: KernelThreads.count) else { return }
+                // A sliding window adapts on windowLength images at a time.
+                guard let e = try MemoryEstimate.probe(adaptor, batch: probe,
+                                                       batchSize: max(stream.configuration.batchSize, stream.configuration.windowLength),
+                                                       threads: KernelThreads.count) else { return }
                 memoryEstimates[m.name] = e
             } catch { throw CLIError.wrap(error) }
         }

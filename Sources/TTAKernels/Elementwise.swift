@@ -17,18 +17,35 @@ package func reluForward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>
     while i < count { y[i] = max(x[i], 0); i += 1 }
 }
 
-/// `dx = dy` where the forward output `y > 0`, else 0 (PyTorch's convention at 0). `dx` may alias `dy`.
-package func reluBackward(dy: UnsafePointer<Float>, y: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, count: Int) {
+/// `y = max(x, 0)` and `mask[i] = 1` where `y > 0`, else 0: the byte per element that `reluBackward(dy:mask:)`
+/// needs, a quarter of the output's size. `y` may alias `x`.
+package func reluForward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<UInt8>, count: Int) {
     let zero = SIMD8<Float>()
-    let rdy = UnsafeRawPointer(dy), ry = UnsafeRawPointer(y), rdx = UnsafeMutableRawPointer(dx)
+    let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y), rm = UnsafeMutableRawPointer(mask)
+    var i = 0
+    while i + 8 <= count {
+        let v = rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        let positive = v .> zero
+        ry.storeBytes(of: v.replacing(with: zero, where: .!positive), toByteOffset: i * 4, as: SIMD8<Float>.self)
+        let bits = unsafeBitCast(positive, to: SIMD8<Int32>.self)   // −1 where positive, else 0
+        rm.storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: bits) & 1, toByteOffset: i, as: SIMD8<UInt8>.self)
+        i += 8
+    }
+    while i < count { y[i] = max(x[i], 0); mask[i] = y[i] > 0 ? 1 : 0; i += 1 }
+}
+
+/// `dx = dy` where `mask` (from `reluForward(x:y:mask:count:)`) is 1, else 0. `dx` may alias `dy`.
+package func reluBackward(dy: UnsafePointer<Float>, mask: UnsafePointer<UInt8>, dx: UnsafeMutablePointer<Float>, count: Int) {
+    let zero = SIMD8<Float>()
+    let rdy = UnsafeRawPointer(dy), rm = UnsafeRawPointer(mask), rdx = UnsafeMutableRawPointer(dx)
     var i = 0
     while i + 8 <= count {
         let g = rdy.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        let v = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        rdx.storeBytes(of: g.replacing(with: zero, where: v .<= zero), toByteOffset: i * 4, as: SIMD8<Float>.self)
+        let m = SIMD8<Int32>(truncatingIfNeeded: rm.loadUnaligned(fromByteOffset: i, as: SIMD8<UInt8>.self))
+        rdx.storeBytes(of: g.replacing(with: zero, where: m .== 0), toByteOffset: i * 4, as: SIMD8<Float>.self)
         i += 8
     }
-    while i < count { dx[i] = y[i] > 0 ? dy[i] : 0; i += 1 }
+    while i < count { dx[i] = mask[i] != 0 ? dy[i] : 0; i += 1 }
 }
 
 // MARK: Add

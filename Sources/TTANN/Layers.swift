@@ -6,7 +6,9 @@ public final class Conv2d: Module {
     public let store: ParameterStore
     public let weight: ParameterRef
     public let inputChannels, outputChannels, kernelSize, stride, padding, groups: Int
+    /// The forward input, kept only when backward computes the weight gradient (else only its shape).
     private var savedInput: Tensor?
+    private var savedShape: [Int]?
 
     public init(_ store: ParameterStore, name: String, inputChannels: Int, outputChannels: Int,
                 kernelSize: Int, stride: Int = 1, padding: Int = 0, groups: Int = 1) {
@@ -33,23 +35,29 @@ public final class Conv2d: Module {
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in conv2dForward(x: xp.baseAddress!, weight: w, y: yp.baseAddress!, g) }
         }
-        savedInput = ctx.recording ? x : nil
+        // The gradient to the input needs only the weight: the input is kept for the weight's gradient alone
+        // (TENT-style methods, which train no convolution, keep no convolution input).
+        savedInput = ctx.recording && store.requiresGrad(weight) ? x : nil
+        savedShape = ctx.recording ? x.shape : nil
         return y
     }
 
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        guard let x = savedInput else { preconditionFailure("Conv2d.backward without a recorded forward") }
-        let g = geometry(for: x.shape)
+        guard let shape = savedShape else { preconditionFailure("Conv2d.backward without a recorded forward") }
+        let g = geometry(for: shape)
         let w = store.pointer(weight)
-        if store.requiresGrad(weight) {
+        if let x = savedInput {
+            precondition(store.requiresGrad(weight), "Conv2d.backward: the weight stopped requiring a gradient after the forward pass")
             let dw = store.gradPointer(weight)
             x.withUnsafeBufferPointer { xp in
                 dy.withUnsafeBufferPointer { dyp in conv2dBackwardWeight(x: xp.baseAddress!, dy: dyp.baseAddress!, dWeight: dw, g) }
             }
+        } else {
+            precondition(!store.requiresGrad(weight), "Conv2d.backward: the weight requires a gradient but was frozen during the forward pass")
         }
-        savedInput = nil
+        (savedInput, savedShape) = (nil, nil)
         guard needInputGradient else { return nil }
-        var dx = Tensor(shape: x.shape)
+        var dx = Tensor(shape: shape)
         dy.withUnsafeBufferPointer { dyp in
             dx.withUnsafeMutableBufferPointer { dxp in conv2dBackwardInput(dy: dyp.baseAddress!, weight: w, dx: dxp.baseAddress!, g) }
         }
@@ -57,22 +65,32 @@ public final class Conv2d: Module {
     }
 }
 
-/// `max(x, 0)`. Keeps its output for backward.
+/// `max(x, 0)`. Keeps one byte per element for backward (where the output is positive), not the output.
 public final class ReLU: Module {
-    private var savedOutput: Tensor?
+    private var savedMask: [UInt8]?
     public init() {}
 
     public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
-        let y = mapElements(x) { reluForward(x: $0, y: $1, count: $2) }
-        savedOutput = ctx.recording ? y : nil
+        guard ctx.recording else {
+            savedMask = nil
+            return mapElements(x) { reluForward(x: $0, y: $1, count: $2) }
+        }
+        var mask = [UInt8](repeating: 0, count: x.count)
+        let y = mask.withUnsafeMutableBufferPointer { m in
+            mapElements(x) { reluForward(x: $0, y: $1, mask: m.baseAddress!, count: $2) }
+        }
+        savedMask = mask
         return y
     }
 
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        guard let y = savedOutput else { preconditionFailure("ReLU.backward without a recorded forward") }
-        savedOutput = nil
+        guard let mask = savedMask else { preconditionFailure("ReLU.backward without a recorded forward") }
+        savedMask = nil
         guard needInputGradient else { return nil }
-        return mapElements(dy, y) { reluBackward(dy: $0, y: $1, dx: $2, count: $3) }
+        precondition(mask.count == dy.count, "ReLU.backward: gradient of \(dy.count) elements for a forward of \(mask.count)")
+        return mask.withUnsafeBufferPointer { m in
+            mapElements(dy) { reluBackward(dy: $0, mask: m.baseAddress!, dx: $1, count: $2) }
+        }
     }
 }
 
