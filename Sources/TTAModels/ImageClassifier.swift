@@ -40,8 +40,45 @@ public protocol FeatureClassifier: ImageClassifier {
     func backward(dLogits: Tensor, dFeatures: Tensor)
 }
 
+/// A feature extractor followed by one linear layer, as every model here is. Each model writes its
+/// `features` and their backward (`backwardFeatures`); the head, `forward` and the backward forms follow.
+public protocol LinearHeadClassifier: FeatureClassifier, Module {
+    /// The last layer: features `(N, D)` → logits.
+    var classifierLayer: Linear { get }
+    /// Accumulates the gradients of `features`' trainable parameters given `∂L/∂features`; returns
+    /// `∂L/∂x` when asked.
+    func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor?
+}
+
+extension LinearHeadClassifier {
+    public var featureCount: Int { classifierLayer.inputFeatures }
+
+    public func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor { classifierLayer.forward(features, ctx) }
+
+    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor { head(features(x, ctx), ctx) }
+
+    public func backward(_ dLogits: Tensor) { _ = backward(dLogits, needInputGradient: false) }
+
+    public func backward(dLogits: Tensor, dFeatures: Tensor) {
+        _ = backwardFeatures(add(classifierLayer.backward(dLogits, needInputGradient: true)!, dFeatures), needInputGradient: false)
+    }
+
+    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
+        backwardFeatures(classifierLayer.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
+    }
+}
+
 extension ImageClassifier {
     public var requiredImageSize: (height: Int, width: Int)? { nil }
+
+    /// Gives `copy`, a fresh model of the same shape, this model's values, input normalisation and BN
+    /// modes and momenta: everything but the structure.
+    public func copyState(to copy: Self) -> Self {
+        copy.store.copyValues(from: store)
+        copy.inputNormalization = inputNormalization
+        for (a, b) in zip(copy.batchNorms, batchNorms) { a.mode = b.mode; a.momentum = b.momentum }
+        return copy
+    }
 
     /// Sets every BatchNorm2d to `mode`.
     public func setBatchNormMode(_ mode: BatchNormMode) {

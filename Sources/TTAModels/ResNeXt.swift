@@ -16,13 +16,14 @@ import TTATensor
 /// RobustBench applies `AvgPool2d(8)` to the 8×8 maps of a 32×32 input; this uses the global mean,
 /// the same thing there. Input normalisation defaults to RobustBench's `(x − 0.5) / 0.5` (its `mu` and
 /// `sigma` buffers, which are not in the checkpoint).
-public final class ResNeXt: FeatureClassifier, Module {
+public final class ResNeXt: LinearHeadClassifier {
     public let store = ParameterStore()
     public let depth, cardinality, baseWidth, stemWidth, numClasses, inputChannels: Int
     public var inputNormalization: (mean: [Float], std: [Float])? = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
     public let batchNorms: [BatchNorm2d]
     let trunk: BottleneckTrunk
     let classifier: Linear
+    public var classifierLayer: Linear { classifier }
 
     /// `resnext-29-4x32` (RobustBench's stem of 64) or `resnext-<depth>-<cardinality>x<baseWidth>-s<stem>`.
     public var architecture: String {
@@ -61,29 +62,13 @@ public final class ResNeXt: FeatureClassifier, Module {
         return trunk.forward(normalizeInput(x), ctx)
     }
 
-    public var featureCount: Int { classifier.inputFeatures }
-
-    public func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor { classifier.forward(features, ctx) }
-
-    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor { head(features(x, ctx), ctx) }
-
-    public func backward(_ dLogits: Tensor) { _ = backward(dLogits, needInputGradient: false) }
-
-    public func backward(dLogits: Tensor, dFeatures: Tensor) {
-        _ = trunk.backward(add(classifier.backward(dLogits, needInputGradient: true)!, dFeatures), needInputGradient: false)
-    }
-
-    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        trunk.backward(classifier.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
+    public func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor? {
+        trunk.backward(dFeatures, needInputGradient: needInputGradient)
     }
 
     public func copy() -> ResNeXt {
-        let m = ResNeXt(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stemWidth,
-                        numClasses: numClasses, inputChannels: inputChannels)
-        m.store.copyValues(from: store)
-        m.inputNormalization = inputNormalization
-        for (a, b) in zip(m.batchNorms, batchNorms) { a.mode = b.mode; a.momentum = b.momentum }
-        return m
+        copyState(to: ResNeXt(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stemWidth,
+                              numClasses: numClasses, inputChannels: inputChannels))
     }
 }
 

@@ -15,7 +15,7 @@ import TTATensor
 ///
 /// Input normalisation defaults to the ImageNet mean/std torchvision's weights expect (applied to
 /// [0, 1] images inside `forward`; set `inputNormalization` to change or drop it).
-public final class ResNet: FeatureClassifier, Module {
+public final class ResNet: LinearHeadClassifier {
     public let store = ParameterStore()
     public let blocksPerLayer: [Int]
     public let baseWidth, groups, widthPerGroup, numClasses, inputChannels: Int
@@ -23,6 +23,7 @@ public final class ResNet: FeatureClassifier, Module {
     public let batchNorms: [BatchNorm2d]
     let trunk: BottleneckTrunk
     let fc: Linear
+    public var classifierLayer: Linear { fc }
 
     /// torchvision's `Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])`.
     public static let imageNetNormalization: (mean: [Float], std: [Float]) = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -73,29 +74,13 @@ public final class ResNet: FeatureClassifier, Module {
         return trunk.forward(normalizeInput(x), ctx)
     }
 
-    public var featureCount: Int { fc.inputFeatures }
-
-    public func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor { fc.forward(features, ctx) }
-
-    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor { head(features(x, ctx), ctx) }
-
-    public func backward(_ dLogits: Tensor) { _ = backward(dLogits, needInputGradient: false) }
-
-    public func backward(dLogits: Tensor, dFeatures: Tensor) {
-        _ = trunk.backward(add(fc.backward(dLogits, needInputGradient: true)!, dFeatures), needInputGradient: false)
-    }
-
-    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        trunk.backward(fc.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
+    public func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor? {
+        trunk.backward(dFeatures, needInputGradient: needInputGradient)
     }
 
     public func copy() -> ResNet {
-        let m = ResNet(blocks: blocksPerLayer, baseWidth: baseWidth, groups: groups, widthPerGroup: widthPerGroup,
-                       numClasses: numClasses, inputChannels: inputChannels)
-        m.store.copyValues(from: store)
-        m.inputNormalization = inputNormalization
-        for (a, b) in zip(m.batchNorms, batchNorms) { a.mode = b.mode; a.momentum = b.momentum }
-        return m
+        copyState(to: ResNet(blocks: blocksPerLayer, baseWidth: baseWidth, groups: groups, widthPerGroup: widthPerGroup,
+                             numClasses: numClasses, inputChannels: inputChannels))
     }
 }
 

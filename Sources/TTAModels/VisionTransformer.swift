@@ -141,7 +141,7 @@ public struct ViTConfiguration: Sendable, Equatable {
 /// `patch_embed.proj` → prepend `cls_token` → add `pos_embed` → `blocks.0 … blocks.{depth−1}` → `norm` →
 /// token 0 → `head`. Inputs are `(N, C, S, S)` images in [0, 1], normalised inside with mean = std = 0.5
 /// per channel (timm's data config for these weights: IMAGENET_INCEPTION mean/std).
-public final class VisionTransformer: FeatureClassifier, Module {
+public final class VisionTransformer: LinearHeadClassifier {
     public let store = ParameterStore()
     public let configuration: ViTConfiguration
     public var inputNormalization: (mean: [Float], std: [Float])?
@@ -153,11 +153,11 @@ public final class VisionTransformer: FeatureClassifier, Module {
     let blocks: [TransformerBlock]
     let norm: LayerNorm
     let fc: Linear
+    public var classifierLayer: Linear { fc }
     private var savedBatch = 0
 
     public var numClasses: Int { configuration.numClasses }
     public var inputChannels: Int { configuration.inputChannels }
-    public var featureCount: Int { configuration.dim }
     public var requiredImageSize: (height: Int, width: Int)? { (configuration.imageSize, configuration.imageSize) }
 
     /// `vit-b-16` for timm's ViT-B/16 shape, else `vit-<dim>d-<depth>x<heads>h-p<patch>-<image>px`.
@@ -189,10 +189,6 @@ public final class VisionTransformer: FeatureClassifier, Module {
         store.finalize()
     }
 
-    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
-        head(features(x, ctx), ctx)
-    }
-
     /// Class-token features after the final `norm`: `(N, dim)` (what timm's `forward_head(pre_logits=True)` returns).
     public func features(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
         let c = configuration
@@ -216,25 +212,8 @@ public final class VisionTransformer: FeatureClassifier, Module {
         return out
     }
 
-    /// `head`: logits `(N, numClasses)`.
-    public func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor {
-        fc.forward(features, ctx)
-    }
-
-    public func backward(_ dLogits: Tensor) {
-        _ = backward(dLogits, needInputGradient: false)
-    }
-
-    public func backward(dLogits: Tensor, dFeatures: Tensor) {
-        _ = backwardFeatures(add(fc.backward(dLogits, needInputGradient: true)!, dFeatures), needInputGradient: false)
-    }
-
-    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        backwardFeatures(fc.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
-    }
-
     /// Backward of `features` given `∂L/∂features`.
-    func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor? {
+    public func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor? {
         let (b, d, t) = (savedBatch, configuration.dim, configuration.tokens)
         var g = Tensor(shape: [b, t, d])
         for n in 0..<b { for j in 0..<d { g.storage[n * t * d + j] = dFeatures.storage[n * d + j] } }
@@ -256,9 +235,6 @@ public final class VisionTransformer: FeatureClassifier, Module {
     }
 
     public func copy() -> VisionTransformer {
-        let m = VisionTransformer(configuration)
-        m.store.copyValues(from: store)
-        m.inputNormalization = inputNormalization
-        return m
+        copyState(to: VisionTransformer(configuration))
     }
 }

@@ -54,7 +54,7 @@ final class WideBasicBlock: Module {
 /// Layout: `conv1` (3×3, in→16) → `block1..3` (n = (depth−4)/6 blocks each, widths 16k, 32k, 64k,
 /// strides 1, 2, 2) → `bn1` → ReLU → global average pool (RobustBench's `avg_pool2d(8)` on 32×32
 /// inputs) → `fc`. `inputChannels` is 3 for CIFAR; other values serve grey-scale benchmarks.
-public final class WideResNet: FeatureClassifier, Module {
+public final class WideResNet: LinearHeadClassifier {
     public let store = ParameterStore()
     public let depth, widenFactor, numClasses, inputChannels: Int
     public var inputNormalization: (mean: [Float], std: [Float])?
@@ -65,6 +65,7 @@ public final class WideResNet: FeatureClassifier, Module {
     let relu = ReLU()
     let pool = GlobalAvgPool()
     let fc: Linear
+    public var classifierLayer: Linear { fc }
 
     public var architecture: String { "wideresnet-\(depth)-\(widenFactor)" }
 
@@ -118,13 +119,6 @@ public final class WideResNet: FeatureClassifier, Module {
         store.finalize()
     }
 
-    public func forward(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
-        head(features(x, ctx), ctx)
-    }
-
-    /// Width of the pooled features, 64·widenFactor.
-    public var featureCount: Int { fc.inputFeatures }
-
     /// `conv1` … `bn1` → ReLU → global average pool: `(N, 64·widenFactor)`.
     public func features(_ x: Tensor, _ ctx: ForwardContext) -> Tensor {
         precondition(x.rank == 4 && x.shape[1] == inputChannels,
@@ -135,25 +129,8 @@ public final class WideResNet: FeatureClassifier, Module {
         return pool.forward(h, ctx)
     }
 
-    /// `fc`: logits `(N, numClasses)`.
-    public func head(_ features: Tensor, _ ctx: ForwardContext) -> Tensor {
-        fc.forward(features, ctx)
-    }
-
-    public func backward(_ dLogits: Tensor) {
-        _ = backward(dLogits, needInputGradient: false)
-    }
-
-    public func backward(dLogits: Tensor, dFeatures: Tensor) {
-        _ = backwardFeatures(add(fc.backward(dLogits, needInputGradient: true)!, dFeatures), needInputGradient: false)
-    }
-
-    public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {
-        backwardFeatures(fc.backward(dy, needInputGradient: true)!, needInputGradient: needInputGradient)
-    }
-
     /// Backward of `features` given `∂L/∂features`.
-    func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor? {
+    public func backwardFeatures(_ dFeatures: Tensor, needInputGradient: Bool) -> Tensor? {
         var g = pool.backward(dFeatures, needInputGradient: true)!
         g = relu.backward(g, needInputGradient: true)!
         g = bn1.backward(g, needInputGradient: true)!
@@ -162,11 +139,7 @@ public final class WideResNet: FeatureClassifier, Module {
     }
 
     public func copy() -> WideResNet {
-        let m = WideResNet(depth: depth, widenFactor: widenFactor, numClasses: numClasses, inputChannels: inputChannels)
-        m.store.copyValues(from: store)
-        m.inputNormalization = inputNormalization
-        for (a, b) in zip(m.batchNorms, batchNorms) { a.mode = b.mode; a.momentum = b.momentum }
-        return m
+        copyState(to: WideResNet(depth: depth, widenFactor: widenFactor, numClasses: numClasses, inputChannels: inputChannels))
     }
 }
 
