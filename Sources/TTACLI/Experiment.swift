@@ -103,6 +103,8 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
     if let v = a.int("augmentations") { c.augmentations = v }
     if let v = a.bool("symmetric-loss") { c.symmetricLoss = v }
     if let v = a.int("warmup-samples") { c.rmtWarmupSamples = v }
+    if let v = a.int("unmix-components") { c.unmixComponents = v }
+    if let v = a.int("unmix-batch-size-max") { c.unmixBatchSizeMax = v }
     do { try c.validate() } catch let e as AdaptationError {
         // The messages start with the field's option name ("bn-alpha must be in [0, 1], got 2").
         throw CLIError.usage("--" + e.message)
@@ -259,7 +261,7 @@ final class Experiment {
         }
         if let name = o.methods.first(where: { MethodRegistry.entry($0)?.needsSourceData == true }), o.sourceData == nil {
             throw CLIError.usage("method '\(name)' needs labelled source data: give --source-data"
-                                 + (name == "eata" ? ", or use eta (EATA without its Fisher term)" : ""))
+                                 + (MethodRegistry.baseName(name) == "eata" ? ", or use eta (EATA without its Fisher term)" : ""))
         }
 
         // 2. Which benchmark, folder and weights.
@@ -586,7 +588,7 @@ struct SourcePlan {
     /// `name` built with its share of the source data.
     func makeMethod(_ name: String, _ configuration: MethodConfiguration, imageSize: Int) throws -> any AdaptationMethod {
         var g = SeededGenerator(seed: seed)
-        let chosen = data.sample(samples ?? (name == "eata" ? 2000 : nil), using: &g)
+        let chosen = data.sample(samples ?? (MethodRegistry.baseName(name) == "eata" ? 2000 : nil), using: &g)
         if name == "rmt", let missing = Set(0..<numClasses).subtracting(chosen.labels).min() {
             throw CLIError.data("--source-data \(path): the \(chosen.count) source images drawn have no image of class \(missing); "
                                 + "rmt needs every class for its prototypes (raise --source-samples)")

@@ -103,7 +103,7 @@ private let adapting: Set<CommandName> = [.compare, .run, .predict]
 /// Which options set a method hyper-parameter (the fields of `MethodConfiguration` a user may change).
 let hyperParameterNames = ["optimizer", "lr", "steps", "momentum", "nesterov", "weight-decay", "beta1", "bn-alpha",
                            "teacher-momentum", "restore-probability", "confidence-threshold", "augmentations",
-                           "symmetric-loss", "warmup-samples"]
+                           "symmetric-loss", "warmup-samples", "unmix-components", "unmix-batch-size-max"]
 
 /// The reference defaults that the help shows (`MethodConfiguration.defaults(for: .cifar)`).
 private let cifarDefaults = MethodConfiguration.defaults(for: .cifar, numClasses: 10)
@@ -217,6 +217,12 @@ let optionTable: [OptionSpec] = [
                group: .hyper, commands: adapting),
     OptionSpec(name: "symmetric-loss", kind: .bool, defaultText: "\(cifarDefaults.symmetricLoss)",
                help: "cotta: symmetric cross-entropy (ImageNet) instead of soft-target cross-entropy.",
+               group: .hyper, commands: adapting),
+    OptionSpec(name: "unmix-components", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixComponents)",
+               help: "unmix_tns and <method>+unmix_tns: mixture components K per BN layer (the reference takes 128 for mixed domains).",
+               group: .hyper, commands: adapting),
+    OptionSpec(name: "unmix-batch-size-max", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixBatchSizeMax)",
+               help: "unmix_tns: the batch size at which the components' momentum is the BN momentum 0.1 (16 in the reference's ImageNet runs).",
                group: .hyper, commands: adapting),
     // Input and output of predict
     OptionSpec(name: "input", kind: .text(placeholder: "images.npy"), defaultText: nil,
