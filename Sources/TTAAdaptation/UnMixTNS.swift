@@ -28,7 +28,10 @@ import TTATensor
 /// `M_k += η·mean_b p_bk (m_b − M_k)`, `V_k += η·mean_b p_bk (v_b − V_k)`, with
 /// `η = 1 − (1 − 0.1)^(B/B_max)` (B the batch size, `B_max` = `unmixBatchSizeMax`).
 ///
-/// Works at any batch size, 1 included (the statistics are per sample), alone and under a host.
+/// Works at any batch size, 1 included (the statistics are per sample), alone and under a host. A model
+/// without BatchNorm layers (a ViT) is refused. EATA's Fisher information is computed when the host is
+/// configured, before UnMix-TNS is installed (with BN batch statistics): the reference has no EATA, and
+/// its components are drawn at the first batch.
 public final class UnMixTNSMethod: AdaptationMethod {
     public let name: String
     public var steps: Int { host?.steps ?? 1 }
@@ -49,6 +52,11 @@ public final class UnMixTNSMethod: AdaptationMethod {
     }
 
     public func configure(_ model: any ImageClassifier) throws {
+        guard !model.batchNorms.isEmpty else {
+            // The reference's replacement would find nothing and run the bare method: say so instead.
+            throw AdaptationError("\(name): \(model.architecture) has no BatchNorm layer for UnMix-TNS to replace"
+                                  + (host.map { "; run \($0.name) alone" } ?? ""))
+        }
         if let host {
             try host.configure(model)
         } else {
@@ -67,7 +75,7 @@ public final class UnMixTNSMethod: AdaptationMethod {
     }
 
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
-        guard !layers.isEmpty || model.batchNorms.isEmpty else { throw AdaptationError("\(name): step before configure") }
+        guard !layers.isEmpty else { throw AdaptationError("\(name): step before configure") }
         if layers.contains(where: { $0.initial == nil }) {
             if initialMeans == nil {
                 initialMeans = layers.map { layer in

@@ -90,6 +90,17 @@ private final class FrozenAssignments: SampleStatisticsProvider {
         }
     }
 
+    /// A model without BatchNorm layers is refused, alone and under a host, naming the method to run instead.
+    @Test func modelsWithoutBatchNormAreRefused() throws {
+        let vit = VisionTransformer(ViTConfiguration(imageSize: 8, patchSize: 4, dim: 8, depth: 1, heads: 2, numClasses: 3))
+        #expect(throws: AdaptationError("tent+unmix_tns: \(vit.architecture) has no BatchNorm layer for UnMix-TNS to replace; run tent alone")) {
+            try Adaptor(model: vit, method: try MethodRegistry.make("tent+unmix_tns", configuration: .defaults(for: .imagenet)), seed: 0)
+        }
+        #expect(throws: AdaptationError.self) {
+            try Adaptor(model: vit, method: try MethodRegistry.make("unmix_tns", configuration: .defaults(for: .imagenet)), seed: 0)
+        }
+    }
+
     /// At batch size 1 (which the reference supports: every statistic is per sample) the hosts adapt
     /// through UnMix-TNS; nothing needs a batch statistic.
     @Test(arguments: ["tent+unmix_tns", "eta+unmix_tns", "sar+unmix_tns"])
