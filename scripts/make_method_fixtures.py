@@ -19,6 +19,10 @@ ETA, EATA and SAR (mariodoebler `methods/eata.py`, `sar.py`) run on a copy of th
 whose classifier is rescaled to be confident and class-diverse on the stream (`model_confident`), so that
 the entropy and redundancy filters keep some samples and drop others at the reference margins.
 
+UnMix-TNS (devavratTomar/unmixtns `unmixtns.py`) runs alone (`unmix_tns`) and under TENT, ETA and SAR
+(`tent_unmix_tns`, `eta_unmix_tns`, `sar_unmix_tns`): its layers replace the BNs before the method is set up, and the
+method trains their affine parameters through them. The initial component draws are saved for Swift.
+
 Run from the repository root: python3 scripts/make_method_fixtures.py [case ...] (or --window: the
 sliding-window cases only, `window_cases()`)
 (with case names, only those cases' files, and the confident model they use, are written).
@@ -127,13 +131,14 @@ def make_optimizer(params, cfg):
 
 
 def bn_affine_only(model):
-    """Batch-statistics BN (`set_bn_batch_stats`) and only the BN affine parameters trainable; returns
+    """Batch-statistics BN (`set_bn_batch_stats`) and only the BN (or UnMix-TNS) affine parameters trainable; returns
     them. Call after model.train() / model.eval(), which would otherwise reset the BN modes."""
     model.requires_grad_(False)
     set_bn_batch_stats(model)
     params = []
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        # UnMix-TNS layers count as BN layers, as in the reference's Tent/EATA `collect_params`.
+        if isinstance(m, (nn.BatchNorm2d, UnMixTNS2d)):
             m.requires_grad_(True)
             params += [m.weight, m.bias]
     return params
@@ -149,6 +154,7 @@ def run_tent(model, xs, cfg):
             softmax_entropy(y).mean(0).backward()
             opt.step(); opt.zero_grad()
         outs.append(y.detach())
+        cfg.get("after_batch", lambda: None)()
     return outs
 
 
@@ -278,6 +284,7 @@ def run_eata(model, xs, cfg):
             gaps.append((cos.abs() - cfg["d_margin"]).abs().min().item() if len(cos) else 1.0)
             ids2 = torch.where(cos.abs() < cfg["d_margin"])
             ent, probs = ent[ids2], probs[ids2]
+        print(f"  eata: batch {step - 1}: {len(ent)} of {len(x)} samples kept")
         if len(ent) > 0:
             with torch.no_grad():
                 current = probs.mean(0) if current is None else 0.9 * current + 0.1 * probs.mean(0)
@@ -290,6 +297,7 @@ def run_eata(model, xs, cfg):
             opt.step()
         opt.zero_grad()
         outs.append(y.detach())
+        cfg.get("after_batch", lambda: None)()
         if cfg.get("reset_after", 0) > 0 and step % cfg["reset_after"] == 0:
             # RDumb (MODEL.RESET_AFTER_NUM_UPDATES): back to the source model, a new optimizer, no probability average.
             model.load_state_dict(source_state)
@@ -339,6 +347,7 @@ def run_sar(model, xs, cfg, params=None):
             ema = None
         emas.append(float("nan") if ema is None else ema)
         outs.append(y.detach())
+        cfg.get("after_batch", lambda: None)()
     print(f"  sar: smallest entropy-to-E0 distance {min(gaps):.2e}")
     return outs, {"ema": torch.tensor(emas, dtype=torch.float32)}
 
@@ -524,8 +533,9 @@ class UnMixTNS2d(nn.Module):
         super().__init__()
         k = init_means.shape[0]
         self.eta, self.eps = eta, bn.eps
-        self.means = init_means.clone()
-        self.vars = (1 - (0.5 if k > 1 else 0.0)) * bn.running_var.detach().repeat(k, 1)
+        # Buffers, as in the reference: a state-dict reload (SAR's recovery, RDumb's reset) restores them.
+        self.register_buffer("means", init_means.clone())
+        self.register_buffer("vars", (1 - (0.5 if k > 1 else 0.0)) * bn.running_var.detach().repeat(k, 1))
         self.weight, self.bias = bn.weight, bn.bias
 
     def forward(self, x):
@@ -546,10 +556,10 @@ class UnMixTNS2d(nn.Module):
             + self.bias.view(1, -1, 1, 1)
 
 
-def run_unmix_tns(model, xs, cfg):
-    """UnMix-TNS under the source method (the reference's default run.sh): every BN replaced, eval mode,
-    no training. The components' initial means are drawn here from a seeded generator and saved
-    (`init.<bn name>`, K x C) for the Swift test to use; the final means are saved too (`final.<bn name>`)."""
+def install_unmix_tns(model, xs, cfg):
+    """Replaces every BN by an UnMixTNS2d, as the reference's `replace_bn_layers` before the method is set
+    up. The components' initial means are drawn here from a seeded generator and returned for the Swift
+    test to use (`init.<bn name>`, K x C), with the layers by name."""
     k = cfg["components"]
     g = torch.Generator().manual_seed(41)
     eta = 1 - (1 - 0.1) ** (len(xs[0]) / cfg["batch_size_max"])
@@ -557,17 +567,46 @@ def run_unmix_tns(model, xs, cfg):
 
     def make(bn, name):
         mean, var = bn.running_mean.detach(), bn.running_var.detach()
-        noise = torch.randn(k, mean.shape[0], generator=g, dtype=mean.dtype)
+        noise = torch.randn(k, mean.shape[0], generator=g, dtype=torch.float64).to(mean.dtype)
         init = mean.repeat(k, 1) + (math.sqrt(0.5 * k / (k - 1)) * var.sqrt() * noise if k > 1 else 0)
         extra[f"init.{name}"] = init.float().contiguous()
         layers[name] = UnMixTNS2d(bn, eta, init)
         return layers[name]
     replace_bn(model, make)
+    return layers, extra
+
+
+def run_unmix_tns(model, xs, cfg):
+    """UnMix-TNS under the source method (the reference's default run.sh): every BN replaced, eval mode,
+    no training. Saves the draws (`init.<bn name>`) and the final component means (`final.<bn name>`)."""
+    layers, extra = install_unmix_tns(model, xs, cfg)
     model.eval()
     with torch.no_grad():
         outs = [model(x) for x in xs]
     extra.update({f"final.{name}": layer.means.float().contiguous() for name, layer in layers.items()})
     return outs, extra
+
+
+def with_unmix_tns(host):
+    """`host` (run_tent, run_eata, run_sar) on UnMix-TNS layers, as the reference's test_time.py: the layers
+    replace the BNs first, then the method trains their affine parameters (gradients through the instance
+    statistics, not the detached assignments); each forward updates the components. Saves the draws, the
+    trained parameters after every batch (`params<i>.<name>`) and the final component means (`final.<bn name>`)."""
+    def run(model, xs, cfg):
+        layers, extra = install_unmix_tns(model, xs, cfg)
+        batch = [0]
+
+        def after_batch():
+            for name, layer in layers.items():
+                extra[f"params{batch[0]}.{name}.weight"] = layer.weight.detach().float().clone()
+                extra[f"params{batch[0]}.{name}.bias"] = layer.bias.detach().float().clone()
+            batch[0] += 1
+        result = host(model, xs, dict(cfg, after_batch=after_batch))
+        outs, host_extra = result if isinstance(result, tuple) else (result, {})
+        extra.update(host_extra)
+        extra.update({f"final.{name}": layer.means.float().contiguous() for name, layer in layers.items()})
+        return outs, extra
+    return run
 
 
 RECOVERY_CONSTANT = 0.3   # sar_recovery: the loss EMA falls below it after batch 1, so the model goes back to the source
@@ -607,7 +646,19 @@ CASES = {
                                   "temperature": 1 / 3}),
 }
 CASES["unmix_tns"] = (run_unmix_tns, {"components": 4, "batch_size_max": 64})
-CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid"}
+# UnMix-TNS under gradient methods (SGD, so that the trained parameters are well-conditioned; tent with two
+# steps per batch, so that the components move twice per batch).
+CASES["tent_unmix_tns"] = (with_unmix_tns(run_tent), {"components": 4, "batch_size_max": 64, "optimizer": "sgd", "lr": 0.01,
+                                                      "steps": 2})
+# ETA on the confident model, whose entropies under UnMix-TNS are 0-0.3 ln 10: margins at which both filters
+# drop samples (batch 3: all, by redundancy).
+CASES["eta_unmix_tns"] = (with_unmix_tns(run_eata), {"components": 4, "batch_size_max": 64, "optimizer": "sgd", "lr": 0.002,
+                                                     "margin_e0": 0.25, "d_margin": 0.6, "fisher_alpha": 0.0})
+# SAR on UnMix-TNS: the model recovery after batch 0 reloads the state dict, the components included. (With
+# margin_e0 0.25 the run is ill-conditioned: PyTorch's float32 run leaves its float64 run by 1.3e-3 after batch 3.)
+CASES["sar_unmix_tns"] = (with_unmix_tns(run_sar), {"components": 4, "batch_size_max": 64, "lr": 1e-3, "margin_e0": 0.4,
+                                                    "reset_constant": 0.2})
+CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns", "sar_unmix_tns"}
 
 
 def make_source_batches():

@@ -52,6 +52,13 @@ extension AdaptationMethod {
     }
 }
 
+/// A method that restores the model to its source state by itself during a step (SAR's model recovery,
+/// RDumb's periodic reset). A method wrapping it (`UnMixTNSMethod`) restores its own state with it.
+public protocol RestoresSource: AdaptationMethod {
+    /// How many such restores there have been; a change across a step means the step restored the source.
+    var sourceRestores: Int { get }
+}
+
 /// Wall time per phase of adaptation, accumulated across batches.
 public struct PhaseTimer: Sendable, Equatable, Codable {
     public enum Phase: String, Sendable, Codable, CaseIterable { case forward, backward, update }

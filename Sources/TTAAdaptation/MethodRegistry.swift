@@ -17,7 +17,26 @@ public enum MethodRegistry {
         public var singleImages = false
     }
 
-    public static let entries: [Entry] = [
+    /// The registered methods: the single ones, then the UnMix-TNS combinations (`<host>+unmix_tns`).
+    public static let entries: [Entry] = singleEntries + unmixHosts.map { host in
+        let e = singleEntries.first { $0.name == host }!
+        return Entry(name: host + unmixSuffix, summary: "\(host) adapting through UnMix-TNS normalisation (per-sample mixed BN statistics)",
+                     usesGradients: e.usesGradients, needsSourceData: e.needsSourceData,
+                     singleImages: true)   // per-sample statistics: one image normalises itself
+    }
+
+    /// The methods UnMix-TNS normalisation can be put under, as `<host>+unmix_tns`: those whose only use of
+    /// BN is to train its affine parameters on batch statistics (the reference also combines it with
+    /// CoTTA, RoTTA, ROID, NOTE and LAME, whose teacher or source copies SwiftTTA does not give UnMix-TNS layers).
+    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb"]
+    static let unmixSuffix = "+unmix_tns"
+
+    /// The single method a registered name runs: `tent` for `tent+unmix_tns`, the name itself otherwise.
+    public static func baseName(_ name: String) -> String {
+        name.hasSuffix(unmixSuffix) ? String(name.dropLast(unmixSuffix.count)) : name
+    }
+
+    static let singleEntries: [Entry] = [
         Entry(name: "source", summary: "the source model, BN with running statistics, no adaptation", usesGradients: false, singleImages: true),
         Entry(name: "norm_test", summary: "BN with each test batch's statistics (AdaBN / BN-1)", usesGradients: false),
         Entry(name: "norm_alpha", summary: "BN with (1-α)·source + α·batch statistics (α-BN)", usesGradients: false, singleImages: true),
@@ -55,6 +74,14 @@ public enum MethodRegistry {
                             augment: BatchAugmentation? = nil, sourceBatches: [Tensor] = [], sourceLabels: [[Int]] = [],
                             cache: PreparationCache? = nil, sourceSeed: UInt64 = 0) throws -> any AdaptationMethod {
         try configuration.validate()
+        if name.hasSuffix(unmixSuffix) {
+            let host = baseName(name)
+            guard unmixHosts.contains(host) else {
+                throw AdaptationError("unknown method '\(name)'; UnMix-TNS combines with \(unmixHosts.joined(separator: ", ")) (as <method>\(unmixSuffix))")
+            }
+            return UnMixTNSMethod(configuration, host: try make(host, configuration: configuration, augment: augment, sourceBatches: sourceBatches,
+                                                                sourceLabels: sourceLabels, cache: cache, sourceSeed: sourceSeed))
+        }
         switch name {
         case "source": return ForwardOnlyMethod.source()
         case "norm_test": return ForwardOnlyMethod.normTest()

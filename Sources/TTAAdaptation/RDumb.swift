@@ -11,7 +11,7 @@ import TTATensor
 /// so the batch that triggers it is predicted by the adapted model. A reset restores the parameters,
 /// ETA's optimizer and its probability average. The step counter is not cleared by `reset()`: the
 /// reference's counter runs on across domain resets, as the random generator does.
-public final class RDumbMethod: AdaptationMethod {
+public final class RDumbMethod: RestoresSource {
     public let name = "rdumb"
     public var steps: Int { eta.steps }
     /// The ETA being reset.
@@ -22,6 +22,7 @@ public final class RDumbMethod: AdaptationMethod {
     public private(set) var performedUpdates = 0
     /// Periodic resets so far.
     public private(set) var periodicResets = 0
+    public var sourceRestores: Int { periodicResets }
 
     private var sourceState: ParameterStore.Snapshot?
 

@@ -16,7 +16,7 @@ import TTATensor
 ///
 /// The reference leaves out ResNet `layer4` and ViT `blocks.9`–`11` and the final `norm` (timm names);
 /// no such layer exists in the WideResNets, so there every BN affine parameter is adapted.
-public final class SARMethod: AdaptationMethod {
+public final class SARMethod: RestoresSource {
     public let name = "sar"
     public let steps: Int
     public let configuration: MethodConfiguration
@@ -24,6 +24,7 @@ public final class SARMethod: AdaptationMethod {
     public private(set) var lossAverage: Double?
     /// How many times model recovery reset the model since the last `reset()`.
     public private(set) var recoveries = 0
+    public var sourceRestores: Int { recoveries }
 
     private var optimizer: SGD?
     private var sourceState: ParameterStore.Snapshot?

@@ -5,8 +5,19 @@ import TTATensor
 
 /// UnMix-TNS (Tomar et al., ICLR 2024, devavratTomar/unmixtns): every BN normalises each sample with
 /// its own statistics, mixed from K running components, so that non-i.i.d. (label-correlated) test
-/// batches do not share one set of batch statistics. Forward only: this is the reference's default run,
-/// UnMix-TNS layers under the `source` method (no parameter is trained).
+/// batches do not share one set of batch statistics.
+///
+/// Alone (`unmix_tns`) it runs under the source model, no parameter trained: the reference's default run.
+/// With a `host` (`tent+unmix_tns`, `eta+unmix_tns`, …) the host method adapts on top of it, as the
+/// reference's `replace_bn_layers` before the method is set up: the host configures the model (its
+/// trainable selection, the BN affine parameters; its BN mode is overridden by UnMix-TNS), then every
+/// BN gets UnMix-TNS statistics, and the host's gradients flow through them (`SampleStatistics`): through
+/// the instance statistics `m_b`, `v_b` in the mixtures, not through the assignments `p_bk` (computed
+/// under `no_grad` in the reference) nor the components. Every forward pass of the host updates the
+/// components as it normalises (two per step for SAR, one per step for the others), before the
+/// optimizer step, as the reference layer does in `forward`. When the host restores the source model by
+/// itself (SAR's model recovery, RDumb's periodic reset: the reference reloads the whole state dict, the
+/// components included), the components go back to their initial draws too.
 ///
 /// Per BN layer (C channels): components `M_k`, `V_k` (k = 1…K), initialised from the source statistics
 /// as `M_k = μ + √(α·K/(K−1))·σ ⊙ ε_k` (ε_k ~ N(0, I), drawn at the first batch from the adaptor's
@@ -17,24 +28,41 @@ import TTATensor
 /// `M_k += η·mean_b p_bk (m_b − M_k)`, `V_k += η·mean_b p_bk (v_b − V_k)`, with
 /// `η = 1 − (1 − 0.1)^(B/B_max)` (B the batch size, `B_max` = `unmixBatchSizeMax`).
 ///
-/// Works at any batch size, 1 included (the statistics are per sample).
+/// Works at any batch size, 1 included (the statistics are per sample), alone and under a host. A model
+/// without BatchNorm layers (a ViT) is refused. EATA's Fisher information is computed when the host is
+/// configured, before UnMix-TNS is installed (with BN batch statistics): the reference has no EATA, and
+/// its components are drawn at the first batch.
 public final class UnMixTNSMethod: AdaptationMethod {
-    public let name = "unmix_tns"
-    public let steps = 1
+    public let name: String
+    public var steps: Int { host?.steps ?? 1 }
     public let configuration: MethodConfiguration
+    /// The method adapting on top of the UnMix-TNS normalisation; nil: the source model, no training.
+    public let host: (any AdaptationMethod)?
     /// The UnMix-TNS state of every BN layer, in the model's BN order.
     public private(set) var layers: [UnMixTNSLayer] = []
     /// The components' initial means per layer (K·C each, in the model's BN order); drawn at the first
     /// batch when nil. Set them before the first batch to fix the draws (as the parity tests do).
     public var initialMeans: [[Float]]?
 
-    public init(_ configuration: MethodConfiguration) {
+    /// UnMix-TNS under `host` (named `<host>+unmix_tns`), or alone (`unmix_tns`).
+    public init(_ configuration: MethodConfiguration, host: (any AdaptationMethod)? = nil) {
         self.configuration = configuration
+        self.host = host
+        name = host.map { "\($0.name)+unmix_tns" } ?? "unmix_tns"
     }
 
     public func configure(_ model: any ImageClassifier) throws {
-        model.setBatchNormMode(.runningStatistics)
-        model.store.setTrainable(.none)
+        guard !model.batchNorms.isEmpty else {
+            // The reference's replacement would find nothing and run the bare method: say so instead.
+            throw AdaptationError("\(name): \(model.architecture) has no BatchNorm layer for UnMix-TNS to replace"
+                                  + (host.map { "; run \($0.name) alone" } ?? ""))
+        }
+        if let host {
+            try host.configure(model)
+        } else {
+            model.setBatchNormMode(.runningStatistics)
+            model.store.setTrainable(.none)
+        }
         let k = configuration.unmixComponents
         layers = model.batchNorms.map { bn in
             let layer = UnMixTNSLayer(components: k, mean: Array(UnsafeBufferPointer(start: model.store.pointer(bn.runningMean), count: bn.features)),
@@ -47,7 +75,7 @@ public final class UnMixTNSMethod: AdaptationMethod {
     }
 
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
-        guard !layers.isEmpty || model.batchNorms.isEmpty else { throw AdaptationError("unmix_tns: step before configure") }
+        guard !layers.isEmpty else { throw AdaptationError("\(name): step before configure") }
         if layers.contains(where: { $0.initial == nil }) {
             if initialMeans == nil {
                 initialMeans = layers.map { layer in
@@ -56,19 +84,26 @@ public final class UnMixTNSMethod: AdaptationMethod {
             }
             guard let means = initialMeans, means.count == layers.count,
                   zip(means, layers).allSatisfy({ $0.count == $1.k * $1.c }) else {
-                throw AdaptationError("unmix_tns: initialMeans must hold K·C values for each of the model's \(layers.count) BN layers")
+                throw AdaptationError("\(name): initialMeans must hold K·C values for each of the model's \(layers.count) BN layers")
             }
             for (layer, m) in zip(layers, means) { layer.start(means: m) }
         }
-        return timer.measure(.forward) { model.forward(x, .inference) }
+        guard let host else { return timer.measure(.forward) { model.forward(x, .inference) } }
+        let restoresBefore = (host as? RestoresSource)?.sourceRestores
+        let out = try host.step(x, model: model, rng: &rng, timer: &timer)
+        if let restoresBefore, (host as? RestoresSource)?.sourceRestores != restoresBefore {
+            for layer in layers { layer.restart() }
+        }
+        return out
     }
 
     public func reset() {
+        host?.reset()
         for layer in layers { layer.restart() }
     }
 
     /// Per BN layer: the components' current and initial means and variances (absent before the first
-    /// batch), and the drawn initial means.
+    /// batch), and the drawn initial means; the host's state under `host.`.
     public func captureState() -> MethodState {
         var s = MethodState()
         for (i, layer) in layers.enumerated() {
@@ -80,19 +115,21 @@ public final class UnMixTNSMethod: AdaptationMethod {
             }
         }
         for (i, m) in (initialMeans ?? []).enumerated() { s.tensors["drawn.\(i)"] = m }
+        if let host { s.store(host.captureState(), as: "host") }
         return s
     }
 
     public func restoreState(_ state: MethodState) throws {
+        try host?.restoreState(state.inner("host"))
         for (i, layer) in layers.enumerated() {
             let kc = layer.k * layer.c
             func values(_ key: String) throws -> [Float]? {
                 guard let v = state.tensors["layer.\(i).\(key)"] else { return nil }
-                guard v.count == kc else { throw AdaptationError("unmix_tns: state 'layer.\(i).\(key)' has \(v.count) values, expected \(kc)") }
+                guard v.count == kc else { throw AdaptationError("\(name): state 'layer.\(i).\(key)' has \(v.count) values, expected \(kc)") }
                 return v
             }
             guard let means = try values("means"), let variances = try values("variances") else {
-                throw AdaptationError("unmix_tns: state of BN layer \(i) is missing")
+                throw AdaptationError("\(name): state of BN layer \(i) is missing")
             }
             let initial = try values("initialMeans").flatMap { m in try values("initialVariances").map { (m, $0) } }
             layer.restore(means: means, variances: variances, initial: initial)
@@ -143,60 +180,92 @@ public final class UnMixTNSLayer: SampleStatisticsProvider {
         if let initial { (means, variances) = initial }
     }
 
-    public func statistics(_ x: Tensor, layer: BatchNorm2d) -> (mean: [Float], variance: [Float]) {
-        let (n, hw) = (x.shape[0], x.shape[2] * x.shape[3])
-        // Instance statistics (biased variance), in Double.
-        var m = [Double](repeating: 0, count: n * c), v = m
-        for row in 0..<(n * c) {
+    public func statistics(_ x: Tensor, layer: BatchNorm2d) -> SampleStatistics {
+        let (m, v) = Self.instanceStatistics(x)
+        let p = assignments(m)
+        let out = mixture(m, v, assignments: p)
+        update(m, v, assignments: p, batchSize: x.shape[0])
+        return out
+    }
+
+    /// Instance mean `m` and biased variance `v` of every row (sample, channel) over H·W, in Double.
+    static func instanceStatistics(_ x: Tensor) -> (mean: [Double], variance: [Double]) {
+        let (rows, hw) = (x.shape[0] * x.shape[1], x.shape[2] * x.shape[3])
+        var m = [Double](repeating: 0, count: rows), v = m
+        for row in 0..<rows {
             let plane = x.storage[(row * hw)..<((row + 1) * hw)]
             let mu = plane.reduce(0.0) { $0 + Double($1) } / Double(hw)
             m[row] = mu
             v[row] = plane.reduce(0.0) { $0 + (Double($1) - mu) * (Double($1) - mu) } / Double(hw)
         }
-        let M = means.map(Double.init), V = variances.map(Double.init)
-        func unit(_ a: ArraySlice<Double>) -> [Double] {
+        return (m, v)
+    }
+
+    /// `p_bk = softmax_k(cos(m_b, M_k)/0.07)` (N·K, row-major by sample): a constant of the forward pass,
+    /// as the reference computes it under `no_grad`.
+    func assignments(_ m: [Double]) -> [Double] {
+        let n = m.count / c
+        func unit(_ a: [Double]) -> [Double] {
             let norm = max(a.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
             return a.map { $0 / norm }
         }
-        let unitM = (0..<k).map { unit(M[($0 * c)..<(($0 + 1) * c)]) }
+        let unitM = (0..<k).map { j in unit(means[(j * c)..<((j + 1) * c)].map(Double.init)) }
         var p = [Double](repeating: 0, count: n * k)
         for b in 0..<n {
-            let u = unit(m[(b * c)..<((b + 1) * c)])
+            let u = unit(Array(m[(b * c)..<((b + 1) * c)]))
             let sims = unitM.map { zip($0, u).reduce(0) { $0 + $1.0 * $1.1 } / 0.07 }
             let mx = sims.max()!
             let e = sims.map { Foundation.exp($0 - mx) }
             let s = e.reduce(0, +)
             for j in 0..<k { p[b * k + j] = e[j] / s }
         }
-        var mean = [Float](repeating: 0, count: n * c), variance = mean
+        return p
+    }
+
+    /// The normalisation statistics of every row from its instance statistics and the assignments,
+    /// with their slopes in `m` and `v` (for the backward pass; the components and `p` are constants):
+    /// `μ = mean_k μ_k`, `σ² = mean_k σ²_k + mean_k μ_k² − μ²` with `μ_k = (1−p_k)·M_k + p_k·m`,
+    /// `σ²_k = (1−p_k)·V_k + p_k·v`; so `∂μ/∂m = ∂σ²/∂v = mean_k p_k` and `∂σ²/∂m = 2·(mean_k p_k·μ_k − μ·mean_k p_k)`.
+    func mixture(_ m: [Double], _ v: [Double], assignments p: [Double]) -> SampleStatistics {
+        let n = m.count / c
+        var mean = [Float](repeating: 0, count: n * c), variance = mean, meanByMean = mean, varianceByMean = mean
         for b in 0..<n {
             for ch in 0..<c {
-                var (sm, sm2, sv) = (0.0, 0.0, 0.0)
+                var (sm, sm2, sv, sp, spm) = (0.0, 0.0, 0.0, 0.0, 0.0)
                 for j in 0..<k {
                     let pj = p[b * k + j]
-                    let mu = (1 - pj) * M[j * c + ch] + pj * m[b * c + ch]
+                    let mu = (1 - pj) * Double(means[j * c + ch]) + pj * m[b * c + ch]
                     sm += mu; sm2 += mu * mu
-                    sv += (1 - pj) * V[j * c + ch] + pj * v[b * c + ch]
+                    sv += (1 - pj) * Double(variances[j * c + ch]) + pj * v[b * c + ch]
+                    sp += pj; spm += pj * mu
                 }
-                let mk = sm / Double(k)
+                let kk = Double(k), mk = sm / kk, pbar = sp / kk
                 mean[b * c + ch] = Float(mk)
-                variance[b * c + ch] = Float(sv / Double(k) + sm2 / Double(k) - mk * mk)
+                variance[b * c + ch] = Float(sv / kk + sm2 / kk - mk * mk)
+                meanByMean[b * c + ch] = Float(pbar)
+                varianceByMean[b * c + ch] = Float(2 * (spm / kk - mk * pbar))
             }
         }
-        // Component update with momentum η = 1 − (1 − m_bn)^(B/B_max).
+        return SampleStatistics(mean: mean, variance: variance, instanceMean: m.map(Float.init), meanByMean: meanByMean,
+                                varianceByMean: varianceByMean, varianceByVariance: meanByMean)
+    }
+
+    /// The component update (no gradient): `M_k += η·mean_b p_bk (m_b − M_k)`, `V_k += η·mean_b p_bk (v_b − V_k)`,
+    /// with momentum `η = 1 − (1 − m_bn)^(B/B_max)`.
+    func update(_ m: [Double], _ v: [Double], assignments p: [Double], batchSize n: Int) {
         let batch = Double(configuredBatchSize ?? n)
         let eta = 1 - Foundation.pow(1 - Double(bnMomentum), batch / Double(batchSizeMax))
         for j in 0..<k {
             for ch in 0..<c {
+                let (mj, vj) = (Double(means[j * c + ch]), Double(variances[j * c + ch]))
                 var (dm, dv) = (0.0, 0.0)
                 for b in 0..<n {
-                    dm += p[b * k + j] * (m[b * c + ch] - M[j * c + ch])
-                    dv += p[b * k + j] * (v[b * c + ch] - V[j * c + ch])
+                    dm += p[b * k + j] * (m[b * c + ch] - mj)
+                    dv += p[b * k + j] * (v[b * c + ch] - vj)
                 }
-                means[j * c + ch] = Float(M[j * c + ch] + eta * dm / Double(n))
-                variances[j * c + ch] = Float(V[j * c + ch] + eta * dv / Double(n))
+                means[j * c + ch] = Float(mj + eta * dm / Double(n))
+                variances[j * c + ch] = Float(vj + eta * dv / Double(n))
             }
         }
-        return (mean, variance)
     }
 }

@@ -322,7 +322,7 @@ final class Experiment {
                 o.sourceData = try Embedded.sourceDirectory(environment: console.environment).path
             } else {
                 throw CLIError.usage("method '\(name)' needs labelled source data: give --source-data"
-                                     + (name == "eata" ? ", or use eta (EATA without its Fisher term)" : ""))
+                                     + (MethodRegistry.baseName(name) == "eata" ? ", or use eta (EATA without its Fisher term)" : ""))
             }
         }
         if let t = o.threads { KernelThreads.count = t }
@@ -640,7 +640,7 @@ struct SourcePlan {
     /// `name` built with its share of the source data.
     func makeMethod(_ name: String, _ configuration: MethodConfiguration, imageSize: Int) throws -> any AdaptationMethod {
         var g = SeededGenerator(seed: seed)
-        let chosen = data.sample(samples ?? (name == "eata" ? 2000 : nil), using: &g)
+        let chosen = data.sample(samples ?? (MethodRegistry.baseName(name) == "eata" ? 2000 : nil), using: &g)
         if name == "rmt", let missing = Set(0..<numClasses).subtracting(chosen.labels).min() {
             throw CLIError.data("--source-data \(path): the \(chosen.count) source images drawn have no image of class \(missing); "
                                 + "rmt needs every class for its prototypes (raise --source-samples)")

@@ -40,6 +40,7 @@ struct ListCommand: Command {
             names += ["optimizer", "lr"] + (c.optimizer == .adam ? ["beta1"] : ["momentum", "nesterov"]) + ["weight-decay", "steps"]
         }
         names += methodParameters[entry.name] ?? []
+        if entry.name != MethodRegistry.baseName(entry.name) { names += methodParameters["unmix_tns"]! }   // <method>+unmix_tns
         let values: [String: String] = [
             "optimizer": c.optimizer.rawValue, "lr": formatNumber(Double(c.lr)), "beta1": formatNumber(Double(c.beta1)),
             "momentum": formatNumber(Double(c.momentum)), "nesterov": "\(c.nesterov)",
@@ -67,14 +68,19 @@ struct ListCommand: Command {
 
     func run(console: Console) throws -> Int32 {
         var lines = ["METHODS (defaults: the reference CIFAR settings; override them with the options of the same name)"]
-        let w = (MethodRegistry.names.map(\.count).max() ?? 0) + 3
-        for e in MethodRegistry.entries {
+        // The UnMix-TNS combinations (`<method>+unmix_tns`) take one line together.
+        let single = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) == $0.name }
+        let w = (single.map(\.name.count).max() ?? 0) + 3
+        for e in single {
             lines.append("  " + pad(e.name, w) + e.summary)
             let d = Self.defaults(of: e)
             if !d.isEmpty {
                 lines += Help.wrap(d, width: Help.width - w - 2, indent: String(repeating: " ", count: w + 2))
             }
         }
+        lines.append("  <method>+unmix_tns: \(MethodRegistry.unmixHosts.joined(separator: ", ")) adapting through UnMix-TNS normalisation")
+        lines += Help.wrap("(e.g. tent+unmix_tns): the method's options and defaults, plus --unmix-components and --unmix-batch-size-max.",
+                           width: Help.width - w - 2, indent: String(repeating: " ", count: w + 2))
         lines.append("  cotta's --confidence-threshold is \(formatNumber(Double(MethodConfiguration.defaults(for: .cifar, numClasses: 100).confidenceThreshold))) on cifar100-c.")
         lines += ["", "MODELS (--model)",
                   "  " + pad("auto", 29) + "inferred from the keys and shapes of --weights (the default)",

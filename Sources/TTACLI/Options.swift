@@ -100,11 +100,6 @@ struct OptionSpec: Sendable {
 private let experiment: Set<CommandName> = [.compare, .run]
 private let adapting: Set<CommandName> = [.compare, .run, .predict]
 
-/// Which options set a method hyper-parameter (the fields of `MethodConfiguration` a user may change).
-let hyperParameterNames = ["optimizer", "lr", "steps", "momentum", "nesterov", "weight-decay", "beta1", "bn-alpha",
-                           "teacher-momentum", "restore-probability", "confidence-threshold", "augmentations",
-                           "symmetric-loss", "warmup-samples"]
-
 /// The reference defaults that the help shows (`MethodConfiguration.defaults(for: .cifar)`).
 private let cifarDefaults = MethodConfiguration.defaults(for: .cifar, numClasses: 10)
 private func text(_ x: Float) -> String { formatNumber(Double(x)) }
@@ -256,10 +251,6 @@ let optionTable: [OptionSpec] = [
                help: "roid: momentum of the class-probability average (ROID.MOMENTUM_PROBS).", group: .hyper, commands: adapting),
     OptionSpec(name: "roid-temperature", kind: .number(.nonNegative), defaultText: text(cifarDefaults.roidTemperature),
                help: "roid: temperature of the sample weights (ROID.TEMPERATURE).", group: .hyper, commands: adapting),
-    OptionSpec(name: "unmix-components", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixComponents)",
-               help: "unmix_tns: mixture components per BN layer (UNMIXTNS.NUM_COMPONENTS).", group: .hyper, commands: adapting),
-    OptionSpec(name: "unmix-batch-size-max", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixBatchSizeMax)",
-               help: "unmix_tns: batch size at which its momentum equals the BN momentum (UNMIXTNS.BATCH_SIZE_MAX).", group: .hyper, commands: adapting),
     OptionSpec(name: "rmt-lambda-target", kind: .number(.nonNegative), defaultText: text(cifarDefaults.rmtLambdaTarget),
                help: "rmt: weight of the self-training loss (RMT.LAMBDA_CE_TRG).", group: .hyper, commands: adapting),
     OptionSpec(name: "rmt-lambda-contrast", kind: .number(.nonNegative), defaultText: text(cifarDefaults.rmtLambdaContrast),
@@ -272,6 +263,12 @@ let optionTable: [OptionSpec] = [
                help: "rmt: width of the contrastive projector (CONTRAST.PROJECTION_DIM).", group: .hyper, commands: adapting),
     OptionSpec(name: "symmetric-loss", kind: .bool, defaultText: "\(cifarDefaults.symmetricLoss)",
                help: "cotta: symmetric cross-entropy (ImageNet) instead of soft-target cross-entropy.",
+               group: .hyper, commands: adapting),
+    OptionSpec(name: "unmix-components", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixComponents)",
+               help: "unmix_tns and <method>+unmix_tns: mixture components K per BN layer (the reference takes 128 for mixed domains).",
+               group: .hyper, commands: adapting),
+    OptionSpec(name: "unmix-batch-size-max", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixBatchSizeMax)",
+               help: "unmix_tns: the batch size at which the components' momentum is the BN momentum 0.1 (16 in the reference's ImageNet runs).",
                group: .hyper, commands: adapting),
     // Input and output of predict
     OptionSpec(name: "input", kind: .text(placeholder: "images.npy"), defaultText: nil,

@@ -23,11 +23,28 @@ public enum BatchNormMode: Sendable, Equatable {
     case robust(alpha: Float)
 }
 
-/// Statistics computed per sample instead of per batch (UnMix-TNS): the layer normalises sample `n`,
-/// channel `c` with `mean[n·C + c]` and `variance[n·C + c]`. Forward only; the provider may update its
-/// own state from `x`.
+/// Per-sample normalisation statistics (UnMix-TNS) of a `(N, C, H, W)` input, one value per row
+/// `r = n·C + c`: the layer normalises row `r` with `mean[r]` and `variance[r]`. For the backward pass,
+/// how they depend on the row's own instance mean `m_r` (over H·W) and biased variance `v_r`:
+/// `meanByMean` = ∂μ_r/∂m_r, `varianceByMean` = ∂σ²_r/∂m_r, `varianceByVariance` = ∂σ²_r/∂v_r; every
+/// other input of the statistics is a constant of the forward pass (μ_r does not depend on v_r).
+public struct SampleStatistics: Sendable {
+    public var mean: [Float], variance: [Float]
+    /// `m_r`.
+    public var instanceMean: [Float]
+    public var meanByMean: [Float], varianceByMean: [Float], varianceByVariance: [Float]
+
+    public init(mean: [Float], variance: [Float], instanceMean: [Float], meanByMean: [Float], varianceByMean: [Float],
+                varianceByVariance: [Float]) {
+        (self.mean, self.variance, self.instanceMean) = (mean, variance, instanceMean)
+        (self.meanByMean, self.varianceByMean, self.varianceByVariance) = (meanByMean, varianceByMean, varianceByVariance)
+    }
+}
+
+/// Statistics computed per sample instead of per batch (UnMix-TNS): replaces the layer's mode. The
+/// provider may update its own state from `x` (once per forward pass).
 public protocol SampleStatisticsProvider: AnyObject {
-    func statistics(_ x: Tensor, layer: BatchNorm2d) -> (mean: [Float], variance: [Float])
+    func statistics(_ x: Tensor, layer: BatchNorm2d) -> SampleStatistics
 }
 
 /// `nn.BatchNorm2d(features)` with `<name>.weight`, `.bias`, `.running_mean`, `.running_var`,
@@ -39,7 +56,7 @@ public final class BatchNorm2d: Module {
     public let eps: Float
     public var momentum: Float?
     public var mode: BatchNormMode = .runningStatistics
-    /// When set, replaces `mode`'s statistics by per-sample ones (forward only; a recording forward is refused).
+    /// When set, replaces `mode`'s statistics by per-sample ones; the backward pass goes through them.
     public var sampleStatistics: (any SampleStatisticsProvider)?
     public let weight, bias, runningMean, runningVar: ParameterRef
     public var counterName: String { "\(name).num_batches_tracked" }
@@ -51,6 +68,8 @@ public final class BatchNorm2d: Module {
     /// Robust mode: α and the batch mean, for the backward pass.
     private var savedBatchWeight: Float = 1
     private var savedBatchMean: [Float]?
+    /// Per-sample statistics of the recorded forward, and their inverse standard deviations.
+    private var savedSample: (statistics: SampleStatistics, invStd: [Float])?
 
     public init(_ store: ParameterStore, name: String, features: Int, eps: Float = 1e-5, momentum: Float? = 0.1) {
         self.store = store
@@ -69,19 +88,23 @@ public final class BatchNorm2d: Module {
         precondition(x.rank == 4 && x.shape[1] == features, "BatchNorm2d \(name): expected (N, \(features), H, W), got \(x.shape)")
         let (n, c, hw) = (x.shape[0], features, x.shape[2] * x.shape[3])
         if let provider = sampleStatistics {
-            precondition(!ctx.recording, "BatchNorm2d \(name): per-sample statistics are forward-only")
-            savedInput = nil
-            let (mean, variance) = provider.statistics(x, layer: self)
-            precondition(mean.count == n * c && variance.count == n * c, "BatchNorm2d \(name): per-sample statistics of the wrong size")
-            let g = store.pointer(weight), b = store.pointer(bias)
-            var y = x
-            for row in 0..<(n * c) {
-                let ch = row % c
-                let scale = g[ch] / (variance[row] + eps).squareRoot()
-                for j in 0..<hw { y.storage[row * hw + j] = (x.storage[row * hw + j] - mean[row]) * scale + b[ch] }
+            let stats = provider.statistics(x, layer: self)
+            precondition([stats.mean, stats.variance, stats.instanceMean, stats.meanByMean, stats.varianceByMean,
+                          stats.varianceByVariance].allSatisfy { $0.count == n * c },
+                         "BatchNorm2d \(name): per-sample statistics of the wrong size")
+            let invStd = stats.variance.map { 1 / ($0 + eps).squareRoot() }
+            var y = Tensor(shape: x.shape)
+            x.withUnsafeBufferPointer { xp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    sampleNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: stats.mean, invStd: invStd,
+                                    gamma: store.pointer(weight), beta: store.pointer(bias), y: yp.baseAddress!)
+                }
             }
+            savedInput = ctx.recording ? x : nil
+            savedSample = ctx.recording ? (stats, invStd) : nil
             return y
         }
+        savedSample = nil
         var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
         let rm = store.pointer(runningMean), rv = store.pointer(runningVar)
         let usesBatch: Bool
@@ -152,6 +175,20 @@ public final class BatchNorm2d: Module {
         let dB = store.requiresGrad(bias) ? store.gradPointer(bias) : nil
         var dx = [Float](repeating: 0, count: needInputGradient ? x.count : 0)
         let g = store.pointer(weight)
+        if let (s, invStd) = savedSample {
+            savedSample = nil
+            x.withUnsafeBufferPointer { xp in
+                dy.withUnsafeBufferPointer { dyp in
+                    dx.withUnsafeMutableBufferPointer { dxp in
+                        sampleNormBackward(dy: dyp.baseAddress!, x: xp.baseAddress!, n: n, c: c, hw: hw, mean: s.mean, invStd: invStd,
+                                           gamma: g, instanceMean: s.instanceMean, meanByMean: s.meanByMean,
+                                           varianceByMean: s.varianceByMean, varianceByVariance: s.varianceByVariance,
+                                           dx: needInputGradient ? dxp.baseAddress : nil, dGamma: dG, dBeta: dB)
+                    }
+                }
+            }
+            return needInputGradient ? Tensor(shape: x.shape, storage: dx) : nil
+        }
         x.withUnsafeBufferPointer { xp in
             dy.withUnsafeBufferPointer { dyp in
                 dx.withUnsafeMutableBufferPointer { dxp in

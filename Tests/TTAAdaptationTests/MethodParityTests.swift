@@ -25,7 +25,8 @@ func confidentFixtureModel() throws -> any ImageClassifier {
 }
 
 /// Cases run on `confidentFixtureModel()` (the `CONFIDENT` set of the script).
-let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid"]
+let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns",
+                                    "sar_unmix_tns"]
 
 /// Sets every BN's running statistics to those of `images` (one pass with momentum 1: batch mean and
 /// unbiased variance), as `run_rotta` does before RoTTA so that its eval-mode teacher predicts diverse classes.
@@ -78,6 +79,15 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     case "unmix_tns":
         c.unmixComponents = 4
         return ("unmix_tns", c)
+    case "tent_unmix_tns":
+        c.unmixComponents = 4; c.optimizer = .sgd; c.lr = 0.01; c.steps = 2
+        return ("tent+unmix_tns", c)
+    case "eta_unmix_tns":
+        c.unmixComponents = 4; c.optimizer = .sgd; c.lr = 0.002; c.entropyMarginFactor = 0.25; c.redundancyMargin = 0.6
+        return ("eta+unmix_tns", c)
+    case "sar_unmix_tns":
+        c.unmixComponents = 4
+        return ("sar+unmix_tns", c)
     case "roid_plain_sgd":
         c.optimizer = .sgd; c.lr = 0.01; c.roidWeighting = false; c.roidConsistency = false
         return ("roid", c)
@@ -89,11 +99,12 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 /// Per-batch outputs of every method against the PyTorch runs, to 1e-4.
 /// Golden: `method_cases()` in scripts/make_method_fixtures.py (`run_lame`, `run_eata`, `run_sar` for
 /// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`,
-/// `run_unmix_tns`).
+/// `run_unmix_tns`; `with_unmix_tns(run_tent)`, `(run_eata)` and `(run_sar)` for TENT, ETA and SAR on UnMix-TNS,
+/// whose trained parameters are compared after every batch too).
 @Suite struct MethodParityTests {
     @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
                       "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery",
-                      "rdumb", "rotta", "roid", "roid_plain_sgd", "unmix_tns"])
+                      "rdumb", "rotta", "roid", "roid_plain_sgd", "unmix_tns", "tent_unmix_tns", "eta_unmix_tns", "sar_unmix_tns"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)
@@ -116,8 +127,16 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         for (i, x) in try methodFixtureStream().enumerated() {
             let out = try adaptor.adapt(x)
             expectClose(out, try expected.tensor("batch\(i)"), "\(name) batch \(i)")
-            if let sar = adaptor.method as? SARMethod { lossAverages.append(sar.lossAverage.map(Float.init) ?? .nan) }
+            // Methods on UnMix-TNS: the trained parameters after each batch.
+            for key in expected.names where key.hasPrefix("params\(i).") {
+                let param = String(key.dropFirst("params\(i).".count))
+                expectClose(try #require(model.store.tensor(param)), try expected.tensor(key), "\(name) batch \(i) \(param)")
+            }
+            if let sar = (adaptor.method as? SARMethod) ?? (unmix?.host as? SARMethod) {
+                lossAverages.append(sar.lossAverage.map(Float.init) ?? .nan)
+            }
         }
+        #expect(expected.names.filter { $0.hasPrefix("params") }.count == (method.hasSuffix("+unmix_tns") ? 4 * 2 * model.batchNorms.count : 0))
         // EATA: the Fisher information from the source batches, per parameter.
         if let eata = adaptor.method as? EATAMethod, let r = eata.regularizer {
             let keys = expected.names.filter { $0.hasPrefix("fisher.") }
@@ -231,9 +250,10 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let expectedTrainable: [String: ParameterSelection] = ["tent": .normAffine, "cotta": .all, "eta": .normAffine,
                                                                "eata": .normAffine, "sar": .normAffine, "rdumb": .normAffine,
                                                                "rotta": .normAffine, "roid": .normAffine, "rmt": .all]
-        let selection = expectedTrainable[method] ?? ParameterSelection.none
+        // A method on UnMix-TNS trains what it trains alone.
+        let selection = expectedTrainable[MethodRegistry.baseName(method)] ?? ParameterSelection.none
         #expect(store.trainableNames == store.entries.filter { $0.kind == .parameter && selection.selects($0) }.map(\.name))
-        if expectedTrainable[method] != nil {
+        if expectedTrainable[MethodRegistry.baseName(method)] != nil {
             #expect(store.snapshot() != source, "\(method) adapted nothing")
         }
     }

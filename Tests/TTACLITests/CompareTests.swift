@@ -120,6 +120,24 @@ import TTAAdaptation
         #expect(tta(["run"] + tiny.dataOptions + ["--method", "source", "--format", "csv"]).out.hasPrefix("method,"))
     }
 
+    /// `<method>+unmix_tns` runs from the CLI beside its method, at batch size 1 too (every UnMix-TNS
+    /// statistic is per sample), with the UnMix-TNS options; other combinations are refused by name.
+    @Test func unmixCombinationsRunAtBatchSizeOne() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        var options = tiny.dataOptions
+        options[options.firstIndex(of: "--batch-size")! + 1] = "1"
+        let r = tta(["compare"] + options + ["--methods", "tent,tent+unmix_tns,eta+unmix_tns", "--unmix-components", "3", "--format", "json"])
+        #expect(r.code == 0, "\(r.err)")
+        let json = try JSONDecoder().decode(ResultsFile.self, from: Data(r.out.utf8))
+        #expect(json.runs.map(\.method) == ["tent", "tent+unmix_tns", "eta+unmix_tns"])
+        #expect(json.runs[1].domains.allSatisfy { $0.error.isFinite })
+        let bad = tta(["run"] + tiny.dataOptions + ["--method", "cotta+unmix_tns"])
+        #expect(bad.code == 64 && bad.err.contains("invalid value 'cotta+unmix_tns' for '--method'"), "\(bad.err)")
+        let zero = tta(["run"] + tiny.dataOptions + ["--method", "tent+unmix_tns", "--unmix-components", "0"])
+        #expect(zero.code == 64 && zero.err.contains("--unmix-components"), "\(zero.err)")
+    }
+
     @Test func progressLinesWhenNotATerminal() throws {
         let tiny = try TinyBenchmark()
         defer { tiny.cleanup() }

@@ -213,3 +213,124 @@ package func batchNormBackwardReference(dy: UnsafePointer<Float>, x: UnsafePoint
         }
     }
 }
+
+// MARK: - Per-sample statistics (UnMix-TNS)
+//
+// Each row r = (sample, channel) of `x: (N, C, HW)` is normalised with its own statistics μ_r, σ²_r,
+// which are functions of the row's instance mean m_r and biased variance v_r (and of constants: the
+// UnMix-TNS components and the detached component assignments):
+//
+//     y = γ_c·(x − μ_r)·invStd_r + β_c,   invStd_r = 1/√(σ²_r + eps)
+//
+// The caller gives the slopes a_r = ∂μ/∂m, b_r = ∂σ²/∂m, c_r = ∂σ²/∂v (μ does not depend on v). With
+// S1 = Σ dy, S2 = Σ dy·(x − μ) over the row's HW values and M = HW:
+//
+//     ∂L/∂μ  = −γ·invStd·S1              ∂L/∂σ² = −½·γ·invStd³·S2
+//     ∂L/∂m  = a·∂L/∂μ + b·∂L/∂σ²        ∂L/∂v  = c·∂L/∂σ²
+//     dx     = γ·invStd·dy + ∂L/∂m/M + ∂L/∂v·2(x − m)/M     (∂m/∂x = 1/M, ∂v/∂x = 2(x − m)/M)
+//     dγ_c  += Σ_rows of c invStd·S2,    dβ_c += Σ_rows of c S1
+//
+// Batch statistics are the special case of one "row" per channel spanning the batch, a = c = 1, b = 0.
+
+/// `y = (x − mean_r)·invStd_r·γ_c + β_c` with per-row statistics (`mean`, `invStd`: N·C each). `y` may alias `x`.
+package func sampleNormApply(x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                             mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>,
+                             gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    let xs = SendablePointer(x), ys = SendablePointer(y)
+    let ranges = splitRange(n * c, parts: KernelThreads.count)
+    parallelFor(ranges.count) { r in
+        for row in ranges[r] {
+            let ch = row % c
+            let scale = invStd[row] * gamma[ch]
+            affineRow(xs.base + row * hw, ys.base + row * hw, hw, scale, beta[ch] - mean[row] * scale, false)
+        }
+    }
+}
+
+/// Backward of `sampleNormApply` when the per-row statistics depend on the row's instance statistics
+/// (see the section comment): `instanceMean` m_r, and the slopes `meanByMean` a_r, `varianceByMean` b_r,
+/// `varianceByVariance` c_r (N·C each). `dx` is overwritten; `dGamma` and `dBeta` are accumulated; any
+/// output may be nil to skip it. Parallel over channels.
+package func sampleNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                                mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
+                                instanceMean: UnsafePointer<Float>, meanByMean: UnsafePointer<Float>,
+                                varianceByMean: UnsafePointer<Float>, varianceByVariance: UnsafePointer<Float>,
+                                dx: UnsafeMutablePointer<Float>?, dGamma: UnsafeMutablePointer<Float>?,
+                                dBeta: UnsafeMutablePointer<Float>?) {
+    let xs = SendablePointer(x), dys = SendablePointer(dy)
+    let dxs = dx.map(SendablePointer.init), dgs = dGamma.map(SendablePointer.init), dbs = dBeta.map(SendablePointer.init)
+    let m = Double(hw)
+    let ranges = splitRange(c, parts: KernelThreads.count)
+    parallelFor(ranges.count) { r in
+        for ch in ranges[r] {
+            let g = Double(gamma[ch])
+            var sumDy = 0.0, sumDyXhat = 0.0
+            for i in 0..<n {
+                let row = i * c + ch, off = row * hw
+                let s = Double(invStd[row])
+                let s1 = Double(vectorSum(dys.base + off, hw))
+                let s2 = Double(vectorDot(dys.base + off, xs.base + off, hw)) - Double(mean[row]) * s1
+                sumDy += s1
+                sumDyXhat += s * s2
+                guard let dxp = dxs?.base else { continue }
+                let dMu = -g * s * s1, dVar = -0.5 * g * s * s * s * s2
+                let dm = Double(meanByMean[row]) * dMu + Double(varianceByMean[row]) * dVar
+                let dv = Double(varianceByVariance[row]) * dVar
+                // dx = c1·dy + c2·x + c0
+                let c2 = 2 * dv / m
+                let c0 = dm / m - c2 * Double(instanceMean[row])
+                combineRow(dys.base + off, xs.base + off, dxp + off, hw, Float(g * s), Float(c2), Float(c0))
+            }
+            dbs?.base[ch] += Float(sumDy)
+            dgs?.base[ch] += Float(sumDyXhat)
+        }
+    }
+}
+
+/// Reference of `sampleNormApply`, in Double.
+package func sampleNormForwardReference(x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                                        mean: UnsafePointer<Float>, variance: UnsafePointer<Float>, eps: Float,
+                                        gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+    for row in 0..<(n * c) {
+        let ch = row % c
+        let istd = 1 / (Double(variance[row]) + Double(eps)).squareRoot()
+        for j in 0..<hw {
+            let idx = row * hw + j
+            y[idx] = Float((Double(x[idx]) - Double(mean[row])) * istd * Double(gamma[ch]) + Double(beta[ch]))
+        }
+    }
+}
+
+/// Reference of `sampleNormBackward`, straight from the chain rule in Double: the gradients of μ_r and
+/// σ²_r, then through m_r and v_r (recomputed here from `x`) to every input value.
+package func sampleNormBackwardReference(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
+                                         mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>,
+                                         meanByMean: UnsafePointer<Float>, varianceByMean: UnsafePointer<Float>,
+                                         varianceByVariance: UnsafePointer<Float>,
+                                         dx: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>,
+                                         dBeta: UnsafeMutablePointer<Float>) {
+    for row in 0..<(n * c) {
+        let ch = row % c
+        let g = Double(gamma[ch]), mu = Double(mean[row]), s = Double(invStd[row])
+        var instance = 0.0
+        for j in 0..<hw { instance += Double(x[row * hw + j]) }
+        instance /= Double(hw)
+        var dMu = 0.0, dVar = 0.0, db = 0.0, dg = 0.0
+        for j in 0..<hw {
+            let idx = row * hw + j, d = Double(dy[idx]), xc = Double(x[idx]) - mu
+            db += d
+            dg += d * xc * s
+            dMu += -d * g * s                        // ∂y/∂μ = −γ·invStd
+            dVar += d * g * xc * (-0.5) * s * s * s  // ∂y/∂σ² = −½·γ·(x − μ)·invStd³
+        }
+        dBeta[ch] += Float(db)
+        dGamma[ch] += Float(dg)
+        let dm = Double(meanByMean[row]) * dMu + Double(varianceByMean[row]) * dVar
+        let dv = Double(varianceByVariance[row]) * dVar
+        for j in 0..<hw {
+            let idx = row * hw + j
+            let direct = Double(dy[idx]) * g * s
+            dx[idx] = Float(direct + dm / Double(hw) + dv * 2 * (Double(x[idx]) - instance) / Double(hw))
+        }
+    }
+}

@@ -1,0 +1,141 @@
+import Testing
+@testable import TTAAdaptation
+import TTAModels
+import TTANN
+import TTATensor
+import TTATestSupport
+
+/// UnMix-TNS statistics with the assignments `p` held fixed: the function whose gradient the layer's
+/// backward computes (the reference computes `p` under `no_grad`).
+private final class FrozenAssignments: SampleStatisticsProvider {
+    let layer: UnMixTNSLayer, p: [Double]
+    init(_ layer: UnMixTNSLayer, p: [Double]) { (self.layer, self.p) = (layer, p) }
+    func statistics(_ x: Tensor, layer _: BatchNorm2d) -> SampleStatistics {
+        let (m, v) = UnMixTNSLayer.instanceStatistics(x)
+        return layer.mixture(m, v, assignments: p)
+    }
+}
+
+/// The backward pass through UnMix-TNS normalisation, and the method on top of gradient-based hosts.
+@Suite struct UnMixTNSTests {
+    /// One BN layer (3 channels) with 3 UnMix-TNS components drawn around its running statistics.
+    func unmixLayer() -> (ParameterStore, BatchNorm2d, UnMixTNSLayer) {
+        let store = ParameterStore()
+        let bn = BatchNorm2d(store, name: "bn", features: 3)
+        store.finalize()
+        store.setTrainable(.normAffine)
+        store.set("bn.weight", Tensor(shape: [3], storage: [1.3, -0.7, 0.9]))
+        store.set("bn.bias", Tensor(shape: [3], storage: [0.2, 0.1, -0.4]))
+        store.set("bn.running_mean", Tensor(shape: [3], storage: [0.3, -0.2, 0.5]))
+        store.set("bn.running_var", Tensor(shape: [3], storage: [0.8, 1.5, 0.6]))
+        let layer = UnMixTNSLayer(components: 3, mean: [0.3, -0.2, 0.5], variance: [0.8, 1.5, 0.6], bnMomentum: 0.1,
+                                  batchSizeMax: 4, configuredBatchSize: nil)
+        let noise = randomFloats(9, seed: 21)
+        layer.start(means: (0..<9).map { layer.sourceMean[$0 % 3] + layer.noiseScale[$0 % 3] * noise[$0] })
+        return (store, bn, layer)
+    }
+
+    /// The gradient to the input, γ and β through the per-sample statistics (instance mean and variance
+    /// inside the mixtures, assignments fixed) against central finite differences of `Σ y ⊙ r`; and the
+    /// real layer (which updates its components as it goes) gives exactly that gradient.
+    @Test func gradientMatchesFiniteDifferences() throws {
+        let (store, bn, layer) = unmixLayer()
+        let shape = [4, 3, 3, 3]
+        let x = randomFloats(shape.product, seed: 22, scale: 1.5).enumerated().map { $0.element + [0.3, -0.2, 0.5][($0.offset / 9) % 3] }
+        let r = randomFloats(shape.product, seed: 23)
+        let p = layer.assignments(UnMixTNSLayer.instanceStatistics(Tensor(shape: shape, storage: x)).mean)
+        #expect(p.contains { $0 > 0.05 && $0 < 0.95 }, "assignments all one-hot: the mixture slopes would be trivial")
+        let frozen = FrozenAssignments(layer, p: p)
+        bn.sampleStatistics = frozen
+        let f: ([Float]) -> Double = { weightedSum(bn.forward(Tensor(shape: shape, storage: $0), .inference).storage, r) }
+        store.zeroGrads()
+        _ = bn.forward(Tensor(shape: shape, storage: x), .training)
+        let dx = try #require(bn.backward(Tensor(shape: shape, storage: r), needInputGradient: true))
+        let errX = finiteDifferenceError(at: x, analytic: dx.storage, samples: 60, step: 1e-2, f)
+        #expect(errX < 2e-3, "input gradient FD error \(errX)")
+        for name in ["bn.weight", "bn.bias"] {
+            let p0 = try #require(store.tensor(name))
+            let err = finiteDifferenceError(at: p0.storage, analytic: try #require(store.gradient(name)).storage) { v in
+                store.set(name, Tensor(shape: [3], storage: v))
+                defer { store.set(name, p0) }
+                return f(x)
+            }
+            #expect(err < 2e-3, "\(name) gradient FD error \(err)")
+        }
+        let (dGamma, dBeta) = (store.gradient("bn.weight")!, store.gradient("bn.bias")!)
+        #expect(dGamma.storage.allSatisfy { $0 != 0 } && dBeta.storage.allSatisfy { $0 != 0 })
+
+        // The real provider: same gradient, and its components move.
+        let before = layer.means
+        bn.sampleStatistics = layer
+        store.zeroGrads()
+        _ = bn.forward(Tensor(shape: shape, storage: x), .training)
+        let dxReal = try #require(bn.backward(Tensor(shape: shape, storage: r), needInputGradient: true))
+        #expect(dxReal.storage == dx.storage)
+        #expect(store.gradient("bn.weight")! == dGamma && store.gradient("bn.bias")! == dBeta)
+        #expect(layer.means != before)
+    }
+
+    /// Every `<host>+unmix_tns` name builds UnMix-TNS around its host; other combinations are refused by name.
+    @Test func combinationsAreBuiltAroundTheirHost() throws {
+        let c = MethodConfiguration.defaults(for: .cifar)
+        for host in MethodRegistry.unmixHosts where host != "eata" {
+            let m = try #require(try MethodRegistry.make(host + "+unmix_tns", configuration: c) as? UnMixTNSMethod)
+            #expect(m.name == host + "+unmix_tns" && m.host?.name == host && MethodRegistry.baseName(m.name) == host)
+            #expect(MethodRegistry.entry(m.name)?.usesGradients == true)
+        }
+        #expect(MethodRegistry.entry("eata+unmix_tns")?.needsSourceData == true)
+        #expect(throws: AdaptationError("unknown method 'cotta+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb (as <method>+unmix_tns)")) {
+            try MethodRegistry.make("cotta+unmix_tns", configuration: c)
+        }
+    }
+
+    /// A model without BatchNorm layers is refused, alone and under a host, naming the method to run instead.
+    @Test func modelsWithoutBatchNormAreRefused() throws {
+        let vit = VisionTransformer(ViTConfiguration(imageSize: 8, patchSize: 4, dim: 8, depth: 1, heads: 2, numClasses: 3))
+        #expect(throws: AdaptationError("tent+unmix_tns: \(vit.architecture) has no BatchNorm layer for UnMix-TNS to replace; run tent alone")) {
+            try Adaptor(model: vit, method: try MethodRegistry.make("tent+unmix_tns", configuration: .defaults(for: .imagenet)), seed: 0)
+        }
+        #expect(throws: AdaptationError.self) {
+            try Adaptor(model: vit, method: try MethodRegistry.make("unmix_tns", configuration: .defaults(for: .imagenet)), seed: 0)
+        }
+    }
+
+    /// At batch size 1 (which the reference supports: every statistic is per sample) the hosts adapt
+    /// through UnMix-TNS; nothing needs a batch statistic.
+    @Test(arguments: ["tent+unmix_tns", "eta+unmix_tns", "sar+unmix_tns"])
+    func singleImagesAdapt(_ name: String) throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.entropyMarginFactor = 1; c.redundancyMargin = 1.01; c.unmixComponents = 4
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make(name, configuration: c), seed: 1)
+        let unmix = try #require(adaptor.method as? UnMixTNSMethod)
+        let x = try fixture("methods/stream.safetensors").tensor("x")
+        for i in 0..<3 {
+            let out = try adaptor.adapt(x.slice(i..<(i + 1)))
+            #expect(out.shape == [1, 10] && out.isFinite && adaptor.lastOutcome == .adapted)
+        }
+        #expect(adaptor.model.store.snapshot() != adaptor.sourceSnapshot, "\(name) trained nothing")
+        #expect(unmix.layers.allSatisfy { $0.means != $0.initial?.means }, "\(name): components did not move")
+    }
+
+    /// SAR's model recovery (here after every batch) restores the source model and, as the reference's
+    /// state-dict reload does, the UnMix-TNS components' initial draws; RDumb's periodic reset too.
+    @Test(arguments: ["sar+unmix_tns", "rdumb+unmix_tns"])
+    func hostSourceRestoresRestoreTheComponents(_ name: String) throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.entropyMarginFactor = 1; c.redundancyMargin = 1.01; c.unmixComponents = 4
+        c.sarResetConstant = 100; c.resetAfterUpdates = 1; c.optimizer = .sgd
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make(name, configuration: c), seed: 1)
+        let unmix = try #require(adaptor.method as? UnMixTNSMethod)
+        let stream = try methodFixtureStream()
+        _ = try adaptor.adapt(stream[0])
+        #expect((unmix.host as? RestoresSource)?.sourceRestores == 1)
+        #expect(adaptor.model.store.snapshot() == adaptor.sourceSnapshot)
+        #expect(unmix.layers.allSatisfy { $0.means == $0.initial?.means && $0.variances == $0.initial?.variances })
+        // Without recovery, the same batch moves them.
+        c.sarResetConstant = -1; c.resetAfterUpdates = 0
+        let plain = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make(name, configuration: c), seed: 1)
+        _ = try plain.adapt(stream[0])
+        #expect((plain.method as! UnMixTNSMethod).layers.allSatisfy { $0.means != $0.initial?.means })
+    }
+}
