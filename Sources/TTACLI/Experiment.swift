@@ -361,7 +361,8 @@ final class Experiment {
         let batchSize = o.batchSize ?? (dataset == .fmnist ? embeddedBatchSize : dataset.isImageFolder ? imageNetBatchSize : standardBatchSize)
         if batchSize == 1 && o.windowLength == nil,
            let name = o.methods.first(where: { MethodRegistry.entry($0)?.singleImages == false }) {
-            let single = MethodRegistry.entries.filter(\.singleImages).map(\.name).filter { $0 != "source" }
+            let single = MethodRegistry.entries.filter { $0.singleImages && $0.name != "source" && MethodRegistry.baseName($0.name) == $0.name }
+                .map(\.name) + ["<method>+unmix_tns"]
             throw CLIError.usage("--batch-size 1: \(name) normalises with the statistics of the test batch, which one image does not give "
                                  + "(the reference has the same limit). Give --window-length N to adapt on a sliding window of the last N images "
                                  + "(the reference's TEST.WINDOW_LENGTH, e.g. 64), or use a method made for single images: \(single.joined(separator: ", ")); "
