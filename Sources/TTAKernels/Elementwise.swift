@@ -17,7 +17,7 @@ package func reluForward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>
     while i < count { y[i] = max(x[i], 0); i += 1 }
 }
 
-/// `y = max(x, 0)` and `mask[i] = 1` where `y > 0`, else 0: the byte per element that `reluBackward(dy:mask:)`
+/// `y = max(x, 0)` (NaN stays NaN) and `mask[i] = 1` where `y > 0`, else 0 (NaN included): the byte per element that `reluBackward(dy:mask:)`
 /// needs, a quarter of the output's size. `y` may alias `x`.
 package func reluForward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<UInt8>, count: Int) {
     let zero = SIMD8<Float>()
@@ -26,7 +26,8 @@ package func reluForward(x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>
     while i + 8 <= count {
         let v = rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
         let positive = v .> zero
-        ry.storeBytes(of: v.replacing(with: zero, where: .!positive), toByteOffset: i * 4, as: SIMD8<Float>.self)
+        // NaN stays NaN (as `max` and PyTorch's relu), with a 0 in the mask.
+        ry.storeBytes(of: v.replacing(with: zero, where: v .< zero), toByteOffset: i * 4, as: SIMD8<Float>.self)
         let bits = unsafeBitCast(positive, to: SIMD8<Int32>.self)   // −1 where positive, else 0
         rm.storeBytes(of: SIMD8<UInt8>(truncatingIfNeeded: bits) & 1, toByteOffset: i, as: SIMD8<UInt8>.self)
         i += 8

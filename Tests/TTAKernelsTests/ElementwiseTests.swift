@@ -22,5 +22,11 @@ import TTAKernels
         var plain = [Float](repeating: .nan, count: count)
         reluForward(x: x, y: &plain, count: count)
         #expect(plain == y)
+        // NaN propagates forward (as PyTorch's relu) and gets no gradient, in the vector body and the tail.
+        var withNaN = x
+        for i in stride(from: 4, to: count, by: 7) { withNaN[i] = .nan }
+        reluForward(x: withNaN, y: &y, mask: &mask, count: count)
+        #expect(zip(withNaN, y).allSatisfy { $0.isNaN ? $1.isNaN : $1 == max($0, 0) })
+        #expect(mask == withNaN.map { $0 > 0 ? 1 : 0 })
     }
 }
