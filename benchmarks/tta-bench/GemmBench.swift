@@ -210,16 +210,3 @@ struct GemmBench {
         return (worst, band * starts.count)
     }
 }
-
-/// A 64-byte aligned Float buffer, freed explicitly.
-private struct Matrix {
-    let base: UnsafeMutablePointer<Float>
-
-    init(count: Int, _ value: (Int) -> Float) {
-        base = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
-            .bindMemory(to: Float.self, capacity: count)
-        for i in 0..<count { base[i] = value(i) }
-    }
-
-    func free() { base.deallocate() }
-}
