@@ -156,23 +156,23 @@ struct ConvBench {
         }
     }
 
-    /// Runs `direction` of the fast kernel on geometry `g` into `out` (forward overwrites it, the
-    /// backward directions accumulate into it).
-    private static func fast(_ direction: String, _ g: Conv2dGeometry, x: UnsafePointer<Float>,
-                             w: UnsafePointer<Float>, dy: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        switch direction {
-        case "forward": conv2dForward(x: x, weight: w, y: out, g)
-        case "input": conv2dBackwardInput(dy: dy, weight: w, dx: out, g)
-        default: conv2dBackwardWeight(x: x, dy: dy, dWeight: out, g)
-        }
-    }
+    /// A convolution call on (x, weight, dy, out, geometry): forward overwrites `out`, the backward
+    /// directions accumulate into it.
+    private typealias Call = (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                              UnsafeMutablePointer<Float>, Conv2dGeometry) -> Void
 
-    private static func reference(_ direction: String, _ g: Conv2dGeometry, x: UnsafePointer<Float>,
-                                  w: UnsafePointer<Float>, dy: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>) {
+    /// The fast kernel of `direction` and its direct-loop reference.
+    private static func kernels(_ direction: String) -> (fast: Call, reference: Call) {
         switch direction {
-        case "forward": conv2dForwardReference(x: x, weight: w, y: out, g)
-        case "input": conv2dBackwardInputReference(dy: dy, weight: w, dx: out, g)
-        default: conv2dBackwardWeightReference(x: x, dy: dy, dWeight: out, g)
+        case "forward":
+            return ({ x, w, _, y, g in conv2dForward(x: x, weight: w, y: y, g) },
+                    { x, w, _, y, g in conv2dForwardReference(x: x, weight: w, y: y, g) })
+        case "input":
+            return ({ _, w, dy, dx, g in conv2dBackwardInput(dy: dy, weight: w, dx: dx, g) },
+                    { _, w, dy, dx, g in conv2dBackwardInputReference(dy: dy, weight: w, dx: dx, g) })
+        default:
+            return ({ x, _, dy, dw, g in conv2dBackwardWeight(x: x, dy: dy, dWeight: dw, g) },
+                    { x, _, dy, dw, g in conv2dBackwardWeightReference(x: x, dy: dy, dWeight: dw, g) })
         }
     }
 
@@ -200,8 +200,9 @@ struct ConvBench {
         let count = Self.outputCount(direction, small)
         let got = Matrix(count: count) { _ in 0 }, want = Matrix(count: count) { _ in 0 }
         defer { got.free(); want.free() }
-        Self.fast(direction, small, x: x.base, w: w.base, dy: dy.base, out: got.base)
-        Self.reference(direction, small, x: x.base, w: w.base, dy: dy.base, out: want.base)
+        let (fast, reference) = Self.kernels(direction)
+        fast(x.base, w.base, dy.base, got.base, small)
+        reference(x.base, w.base, dy.base, want.base, small)
         var worst = 0.0, scale = Double.leastNormalMagnitude
         for i in 0..<count { scale = max(scale, abs(Double(want.base[i]))) }
         for i in 0..<count {
@@ -213,7 +214,7 @@ struct ConvBench {
         }
 
         let timing = Timing(minRuns: runs, fixedRuns: true) {
-            Self.fast(direction, g, x: x.base, w: w.base, dy: dy.base, out: out.base)
+            fast(x.base, w.base, dy.base, out.base, g)
         }
         let flops = 2 * Double(g.n) * Double(g.o) * Double(g.ho * g.wo) * Double(g.kdim)
         let torchSeconds = torch["\(layer.name)/\(direction)"]
