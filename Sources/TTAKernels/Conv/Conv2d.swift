@@ -126,7 +126,7 @@ private func addInPlace(_ d: UnsafeMutablePointer<Float>, _ s: UnsafePointer<Flo
 
 /// How many images one lowered GEMM takes. A GEMM's pixel dimension is `images·HO·WO`; a late
 /// WideResNet layer has only 8x8 = 64 pixels per image. Measured on one core at WRN-28-10 shapes
-/// (`gemmSIMD` in isolation):
+/// (`gemmSIMD` in isolation, GFLOP per CPU-second on a loaded machine):
 /// - forward, `y_g (og, HW) = W_g (og, kdim) · col`: one image per GEMM. The weights are read in place
 ///   and only the small col is packed; one 640 x 64 x 5760 GEMM is as fast per core as 640 x 512.
 /// - backward to the input, `col = W_gᵀ · dy_g`: the weights are the transposed A, packed per GEMM,
