@@ -13,6 +13,9 @@ import TTATestSupport
         Conv2dGeometry(n: 1, c: 6, h: 7, w: 4, o: 9, kh: 3, kw: 2, strideH: 1, strideW: 2, padH: 0, padW: 1, groups: 3),
         Conv2dGeometry(n: 2, c: 16, h: 8, w: 8, o: 32, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1),
         Conv2dGeometry(n: 1, c: 2, h: 5, w: 5, o: 3, kh: 5, kw: 5, strideH: 1, strideW: 1, padH: 2, padW: 2),
+        // Enough images that the backward passes put several side by side in one GEMM (per run of
+        // images in parallel, and per group of 2).
+        Conv2dGeometry(n: 12, c: 8, h: 7, w: 7, o: 12, kh: 3, kw: 3, strideH: 2, strideW: 2, padH: 1, padW: 1, groups: 2),
     ]
 
     @Test(arguments: geometries)
@@ -39,6 +42,8 @@ import TTATestSupport
     /// Images are spread over threads (each with single-threaded GEMMs) when the batch has at least as
     /// many images as threads, and go one by one through multi-threaded GEMMs otherwise: both must give
     /// the same bits. 1 thread, 3 threads (5 images: runs of unequal length), 8 threads (fewer images).
+    /// The backward passes also put different images side by side in one GEMM at each thread count
+    /// (12x12 outputs: 3 images per GEMM to the input, all 5 to the weights).
     @Test func resultsDoNotDependOnTheThreadCount() {
         let g = Conv2dGeometry(n: 5, c: 16, h: 12, w: 12, o: 24, kh: 3, kw: 3, strideH: 1, strideW: 1, padH: 1, padW: 1)
         let x = randomFloats(g.inputCount, seed: 5), w = randomFloats(g.weightCount, seed: 6)

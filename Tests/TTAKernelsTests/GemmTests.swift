@@ -8,7 +8,7 @@ import TTATestSupport
 /// alpha/beta variants, NaN in C with beta == 0, and one and two threads.
 @Suite("GEMM", .serialized)
 struct GemmTests {
-    /// (m, n, k). Tiles are 6 x 16 (6 x 8 portable); blocks KC 256, MC 156, NC 2048. With m > n, B is
+    /// (m, n, k). Tiles are 6 x 16 (6 x 8 portable); blocks KC 256, MC 156, NC 2048. Unless 2m < n, B is
     /// the shared operand and an untransposed A is read in place unless n > 512 or lda is a multiple
     /// of 256 ((40, 17, 512) with lda 512, (600, 520, 8)). (160, 96, 144), (157, 130, 101) and
     /// (13, 500, 700) are large enough (at least 4 MFLOP) for gemmSIMD to use a second thread.
@@ -68,11 +68,11 @@ struct GemmTests {
     @Test("a shared operand larger than 4M floats is packed in super-blocks")
     func superBlocks() {
         var rng = SeededGenerator(seed: 17)
-        // A shared (m <= n): 7 x 350000 floats, in blocks of 6 and 1 rows. B shared (m > n):
+        // A shared (2m < n): 7 x 350000 floats, in blocks of 6 and 1 rows. B shared (m > n):
         // 17 x 140000, in blocks of 16 and 1 columns. (Bᵀ keeps gemmReference's inner loop
         // contiguous, hence fast.)
         withKernelThreads(2) {
-            check(m: 7, n: 7, k: 350_000, transA: false, transB: true, alpha: 1, beta: 0.5,
+            check(m: 7, n: 15, k: 350_000, transA: false, transB: true, alpha: 1, beta: 0.5,
                   padding: (0, 0, 0), rng: &rng)
             check(m: 18, n: 17, k: 140_000, transA: false, transB: true, alpha: -1, beta: 0,
                   padding: (0, 0, 0), rng: &rng)

@@ -91,3 +91,45 @@ func writeJSON<T: Encodable>(_ value: T, to path: String) throws {
         throw BenchError.failed("cannot write \(path): \(error.localizedDescription)")
     }
 }
+
+/// A 64-byte aligned Float buffer, freed explicitly.
+struct Matrix {
+    let base: UnsafeMutablePointer<Float>
+
+    init(count: Int, _ value: (Int) -> Float) {
+        base = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: count)
+        for i in 0..<count { base[i] = value(i) }
+    }
+
+    func free() { base.deallocate() }
+}
+
+/// The fp32 multiply-add rate the machine gives right now on `threads` threads (GFLOP/s): 12
+/// independent SIMD8 accumulator chains per thread, the faster of two runs of about 0.1 s (the first
+/// also wakes the threads). On a shared machine this moves
+/// with the load; kernel figures are best read against it. (`addProduct` is one `vfmadd231ps` only
+/// in a build whose target CPU has FMA; elsewhere it is a call to `fmaf` and this figure is low.)
+func fmaPeakGFLOPS(threads: Int) -> Double {
+    let steps = 2_000_000
+    let elapsed = (0..<2).map { _ in
+        seconds {
+            DispatchQueue.concurrentPerform(iterations: threads) { _ in
+                let sum = fmaChains(steps, SIMD8(repeating: 0.5), SIMD8(repeating: 1e-9))
+                if sum.sum() == 42 { print("") }  // keeps the loop alive
+            }
+        }
+    }.min()!
+    return Double(threads * steps * 12 * 16) / elapsed * 1e-9
+}
+
+@inline(never)
+private func fmaChains(_ steps: Int, _ x: SIMD8<Float>, _ y: SIMD8<Float>) -> SIMD8<Float> {
+    var a0 = x, a1 = x, a2 = x, a3 = x, a4 = x, a5 = x, a6 = x, a7 = x, a8 = x, a9 = x, a10 = x, a11 = x
+    for _ in 0..<steps {
+        a0.addProduct(x, y); a1.addProduct(x, y); a2.addProduct(x, y); a3.addProduct(x, y)
+        a4.addProduct(x, y); a5.addProduct(x, y); a6.addProduct(x, y); a7.addProduct(x, y)
+        a8.addProduct(x, y); a9.addProduct(x, y); a10.addProduct(x, y); a11.addProduct(x, y)
+    }
+    return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11
+}

@@ -66,7 +66,14 @@ struct GemmReport: Codable {
     let benchmark: String
     let threads: Int
     let kernel: String
+    /// `fmaPeakGFLOPS` before and after the shapes.
+    let fmaPeakGflops: [Double]
     let results: [GemmResult]
+
+    enum CodingKeys: String, CodingKey {
+        case benchmark, threads, kernel, results
+        case fmaPeakGflops = "fma_peak_gflops"
+    }
 }
 
 /// The numpy side, as written by benchmarks/gemm_numpy.py.
@@ -117,6 +124,8 @@ struct GemmBench {
     func run() throws {
         KernelThreads.count = threads
         print("gemm: gemmSIMD, kernel \(gemmSIMDKernel), \(threads) thread(s); GFLOP/s from the fastest and the median run")
+        let peakBefore = fmaPeakGFLOPS(threads: threads)
+        print("FMA peak now (independent vfmadd231ps chains, \(threads) thread(s)): \(fixed(peakBefore, 1)) GFLOP/s")
         let hasNumpy = !numpy.isEmpty
         var header = pad("shape MxNxK", 16) + pad("op", 4) + pad("runs", 6) + pad("ms min", 10)
             + pad("GFLOP/s", 10) + pad("median", 10) + pad("max err", 10)
@@ -139,8 +148,11 @@ struct GemmBench {
             print(line)
             fflush(nil)
         }
+        let peakAfter = fmaPeakGFLOPS(threads: threads)
+        print("FMA peak after the shapes: \(fixed(peakAfter, 1)) GFLOP/s")
         if let jsonPath {
-            try writeJSON(GemmReport(benchmark: "gemm", threads: threads, kernel: gemmSIMDKernel, results: results),
+            try writeJSON(GemmReport(benchmark: "gemm", threads: threads, kernel: gemmSIMDKernel,
+                                     fmaPeakGflops: [peakBefore, peakAfter], results: results),
                           to: jsonPath)
             print("wrote \(jsonPath)")
         }
@@ -209,17 +221,4 @@ struct GemmBench {
         }
         return (worst, band * starts.count)
     }
-}
-
-/// A 64-byte aligned Float buffer, freed explicitly.
-private struct Matrix {
-    let base: UnsafeMutablePointer<Float>
-
-    init(count: Int, _ value: (Int) -> Float) {
-        base = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
-            .bindMemory(to: Float.self, capacity: count)
-        for i in 0..<count { base[i] = value(i) }
-    }
-
-    func free() { base.deallocate() }
 }

@@ -3,6 +3,8 @@
 //
 //     swift run -c release tta-bench gemm [--threads N] [--json FILE] [--numpy FILE] [--runs N]
 //                                         [--shapes square|conv|all|MxNxK,...] [--trans NN|NT|TN|TT]
+//     swift run -c release tta-bench conv [--batch N] [--threads N] [--runs N] [--layers LIST]
+//                                         [--directions forward,input,weight] [--json FILE] [--torch FILE]
 //     swift run -c release tta-bench steps [--model wideresnet-D-W[,...]] [--batch N[,...]] [--methods LIST]
 //                                          [--warmup W] [--runs R] [--threads T] [--json FILE]
 //
@@ -21,6 +23,14 @@ let usage = """
               --trans XY        NN (default), NT, TN or TT: transpose A (X) and/or B (Y)
               --json FILE       write all results as JSON
               --numpy FILE      JSON written by benchmarks/gemm_numpy.py; adds a Swift/numpy column
+      conv    time each WRN-28-10 convolution (forward, backward to input, backward to weights)
+              --batch N         images per call (default: 200)
+              --runs N          timed runs after one warm-up (default: 2)
+              --layers LIST     comma-separated layer names (default: all ten distinct shapes)
+              --directions LIST from forward,input,weight (default: all three)
+              --threads N       kernel threads (default: all cores)
+              --json FILE       write all results as JSON
+              --torch FILE      JSON written by benchmarks/conv_torch.py; adds a PyTorch/Swift time ratio
       steps   time one adaptation step (Adaptor.adapt on one batch) per method and model; PyTorch
               counterpart: benchmarks/pytorch_reference.py, both together: benchmarks/compare_steps.sh
               --model LIST      wideresnet-D-W, comma-separated (default: wideresnet-28-10,wideresnet-16-2)
@@ -45,6 +55,8 @@ do {
     switch command {
     case "gemm":
         try GemmBench(arguments: arguments).run()
+    case "conv":
+        try ConvBench(arguments: arguments).run()
     case "steps":
         try StepBench(arguments: arguments).run()
     case "-h", "--help", "help":

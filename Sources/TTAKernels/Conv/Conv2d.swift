@@ -2,8 +2,9 @@
 ///
 /// Shapes: `x: (N, C, H, W)`, `weight: (O, C/groups, KH, KW)` (OIHW, as in PyTorch checkpoints),
 /// `y: (N, O, HO, WO)` with `HO = (H + 2·padH − KH)/strideH + 1`. No bias (none of the CNNs we load
-/// has one on a convolution). The fast path lowers each image and group to a GEMM through `im2col`;
-/// `conv2dForwardReference` and friends are the direct loops it is tested against.
+/// has one on a convolution). The fast path lowers images to GEMMs through `im2col` (pointwise
+/// convolutions use the input as it is); `conv2dForwardReference` and friends are the direct loops
+/// it is tested against.
 package struct Conv2dGeometry: Sendable, Equatable, CustomStringConvertible {
     package var n, c, h, w: Int
     package var o, kh, kw: Int
@@ -35,16 +36,19 @@ package struct Conv2dGeometry: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Lowers channels `[c0, c0+cg)` of one image `x: (C, H, W)` into `col: (cg·KH·KW, HO·WO)`.
+/// Lowers channels `c0 + channels` of one image `x: (C, H, W)` into rows `channels·KH·KW` of
+/// `col: (cg·KH·KW, HO·WO)`, whose rows are `ld` floats apart (`ld > HO·WO` when several images sit
+/// side by side).
 @inline(__always)
-private func im2col(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry, c0: Int, _ col: UnsafeMutablePointer<Float>) {
+private func im2col(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry, c0: Int, channels: Range<Int>,
+                    _ col: UnsafeMutablePointer<Float>, ld: Int) {
     let (ho, wo) = (g.ho, g.wo)
-    var row = 0
-    for ci in 0..<g.cg {
+    var row = channels.lowerBound * g.kh * g.kw
+    for ci in channels {
         let plane = x + (c0 + ci) * g.h * g.w
         for ky in 0..<g.kh {
             for kx in 0..<g.kw {
-                let dst = col + row * ho * wo
+                let dst = col + row * ld
                 for oy in 0..<ho {
                     let iy = oy * g.strideH - g.padH + ky
                     let d = dst + oy * wo
@@ -73,16 +77,17 @@ private func im2col(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry, c0: Int, _ c
     }
 }
 
-/// Adds `col: (cg·KH·KW, HO·WO)` back into channels `[c0, c0+cg)` of one image `dx: (C, H, W)`.
+/// Adds `col: (cg·KH·KW, HO·WO)`, rows `ld` floats apart, back into channels `[c0, c0+cg)` of one
+/// image `dx: (C, H, W)`.
 @inline(__always)
-private func col2imAdd(_ col: UnsafePointer<Float>, _ g: Conv2dGeometry, c0: Int, _ dx: UnsafeMutablePointer<Float>) {
+private func col2imAdd(_ col: UnsafePointer<Float>, ld: Int, _ g: Conv2dGeometry, c0: Int, _ dx: UnsafeMutablePointer<Float>) {
     let (ho, wo) = (g.ho, g.wo)
     var row = 0
     for ci in 0..<g.cg {
         let plane = dx + (c0 + ci) * g.h * g.w
         for ky in 0..<g.kh {
             for kx in 0..<g.kw {
-                let srcRow = col + row * ho * wo
+                let srcRow = col + row * ld
                 for oy in 0..<ho {
                     let iy = oy * g.strideH - g.padH + ky
                     if iy < 0 || iy >= g.h { continue }
@@ -119,96 +124,171 @@ private func addInPlace(_ d: UnsafeMutablePointer<Float>, _ s: UnsafePointer<Flo
     while i < count { d[i] += s[i]; i += 1 }
 }
 
-/// `y = conv(x, weight)`. y is overwritten. Images run in parallel (see `forEachImage`).
+/// How many images one lowered GEMM takes. A GEMM's pixel dimension is `images·HO·WO`; a late
+/// WideResNet layer has only 8x8 = 64 pixels per image. Measured on one core at WRN-28-10 shapes
+/// (`gemmSIMD` in isolation, GFLOP per CPU-second on a loaded machine):
+/// - forward, `y_g (og, HW) = W_g (og, kdim) · col`: one image per GEMM. The weights are read in place
+///   and only the small col is packed; one 640 x 64 x 5760 GEMM is as fast per core as 640 x 512.
+/// - backward to the input, `col = W_gᵀ · dy_g`: the weights are the transposed A, packed per GEMM,
+///   so a GEMM of one 8x8 image repacks 640 x 5760 weights for 64 columns; with 512 columns
+///   (8 images) the GEMM runs about 17 % faster per core.
+/// - backward to the weights, `dW_g += dy_g · colᵀ`: the pixels are the GEMM's depth; 1024 of them
+///   per GEMM (16 images of 8x8) read and write dW 16 times less often, in fewer, larger
+///   multi-threaded GEMMs.
+enum ConvBatching {
+    static let inputColumns = 512
+    static let weightDepth = 1024
+
+    /// Images per GEMM so that it has about `pixels` pixels (at least one image).
+    static func images(_ g: Conv2dGeometry, pixels: Int) -> Int { max(1, min(g.n, pixels / (g.ho * g.wo))) }
+}
+
+/// `y = conv(x, weight)`. y is overwritten. Images run in parallel (see `forEachImageRun`), one GEMM
+/// per image and group.
 package func conv2dForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                            _ g: Conv2dGeometry) {
-    let hwo = g.ho * g.wo
-    forEachLoweredInput(x, g, imagesInParallel: true) { i, gr, b, threads in
-        gemm(transA: false, transB: false, m: g.og, n: hwo, k: g.kdim, alpha: 1,
-             a: weight + gr * g.og * g.kdim, lda: g.kdim, b: b, ldb: hwo,
-             beta: 0, c: y + (i * g.o + gr * g.og) * hwo, ldc: hwo, threads: threads)
+    let hwo = g.ho * g.wo, chw = g.c * g.h * g.w
+    let scratch = g.isPointwise ? 0 : g.kdim * hwo
+    forEachImageRun(g.n, imagesPerCall: 1, scratch: scratch, inParallel: true) { images, col, threads in
+        let i = images.lowerBound, xi = x + i * chw
+        for gr in 0..<g.groups {
+            let b: UnsafePointer<Float>
+            if g.isPointwise {
+                b = xi + gr * g.cg * g.h * g.w
+            } else {
+                im2col(xi, g, c0: gr * g.cg, channels: 0..<g.cg, col, ld: hwo)
+                b = UnsafePointer(col)
+            }
+            gemm(transA: false, transB: false, m: g.og, n: hwo, k: g.kdim, alpha: 1,
+                 a: weight + gr * g.og * g.kdim, lda: g.kdim, b: b, ldb: hwo,
+                 beta: 0, c: y + (i * g.o + gr * g.og) * hwo, ldc: hwo, threads: threads)
+        }
     }
 }
 
 /// `dx += ∂L/∂x` given `dy = ∂L/∂y`. The caller zeroes `dx` first if it wants the gradient alone.
-/// Images run in parallel: each writes only its own slice of `dx`.
+/// Runs of images go in parallel, each writing only its own images of `dx`; within a run, images of
+/// up to `ConvBatching.inputColumns` pixels go through one GEMM whose columns are their `dy` side by
+/// side, then `col2imAdd` per image.
 package func conv2dBackwardInput(dy: UnsafePointer<Float>, weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                                  _ g: Conv2dGeometry) {
     let hwo = g.ho * g.wo, chw = g.c * g.h * g.w
-    forEachImage(g.n, scratch: g.isPointwise ? 0 : g.kdim * hwo, inParallel: true) { i, col, threads in
+    if g.isPointwise {
+        // dx_g (cg, HW) += W_gᵀ (cg, og) · dy_g (og, HW), straight into dx.
+        forEachImageRun(g.n, imagesPerCall: 1, scratch: 0, inParallel: true) { images, _, threads in
+            let i = images.lowerBound
+            for gr in 0..<g.groups {
+                gemm(transA: true, transB: false, m: g.kdim, n: hwo, k: g.og, alpha: 1,
+                     a: weight + gr * g.og * g.kdim, lda: g.kdim, b: dy + (i * g.o + gr * g.og) * hwo, ldb: hwo,
+                     beta: 1, c: dx + i * chw + gr * g.cg * g.h * g.w, ldc: hwo, threads: threads)
+            }
+        }
+        return
+    }
+    let most = ConvBatching.images(g, pixels: ConvBatching.inputColumns)
+    let scratch = (g.kdim + g.og) * most * hwo
+    forEachImageRun(g.n, imagesPerCall: most, scratch: scratch, inParallel: true) { images, buffer, threads in
+        let cols = images.count * hwo
+        let col = buffer, gathered = buffer + g.kdim * cols
         for gr in 0..<g.groups {
-            let dyi = dy + (i * g.o + gr * g.og) * hwo
-            let wg = weight + gr * g.og * g.kdim
-            if g.isPointwise {
-                // dx_g (cg, HW) += W_gᵀ (cg, og) · dy_g (og, HW)
-                gemm(transA: true, transB: false, m: g.kdim, n: hwo, k: g.og, alpha: 1, a: wg, lda: g.kdim,
-                     b: dyi, ldb: hwo, beta: 1, c: dx + i * chw + gr * g.cg * g.h * g.w, ldc: hwo, threads: threads)
-            } else {
-                gemm(transA: true, transB: false, m: g.kdim, n: hwo, k: g.og, alpha: 1, a: wg, lda: g.kdim,
-                     b: dyi, ldb: hwo, beta: 0, c: col, ldc: hwo, threads: threads)
-                col2imAdd(col, g, c0: gr * g.cg, dx + i * chw)
+            // col (kdim, images·HW) = W_gᵀ (kdim, og) · [dy_g of each image] (og, images·HW)
+            let b = gatherOutputs(dy, g, group: gr, images: images, into: gathered)
+            gemm(transA: true, transB: false, m: g.kdim, n: cols, k: g.og, alpha: 1,
+                 a: weight + gr * g.og * g.kdim, lda: g.kdim, b: b, ldb: cols,
+                 beta: 0, c: col, ldc: cols, threads: threads)
+            for (j, i) in images.enumerated() {
+                col2imAdd(col + j * hwo, ld: cols, g, c0: gr * g.cg, dx + i * chw)
             }
         }
     }
 }
 
 /// `dWeight += ∂L/∂weight` given `dy`. The caller zeroes `dWeight` first if it wants the gradient alone.
-/// Images run one after the other (they all add into `dWeight`), each through a multi-threaded GEMM,
-/// so the sum is taken in image order whatever the thread count.
+/// Groups of images (up to `ConvBatching.weightDepth` pixels) go one after the other, each lowered
+/// side by side (by all threads) and multiplied in one multi-threaded GEMM whose depth is their
+/// pixels, so the sum is taken in the same order whatever the thread count.
 package func conv2dBackwardWeight(x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
                                   _ g: Conv2dGeometry) {
-    let hwo = g.ho * g.wo
-    forEachLoweredInput(x, g, imagesInParallel: false) { i, gr, b, threads in
-        // dW_g (og, kdim) += dy_g (og, HW) · colᵀ (HW, kdim)
-        gemm(transA: false, transB: true, m: g.og, n: g.kdim, k: hwo, alpha: 1,
-             a: dy + (i * g.o + gr * g.og) * hwo, lda: hwo, b: b, ldb: hwo,
-             beta: 1, c: dWeight + gr * g.og * g.kdim, ldc: g.kdim, threads: threads)
-    }
-}
-
-/// Calls `body(image, group, col, gemmThreads)` with the lowered input `col: (cg·KH·KW, HO·WO)` of every
-/// image and group: `im2col` into the worker's scratch buffer, or the input itself for pointwise
-/// convolutions.
-@inline(__always)
-private func forEachLoweredInput(_ x: UnsafePointer<Float>, _ g: Conv2dGeometry, imagesInParallel: Bool,
-                                 _ body: (Int, Int, UnsafePointer<Float>, Int) -> Void) {
-    let chw = g.c * g.h * g.w
-    forEachImage(g.n, scratch: g.isPointwise ? 0 : g.kdim * g.ho * g.wo, inParallel: imagesInParallel) { i, col, threads in
-        let xi = x + i * chw
+    let hwo = g.ho * g.wo, chw = g.c * g.h * g.w
+    let most = g.isPointwise ? 1 : ConvBatching.images(g, pixels: ConvBatching.weightDepth)
+    let scratch = g.isPointwise ? 0 : (g.kdim + g.og) * most * hwo
+    forEachImageRun(g.n, imagesPerCall: most, scratch: scratch, inParallel: false) { images, buffer, threads in
+        let depth = images.count * hwo
+        let col = SendablePointer(buffer), gathered = buffer + g.kdim * depth
         for gr in 0..<g.groups {
+            let a: UnsafePointer<Float>, b: UnsafePointer<Float>
             if g.isPointwise {
-                body(i, gr, xi + gr * g.cg * g.h * g.w, threads)
+                let i = images.lowerBound
+                a = dy + (i * g.o + gr * g.og) * hwo
+                b = x + i * chw + gr * g.cg * g.h * g.w
             } else {
-                im2col(xi, g, c0: gr * g.cg, col)
-                body(i, gr, UnsafePointer(col), threads)
+                // Each image fills its own columns; fewer images than threads are split by channels.
+                let parts = images.count >= threads ? 1 : min(g.cg, (threads + images.count - 1) / images.count)
+                let channelRanges = splitRange(g.cg, parts: parts)
+                parallelFor(images.count * channelRanges.count) { task in
+                    let j = task / channelRanges.count
+                    im2col(x + (images.lowerBound + j) * chw, g, c0: gr * g.cg,
+                           channels: channelRanges[task % channelRanges.count], col.base + j * hwo, ld: depth)
+                }
+                a = gatherOutputs(dy, g, group: gr, images: images, into: gathered)
+                b = UnsafePointer(col.base)
             }
+            // dW_g (og, kdim) += dy_g (og, images·HW) · colᵀ (images·HW, kdim)
+            gemm(transA: false, transB: true, m: g.og, n: g.kdim, k: depth, alpha: 1,
+                 a: a, lda: depth, b: b, ldb: depth,
+                 beta: 1, c: dWeight + gr * g.og * g.kdim, ldc: g.kdim, threads: threads)
         }
     }
 }
 
-/// Calls `body(image, scratch, gemmThreads)` for every image of the batch, with a scratch buffer of
-/// `scratch` floats owned by the calling worker.
+/// Group `group` of the output gradients `dy` of `images` as one (og, images·HO·WO) matrix: for one
+/// image, `dy` itself; for several, copied side by side into `buffer`.
+@inline(__always)
+private func gatherOutputs(_ dy: UnsafePointer<Float>, _ g: Conv2dGeometry, group: Int, images: Range<Int>,
+                           into buffer: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+    let hwo = g.ho * g.wo
+    if images.count == 1 { return dy + (images.lowerBound * g.o + group * g.og) * hwo }
+    let cols = images.count * hwo
+    for (j, i) in images.enumerated() {
+        let src = dy + (i * g.o + group * g.og) * hwo
+        for oc in 0..<g.og { (buffer + oc * cols + j * hwo).update(from: src + oc * hwo, count: hwo) }
+    }
+    return UnsafePointer(buffer)
+}
+
+/// Calls `body(images, scratch, gemmThreads)` on consecutive ranges of at most `imagesPerCall`
+/// images that cover the batch in order, with a scratch buffer of `scratch` floats owned by the
+/// calling worker.
 ///
 /// In parallel, with at least as many images as threads, the batch is cut into contiguous runs of
 /// images that the threads take dynamically, each running single-threaded GEMMs: one image of a late
 /// WideResNet layer (8x8 outputs) is too small a GEMM to keep two cores busy, a batch of them is not.
-/// Otherwise the images go one by one through GEMMs that use all the threads. A GEMM computes every
-/// element in the same order whatever its thread count, so the split never changes a result.
+/// Otherwise the ranges go one by one through GEMMs that use all the threads. A GEMM computes every
+/// element in the same order whatever its thread count and however many columns it has, so neither
+/// the split nor the ranges change a result.
 @inline(__always)
-private func forEachImage(_ n: Int, scratch: Int, inParallel: Bool,
-                          _ body: (Int, UnsafeMutablePointer<Float>, Int) -> Void) {
+private func forEachImageRun(_ n: Int, imagesPerCall: Int, scratch: Int, inParallel: Bool,
+                             _ body: (Range<Int>, UnsafeMutablePointer<Float>, Int) -> Void) {
     let threads = KernelThreads.count
+    func walk(_ run: Range<Int>, _ buffer: UnsafeMutablePointer<Float>, _ gemmThreads: Int) {
+        var i = run.lowerBound
+        while i < run.upperBound {
+            let next = min(run.upperBound, i + imagesPerCall)
+            body(i..<next, buffer, gemmThreads)
+            i = next
+        }
+    }
     if inParallel && threads > 1 && n >= threads {
         let runs = splitRange(n, parts: min(n, 4 * threads))
         parallelFor(runs.count) { r in
-            let col = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratch))
-            defer { col.deallocate() }
-            for i in runs[r] { body(i, col, 1) }
+            let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratch))
+            defer { buffer.deallocate() }
+            walk(runs[r], buffer, 1)
         }
     } else {
-        let col = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratch))
-        defer { col.deallocate() }
-        for i in 0..<n { body(i, col, threads) }
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: max(1, scratch))
+        defer { buffer.deallocate() }
+        walk(0..<n, buffer, threads)
     }
 }
 
