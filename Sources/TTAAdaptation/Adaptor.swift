@@ -103,13 +103,19 @@ public final class Adaptor {
     /// `process` for one image under the sliding window.
     private func processInWindow(_ x: Tensor) throws -> StepResult {
         let slot = windowPointer
-        if let w = window, w.shape == [windowLength] + x.shape.dropFirst() {
-            let n = x.count
-            var buffer = w.storage
-            buffer.replaceSubrange((slot * n)..<((slot + 1) * n), with: x.storage)
-            window = Tensor(shape: w.shape, storage: buffer)
-        } else if let w = window, Array(w.shape.dropFirst()) == Array(x.shape.dropFirst()) {
-            window = Tensor(shape: [w.shape[0] + 1] + x.shape.dropFirst(), storage: w.storage + x.storage)
+        if var w = window {
+            window = nil   // `w` the only reference: written in place
+            guard w.shape.dropFirst() == x.shape.dropFirst() else {
+                window = w
+                throw AdaptationError("image of shape \(Array(x.shape.dropFirst())) for a sliding window of \(Array(w.shape.dropFirst())) images")
+            }
+            if w.shape[0] < windowLength {   // still filling: slot == count
+                w.storage.append(contentsOf: x.storage)
+                w.shape[0] += 1
+            } else {
+                w.storage.replaceSubrange((slot * x.count)..<((slot + 1) * x.count), with: x.storage)
+            }
+            window = w
         } else {
             window = x
         }

@@ -75,12 +75,12 @@ public final class ReLU: Module {
             savedMask = nil
             return mapElements(x) { reluForward(x: $0, y: $1, count: $2) }
         }
-        var mask = [UInt8](repeating: 0, count: x.count)
-        let y = mask.withUnsafeMutableBufferPointer { m in
-            mapElements(x) { reluForward(x: $0, y: $1, mask: m.baseAddress!, count: $2) }
+        var y: Tensor?
+        savedMask = [UInt8](unsafeUninitializedCapacity: x.count) { m, initialized in   // the kernel writes every byte
+            y = mapElements(x) { reluForward(x: $0, y: $1, mask: m.baseAddress!, count: $2) }
+            initialized = x.count
         }
-        savedMask = mask
-        return y
+        return y!
     }
 
     public func backward(_ dy: Tensor, needInputGradient: Bool) -> Tensor? {

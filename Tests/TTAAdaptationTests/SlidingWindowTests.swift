@@ -67,6 +67,11 @@ import TTATestSupport
         for x in images[7..<13] {
             #expect(try a.adapt(x).storage == b.adapt(x).storage)
         }
+        // An image of another size than the window's is refused by name, and the window is kept.
+        let small = Tensor(shape: [1, 3, 16, 16], storage: Array(images[0].storage.prefix(3 * 16 * 16)))
+        let kept = a.captureState()
+        #expect(throws: AdaptationError("image of shape [3, 16, 16] for a sliding window of [3, 32, 32] images")) { try a.process(small) }
+        #expect(a.captureState().window == kept.window && a.captureState().windowPointer == kept.windowPointer)
         let c = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 2)
         #expect(throws: AdaptationError.self) { try c.restoreState(saved) }   // a 3-image window does not fit W = 2
 
