@@ -50,3 +50,44 @@ package func splitRange(_ count: Int, parts: Int) -> [Range<Int>] {
     }
     return out
 }
+
+/// A grow-only float buffer that kernels borrow from `ScratchPool` for the length of a call. Every
+/// float of its capacity is written once when it grows, so its pages are resident from then on and
+/// the steady state neither allocates nor faults pages in.
+package final class ScratchBuffer: @unchecked Sendable {
+    private var base: UnsafeMutablePointer<Float>
+    private var capacity = 0
+
+    init() { base = .allocate(capacity: 1) }
+
+    /// At least `count` floats (contents unspecified).
+    package func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count > capacity {
+            base.deallocate()
+            base = .allocate(capacity: count)
+            base.initialize(repeating: 0, count: count)
+            capacity = count
+        }
+        return base
+    }
+}
+
+/// The scratch buffers of the kernels, kept across calls. A call takes a buffer no other call holds
+/// (one per concurrent worker), so concurrent calls never share one.
+package enum ScratchPool {
+    nonisolated(unsafe) private static var idle: [ScratchBuffer] = []
+    private static let lock = NSLock()
+
+    /// Runs `body` with a buffer of its own, then returns the buffer to the pool.
+    package static func withBuffer<T>(_ body: (ScratchBuffer) throws -> T) rethrows -> T {
+        lock.lock()
+        let buffer = idle.popLast() ?? ScratchBuffer()
+        lock.unlock()
+        defer {
+            lock.lock()
+            idle.append(buffer)
+            lock.unlock()
+        }
+        return try body(buffer)
+    }
+}

@@ -33,7 +33,7 @@ public final class Conv2d: Module {
         var y = Tensor(shape: [g.n, g.o, g.ho, g.wo])
         let w = store.pointer(weight)
         x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in conv2dForward(x: xp.baseAddress!, weight: w, y: yp.baseAddress!, g) }
+            y.withUnsafeMutableBufferPointer { yp in conv2dForward(x: xp.baseAddress!, weight: w, y: yp.baseAddress!, g, inference: !ctx.recording) }
         }
         // The gradient to the input needs only the weight: the input is kept for the weight's gradient alone
         // (TENT-style methods, which train no convolution, keep no convolution input).

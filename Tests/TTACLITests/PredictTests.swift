@@ -72,8 +72,9 @@ import TTATestSupport
             outputs.append(try NPYFile(contentsOf: URL(fileURLWithPath: out)).floats())
         }
         #expect(outputs[0] != outputs[1])
-        // tent predicts its first batch before any update: the same as norm_test there.
-        #expect(Array(outputs[1][0..<40]) == Array(outputs[2][0..<40]))
+        // tent predicts its first batch before any update: the same as norm_test there, up to rounding
+        // (norm_test's pass records nothing and its 3x3 convolutions take Winograd, tent's the GEMM).
+        expectClose(Array(outputs[1][0..<40]), Array(outputs[2][0..<40]), tolerance: 2e-5, "first batch")
         #expect(outputs[1][40...] != outputs[2][40...])
     }
 

@@ -59,12 +59,16 @@ import TTATestSupport
         #expect(model.store.trainableNames.count == io.names.filter { $0.hasPrefix("grad.") }.count)
     }
 
-    /// Inference passes keep nothing and give the same logits as recording passes.
+    /// Inference passes give the logits of recording passes up to rounding: their 3x3 convolutions
+    /// take Winograd F(4x4), the recorded ones the lowered GEMM (`Conv2dGeometry.winogradTile`).
     @Test func inferenceEqualsRecordingForward() throws {
         let io = try fixture("wrn16_2_io.safetensors")
         let model = try ModelZoo.load(try fixture("wrn16_2.safetensors"))
         let x = try io.tensor("x")
-        #expect(model.forward(x, .inference) == model.forward(x, .training))
+        let inference = model.forward(x, .inference), recorded = model.forward(x, .training)
+        expectClose(inference, recorded, tolerance: 2e-5, "inference vs recorded logits")
+        expectClose(inference, try io.tensor("eval.logits"), "inference vs PyTorch")
+        #expect(inference != recorded, "the inference pass took the same path as the recorded one")
     }
 }
 

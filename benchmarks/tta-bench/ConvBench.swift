@@ -43,12 +43,16 @@ struct ConvResult: Codable {
     let maxRelativeError: Double
     let torchSecondsMin: Double?
     let ratioToTorch: Double?
+    /// Where the direction takes Winograd: the fastest run of the im2col + GEMM lowering of the same
+    /// call, timed right after it.
+    let loweredSecondsMin: Double?
 
     enum CodingKeys: String, CodingKey {
         case layer, direction, batch, threads, runs
         case secondsMin = "seconds_min", secondsMedian = "seconds_median", gflopsMinTime = "gflops_min_time"
         case maxRelativeError = "max_relative_error"
         case torchSecondsMin = "torch_seconds_min", ratioToTorch = "ratio_to_torch"
+        case loweredSecondsMin = "lowered_seconds_min"
     }
 }
 
@@ -71,9 +75,12 @@ private struct TorchConvReport: Decodable {
 
 /// `tta-bench conv`: each WRN-28-10 convolution forward, backward to the input and backward to the
 /// weights at one batch size. Each direction is first checked against its direct-loop reference on
-/// two images, then timed on the whole batch.
+/// two images, then timed on the whole batch. `forward` is a recorded forward pass (the lowered GEMM),
+/// `inference` one that no backward pass follows (Winograd F(4x4) on 3x3 stride-1 layers), `input`
+/// the backward pass to the input (Winograd F(2x2) there); where a direction takes Winograd, the
+/// lowered GEMM of the same call is timed right after it, for the speed-up in the same run.
 struct ConvBench {
-    static let directions = ["forward", "input", "weight"]
+    static let directions = ["forward", "inference", "input", "weight"]
     /// Largest error tolerated against the reference, relative to the largest reference magnitude.
     static let tolerance = 1e-4
 
@@ -104,7 +111,7 @@ struct ConvBench {
         }
         directions = try (options.string("directions")?.split(separator: ",").map(String.init) ?? Self.directions).map {
             guard Self.directions.contains($0) else {
-                throw BenchError.usage("--directions: expected forward, input or weight, got '\($0)'")
+                throw BenchError.usage("--directions: expected forward, inference, input or weight, got '\($0)'")
             }
             return $0
         }
@@ -125,7 +132,7 @@ struct ConvBench {
         print("conv: WRN-28-10 convolutions at batch \(batch), \(threads) thread(s), GEMM kernel \(gemmSIMDKernel); "
               + "warm-up 1, \(runs) timed run(s)")
         var header = pad("layer", 10) + pad("geometry", 34) + pad("dir", 8) + pad("ms min", 10) + pad("GFLOP/s", 9)
-            + pad("max err", 9)
+            + pad("max err", 9) + pad("gemm ms", 10) + pad("speed-up", 9)
         if !torch.isEmpty { header += pad("torch ms", 10) + pad("ratio", 7) }
         print(header)
         print(String(repeating: "-", count: header.count))
@@ -139,6 +146,8 @@ struct ConvBench {
                     + pad("\(g.c)->\(g.o) \(g.kh)x\(g.kw)/\(g.strideH) \(g.h)x\(g.w)->\(g.ho)x\(g.wo)", 34)
                     + pad(direction, 8) + pad(fixed(r.secondsMin * 1e3, 1), 10) + pad(fixed(r.gflopsMinTime, 1), 9)
                     + pad(String(format: "%.0e", r.maxRelativeError), 9)
+                    + pad(r.loweredSecondsMin.map { fixed($0 * 1e3, 1) } ?? "-", 10)
+                    + pad(r.loweredSecondsMin.map { fixed($0 / r.secondsMin, 2) + "x" } ?? "-", 9)
                 if !torch.isEmpty {
                     line += pad(r.torchSecondsMin.map { fixed($0 * 1e3, 1) } ?? "-", 10)
                         + pad(r.ratioToTorch.map { fixed($0, 2) + "x" } ?? "-", 7)
@@ -167,6 +176,9 @@ struct ConvBench {
         case "forward":
             return ({ x, w, _, y, g in conv2dForward(x: x, weight: w, y: y, g) },
                     { x, w, _, y, g in conv2dForwardReference(x: x, weight: w, y: y, g) })
+        case "inference":
+            return ({ x, w, _, y, g in conv2dForward(x: x, weight: w, y: y, g, inference: true) },
+                    { x, w, _, y, g in conv2dForwardReference(x: x, weight: w, y: y, g) })
         case "input":
             return ({ _, w, dy, dx, g in conv2dBackwardInput(dy: dy, weight: w, dx: dx, g) },
                     { _, w, dy, dx, g in conv2dBackwardInputReference(dy: dy, weight: w, dx: dx, g) })
@@ -178,7 +190,7 @@ struct ConvBench {
 
     private static func outputCount(_ direction: String, _ g: Conv2dGeometry) -> Int {
         switch direction {
-        case "forward": g.outputCount
+        case "forward", "inference": g.outputCount
         case "input": g.inputCount
         default: g.weightCount
         }
@@ -216,11 +228,20 @@ struct ConvBench {
         let timing = Timing(minRuns: runs, fixedRuns: true) {
             fast(x.base, w.base, dy.base, out.base, g)
         }
+        var lowered: Double?
+        let pass: ConvPass? = direction == "inference" ? .inference : direction == "input" ? .backwardInput : nil
+        if let pass, g.winogradTile(for: pass) != nil {
+            ConvAlgorithm.winograd = false
+            defer { ConvAlgorithm.winograd = true }
+            lowered = Timing(minRuns: runs, fixedRuns: true) { fast(x.base, w.base, dy.base, out.base, g) }.min
+        }
         let flops = 2 * Double(g.n) * Double(g.o) * Double(g.ho * g.wo) * Double(g.kdim)
-        let torchSeconds = torch["\(layer.name)/\(direction)"]
+        // PyTorch's forward is one and the same call whether or not a backward pass follows.
+        let torchSeconds = torch["\(layer.name)/\(direction == "inference" ? "forward" : direction)"]
         return ConvResult(layer: layer.name, direction: direction, batch: batch, threads: threads,
                           runs: timing.runs.count, secondsMin: timing.min, secondsMedian: timing.median,
                           gflopsMinTime: flops / timing.min * 1e-9, maxRelativeError: worst,
-                          torchSecondsMin: torchSeconds, ratioToTorch: torchSeconds.map { $0 / timing.min })
+                          torchSecondsMin: torchSeconds, ratioToTorch: torchSeconds.map { $0 / timing.min },
+                          loweredSecondsMin: lowered)
     }
 }

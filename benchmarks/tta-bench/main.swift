@@ -4,7 +4,7 @@
 //     swift run -c release tta-bench gemm [--threads N] [--json FILE] [--numpy FILE] [--runs N]
 //                                         [--shapes square|conv|all|MxNxK,...] [--trans NN|NT|TN|TT]
 //     swift run -c release tta-bench conv [--batch N] [--threads N] [--runs N] [--layers LIST]
-//                                         [--directions forward,input,weight] [--json FILE] [--torch FILE]
+//                                         [--directions forward,inference,input,weight] [--json FILE] [--torch FILE]
 //     swift run -c release tta-bench steps [--model wideresnet-D-W[,...]] [--batch N[,...]] [--methods LIST]
 //                                          [--warmup W] [--runs R] [--threads T] [--json FILE]
 //
@@ -23,11 +23,12 @@ let usage = """
               --trans XY        NN (default), NT, TN or TT: transpose A (X) and/or B (Y)
               --json FILE       write all results as JSON
               --numpy FILE      JSON written by benchmarks/gemm_numpy.py; adds a Swift/numpy column
-      conv    time each WRN-28-10 convolution (forward, backward to input, backward to weights)
+      conv    time each WRN-28-10 convolution (forward, inference forward, backward to input and to weights)
               --batch N         images per call (default: 200)
               --runs N          timed runs after one warm-up (default: 2)
               --layers LIST     comma-separated layer names (default: all ten distinct shapes)
-              --directions LIST from forward,input,weight (default: all three)
+              --directions LIST from forward,inference,input,weight (default: all four); inference
+                                and input take Winograd on 3x3 stride-1 layers and are also timed lowered
               --threads N       kernel threads (default: all cores)
               --json FILE       write all results as JSON
               --torch FILE      JSON written by benchmarks/conv_torch.py; adds a PyTorch/Swift time ratio

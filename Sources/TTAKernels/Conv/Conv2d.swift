@@ -143,10 +143,22 @@ enum ConvBatching {
     static func images(_ g: Conv2dGeometry, pixels: Int) -> Int { max(1, min(g.n, pixels / (g.ho * g.wo))) }
 }
 
-/// `y = conv(x, weight)`. y is overwritten. Images run in parallel (see `forEachImageRun`), one GEMM
-/// per image and group.
+/// `y = conv(x, weight)`. y is overwritten. With `inference` (no backward pass follows), 3x3 stride-1
+/// layers go through Winograd F(4x4) (`conv2dForwardWinograd`; see `winogradTile`); all others, and
+/// every recorded forward pass, through `conv2dForwardLowered`.
 package func conv2dForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                           _ g: Conv2dGeometry) {
+                           _ g: Conv2dGeometry, inference: Bool = false) {
+    if let tile = g.winogradTile(for: inference ? .inference : .recordedForward) {
+        conv2dForwardWinograd(x: x, weight: weight, y: y, g, tile: tile)
+    } else {
+        conv2dForwardLowered(x: x, weight: weight, y: y, g)
+    }
+}
+
+/// `y = conv(x, weight)` through im2col and GEMM. Images run in parallel (see `forEachImageRun`), one
+/// GEMM per image and group.
+package func conv2dForwardLowered(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                                  _ g: Conv2dGeometry) {
     let hwo = g.ho * g.wo, chw = g.c * g.h * g.w
     let scratch = g.isPointwise ? 0 : g.kdim * hwo
     forEachImageRun(g.n, imagesPerCall: 1, scratch: scratch, inParallel: true) { images, col, threads in
@@ -167,11 +179,22 @@ package func conv2dForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>
 }
 
 /// `dx += ∂L/∂x` given `dy = ∂L/∂y`. The caller zeroes `dx` first if it wants the gradient alone.
-/// Runs of images go in parallel, each writing only its own images of `dx`; within a run, images of
-/// up to `ConvBatching.inputColumns` pixels go through one GEMM whose columns are their `dy` side by
-/// side, then `col2imAdd` per image.
+/// 3x3 stride-1 layers go through Winograd F(2x2) (`conv2dBackwardInputWinograd`, see `winogradTile`),
+/// all others through `conv2dBackwardInputLowered`.
 package func conv2dBackwardInput(dy: UnsafePointer<Float>, weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                                  _ g: Conv2dGeometry) {
+    if let tile = g.winogradTile(for: .backwardInput) {
+        conv2dBackwardInputWinograd(dy: dy, weight: weight, dx: dx, g, tile: tile)
+    } else {
+        conv2dBackwardInputLowered(dy: dy, weight: weight, dx: dx, g)
+    }
+}
+
+/// `dx += ∂L/∂x` through GEMM and col2im. Runs of images go in parallel, each writing only its own
+/// images of `dx`; within a run, images of up to `ConvBatching.inputColumns` pixels go through one GEMM
+/// whose columns are their `dy` side by side, then `col2imAdd` per image.
+package func conv2dBackwardInputLowered(dy: UnsafePointer<Float>, weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+                                        _ g: Conv2dGeometry) {
     let hwo = g.ho * g.wo, chw = g.c * g.h * g.w
     if g.isPointwise {
         // dx_g (cg, HW) += W_gᵀ (cg, og) · dy_g (og, HW), straight into dx.
