@@ -72,12 +72,8 @@ extension Conv2dGeometry {
 package func conv2dForwardWinograd(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                                    _ g: Conv2dGeometry, tile: WinogradTile) {
     precondition(g.winogradApplies, "conv2dForwardWinograd: \(g) is not a 3x3 stride-1 convolution")
-    switch tile {
-    case .f2x2: winograd(WinogradF2.self, input: x, weight: weight, g.n, channels: g.c, g.h, g.w, pad: g.padH,
-                         outputs: g.o, flipped: false, output: y, accumulate: false)
-    case .f4x4: winograd(WinogradF4.self, input: x, weight: weight, g.n, channels: g.c, g.h, g.w, pad: g.padH,
-                         outputs: g.o, flipped: false, output: y, accumulate: false)
-    }
+    winograd(tile, input: x, weight: weight, g.n, channels: g.c, g.h, g.w, pad: g.padH,
+             outputs: g.o, flipped: false, output: y, accumulate: false)
 }
 
 /// `dx += ∂L/∂x` by Winograd with `tile`: `dx` gets `conv(dy, W')` with `W'[c][o] = flip(W[o][c])`
@@ -85,15 +81,22 @@ package func conv2dForwardWinograd(x: UnsafePointer<Float>, weight: UnsafePointe
 package func conv2dBackwardInputWinograd(dy: UnsafePointer<Float>, weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                                          _ g: Conv2dGeometry, tile: WinogradTile) {
     precondition(g.winogradApplies, "conv2dBackwardInputWinograd: \(g) is not a 3x3 stride-1 convolution")
+    winograd(tile, input: dy, weight: weight, g.n, channels: g.o, g.ho, g.wo, pad: 2 - g.padH,
+             outputs: g.c, flipped: true, output: dx, accumulate: true)
+}
+
+/// Transforms the weights into `U (α², outputs, channels)` for `tile`, then convolves.
+private func winograd(_ tile: WinogradTile, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                      _ n: Int, channels: Int, _ h: Int, _ w: Int, pad: Int, outputs: Int,
+                      flipped: Bool, output: UnsafeMutablePointer<Float>, accumulate: Bool) {
     switch tile {
-    case .f2x2: winograd(WinogradF2.self, input: dy, weight: weight, g.n, channels: g.o, g.ho, g.wo, pad: 2 - g.padH,
-                         outputs: g.c, flipped: true, output: dx, accumulate: true)
-    case .f4x4: winograd(WinogradF4.self, input: dy, weight: weight, g.n, channels: g.o, g.ho, g.wo, pad: 2 - g.padH,
-                         outputs: g.c, flipped: true, output: dx, accumulate: true)
+    case .f2x2: winograd(WinogradF2.self, input: input, weight: weight, n, channels: channels, h, w, pad: pad,
+                         outputs: outputs, flipped: flipped, output: output, accumulate: accumulate)
+    case .f4x4: winograd(WinogradF4.self, input: input, weight: weight, n, channels: channels, h, w, pad: pad,
+                         outputs: outputs, flipped: flipped, output: output, accumulate: accumulate)
     }
 }
 
-/// Transforms the weights into `U (α², outputs, channels)`, then convolves.
 private func winograd<F: WinogradTransforms>(_: F.Type, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                              _ n: Int, channels: Int, _ h: Int, _ w: Int, pad: Int, outputs: Int,
                                              flipped: Bool, output: UnsafeMutablePointer<Float>, accumulate: Bool) {
