@@ -30,6 +30,8 @@ public enum TTACLI {
     /// 0 success, 1 failure, 64 usage error, 130 interrupted. Errors print one line,
     /// `tta: error: …`, on stderr.
     public static func main(arguments: [String], console: Console) -> Int32 {
+        // Freed activations stay in the heap for the next batch (see `ProcessMemory.HeapPolicy`).
+        ProcessMemory.setHeapPolicy(.keepFreed)
         do {
             return try dispatch(arguments, console: console)
         } catch {

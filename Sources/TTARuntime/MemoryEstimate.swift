@@ -2,9 +2,6 @@ import Dispatch
 import Foundation
 import TTAAdaptation
 import TTATensor
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A run's peak memory, estimated before it starts.
 ///
@@ -14,11 +11,9 @@ import Glibc
 /// The probe leaves no trace: the model and the method are reset and the random generator and
 /// timers are put back, so a run with an estimate gives the same numbers as one without.
 ///
-/// While it probes, allocations above 128 KiB are served by `mmap` (glibc's `M_MMAP_THRESHOLD`), so
-/// freed activations go back to the system and each probe's peak is its own. Afterwards the threshold
-/// is set to 32 MiB, the ceiling glibc's own adaptive threshold reaches, so the run reuses freed
-/// activation memory instead of faulting fresh pages in every batch (128 KiB cost small models a
-/// fifth of their speed).
+/// While it probes, the heap releases freed blocks (`ProcessMemory.HeapPolicy.releaseFreed`), so each
+/// probe's peak is its own. Afterwards it keeps them (`.keepFreed`), so the run reuses freed activation
+/// memory instead of faulting fresh pages in every batch.
 public struct MemoryEstimate: Sendable, Codable, Equatable {
     /// Resident memory before the run: weights, source snapshot, method copies, the data reader.
     public var baseBytes: Int
@@ -59,10 +54,10 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
     public static func probe(_ adaptor: Adaptor, batch: Tensor, batchSize: Int, threads: Int,
                              stepBudget: Double = 0.25) throws -> MemoryEstimate? {
         guard ProcessMemory.residentBytes > 0 else { return nil }
-        setMmapThreshold(128 * 1024)
+        ProcessMemory.setHeapPolicy(.releaseFreed)
         let savedRNG = adaptor.rng, savedTimer = adaptor.timer
         defer {
-            setMmapThreshold(32 << 20)
+            ProcessMemory.setHeapPolicy(.keepFreed)
             adaptor.reset()
             adaptor.rng = savedRNG
             adaptor.timer = savedTimer
@@ -71,7 +66,7 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
         func added(_ b: Int) throws -> (bytes: Int, seconds: Double) {
             let x = tiled(batch, to: b)
             adaptor.reset()
-            trimHeap()
+            ProcessMemory.trimHeap()
             let before = ProcessMemory.residentBytes
             ProcessMemory.resetPeak()
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -90,11 +85,11 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
             b2 = min(2 * b2, batchSize)
             a2 = try added(b2)
         }
-        trimHeap()
+        ProcessMemory.trimHeap()
         let base = ProcessMemory.residentBytes
-        // The probes see live memory (128 KiB threshold); the run, with the 32 MiB threshold, keeps freed
-        // chunks in the heap, which the step's fragments do not always fit: measured here on the embedded
-        // model, its peak exceeds the probes' by 4-25%. `heapAllowance` covers that.
+        // The probes see live memory; the run keeps freed blocks in the heap, which the step's fragments
+        // do not always fit: measured here on the embedded model, its peak exceeds the probes' by 4-25%.
+        // `heapAllowance` covers that.
         let slope = b2 > b1 ? max(0, Double(a2.bytes - a1) / Double(b2 - b1)) * heapAllowance : 0
         let fixed = (Double(a1) - slope / heapAllowance * Double(b1)) * heapAllowance
         var e = MemoryEstimate(baseBytes: base, bytesPerImage: slope, fixedStepBytes: fixed, batchSize: batchSize, peakBytes: 0)
@@ -111,27 +106,6 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
             for j in 0..<per { storage[i * per + j] = x.storage[src + j] }
         }
         return Tensor(shape: [n] + Array(x.shape.dropFirst()), storage: storage)
-    }
-
-    /// glibc's `mallopt(M_MMAP_THRESHOLD, bytes)`, looked up at run time (`malloc.h` is not in the
-    /// Glibc module); a no-op elsewhere.
-    private static func setMmapThreshold(_ bytes: Int32) {
-        #if canImport(Glibc)
-        typealias MallOpt = @convention(c) (Int32, Int32) -> Int32
-        if let f = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") {
-            let M_MMAP_THRESHOLD: Int32 = -3
-            _ = unsafeBitCast(f, to: MallOpt.self)(M_MMAP_THRESHOLD, bytes)
-        }
-        #endif
-    }
-
-    private static func trimHeap() {
-        #if canImport(Glibc)
-        typealias MallocTrim = @convention(c) (Int) -> Int32
-        if let f = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
-            _ = unsafeBitCast(f, to: MallocTrim.self)(0)
-        }
-        #endif
     }
 }
 

@@ -129,9 +129,10 @@ struct StepBench {
 
     func run() throws {
         KernelThreads.count = threads
+        ProcessMemory.setHeapPolicy(.keepFreed)  // as `tta` runs
         let perMethodPeak = ProcessMemory.resetPeak()
         print("steps: one Adaptor.adapt step per method, random-initialised model (seed \(seed)), inputs 3x32x32, 10 classes;")
-        print("       \(threads) thread(s), kernel \(gemmSIMDKernel), warm-up \(warmup), \(runs) timed run(s);"
+        print("       \(threads) thread(s), kernel \(gemmSIMDKernel), heap keeps freed memory, warm-up \(warmup), \(runs) timed run(s);"
               + " img/s from the fastest and the median run; phases in ms per step")
         print("       cotta: \(MethodConfiguration.defaults(for: .cifar).augmentations) augmented teacher passes every batch "
               + "(alwaysAugment); cotta-noaug: none (augmentations = 0)")
