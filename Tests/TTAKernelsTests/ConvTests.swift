@@ -82,8 +82,8 @@ import TTATestSupport
 /// not multiples of the tile (partial tiles at the bottom and right); channel counts that are not
 /// multiples of the 8 tiles or channels per vector; batches run image by image (1 image,
 /// multi-threaded GEMMs), in runs spread over the threads, and in runs of several images per GEMM.
-/// F(2x2) rounds about as the direct sum does; F(4x4) carries up to ~20x more rounding (a few 1e-6 of
-/// the output's magnitude), hence the tolerances.
+/// F(4x4) carries up to ~20x the direct sum's rounding (a few 1e-6 of the output's magnitude), hence
+/// the tolerance.
 @Suite struct WinogradKernelTests {
     static let geometries: [Conv2dGeometry] = [
         Conv2dGeometry(n: 1, c: 8, h: 8, w: 8, o: 8, kh: 3, kw: 3, padH: 1, padW: 1),
@@ -93,91 +93,90 @@ import TTATestSupport
         Conv2dGeometry(n: 70, c: 17, h: 8, w: 8, o: 20, kh: 3, kw: 3, padH: 1, padW: 1),
         Conv2dGeometry(n: 2, c: 64, h: 32, w: 32, o: 48, kh: 3, kw: 3, padH: 1, padW: 1),
     ]
-    static let tiles: [(WinogradTile, Double)] = [(.f2x2, 5e-6), (.f4x4, 3e-5)]
+    static let tolerance = 3e-5
 
-    @Test(arguments: geometries, [0, 1])
-    func forwardAndBackwardToInputMatchReference(_ g: Conv2dGeometry, _ tileIndex: Int) {
-        let (tile, tolerance) = Self.tiles[tileIndex]
+    @Test(arguments: geometries)
+    func forwardAndBackwardToInputMatchReference(_ g: Conv2dGeometry) {
         let x = randomFloats(g.inputCount, seed: 11)
         let w = randomFloats(g.weightCount, seed: 12)
         let dy = randomFloats(g.outputCount, seed: 13)
         var y = [Float](repeating: .nan, count: g.outputCount), yRef = y
-        conv2dForwardWinograd(x: x, weight: w, y: &y, g, tile: tile)
+        conv2dForwardWinograd(x: x, weight: w, y: &y, g)
         conv2dForwardReference(x: x, weight: w, y: &yRef, g)
-        expectClose(y, yRef, tolerance: tolerance, "forward \(tile) \(g)")
+        expectClose(y, yRef, tolerance: Self.tolerance, "forward \(g)")
 
         var dx = [Float](repeating: -0.75, count: g.inputCount), dxRef = dx   // both accumulate onto -0.75
-        conv2dBackwardInputWinograd(dy: dy, weight: w, dx: &dx, g, tile: tile)
+        conv2dBackwardInputWinograd(dy: dy, weight: w, dx: &dx, g)
         conv2dBackwardInputReference(dy: dy, weight: w, dx: &dxRef, g)
-        expectClose(dx, dxRef, tolerance: tolerance, "backward input \(tile) \(g)")
+        expectClose(dx, dxRef, tolerance: Self.tolerance, "backward input \(g)")
     }
 
     /// A NaN input pixel reaches every output whose window covers it, and no output outside the tiles
     /// whose input window holds it (the transforms mix a pixel into its whole tile; a wrong padding or
     /// lane would lose it or spread it further). Pixel (4, 6) with padding 1 is at (5, 7) of the padded
-    /// plane: F(4x4) windows (6 wide, every 4) of tile rows 0-1 and tile column 1 hold it, outputs rows
-    /// 0-7 and columns 4-7; F(2x2) windows (4 wide, every 2) of tile rows 1-2 and columns 2-3, outputs
-    /// rows 2-5 and columns 4-7.
-    @Test(arguments: [(WinogradTile.f2x2, 2...5), (.f4x4, 0...7)])
-    func aNaNInputReachesItsTilesOnly(_ tile: WinogradTile, _ poisonedRows: ClosedRange<Int>) {
+    /// plane: the windows (6 wide, every 4) of tile rows 0-1 and tile column 1 hold it, outputs rows
+    /// 0-7 and columns 4-7; the last tile row (outputs row 8) must stay finite.
+    @Test func aNaNInputReachesItsTilesOnly() {
+        let poisonedRows = 0...7
         let g = Conv2dGeometry(n: 1, c: 8, h: 9, w: 9, o: 8, kh: 3, kw: 3, padH: 1, padW: 1)
         var x = randomFloats(g.inputCount, seed: 14)
         x[3 * 81 + 4 * 9 + 6] = .nan          // channel 3, row 4, column 6
         let w = randomFloats(g.weightCount, seed: 15)
         var y = [Float](repeating: 0, count: g.outputCount)
-        conv2dForwardWinograd(x: x, weight: w, y: &y, g, tile: tile)
+        conv2dForwardWinograd(x: x, weight: w, y: &y, g)
         for o in 0..<g.o {
             for r in 0..<9 {
                 for c in 0..<9 {
                     let v = y[(o * 9 + r) * 9 + c]
-                    if abs(r - 4) <= 1 && abs(c - 6) <= 1 { #expect(v.isNaN, "\(tile) output \(o),\(r),\(c) covers the NaN") }
+                    if abs(r - 4) <= 1 && abs(c - 6) <= 1 { #expect(v.isNaN, "output \(o),\(r),\(c) covers the NaN") }
                     if !(poisonedRows.contains(r) && (4...7).contains(c)) {
-                        #expect(v.isFinite, "\(tile) output \(o),\(r),\(c) is outside the NaN's tiles")
+                        #expect(v.isFinite, "output \(o),\(r),\(c) is outside the NaN's tiles")
                     }
                 }
             }
         }
     }
 
-    /// Both tiles at 1, 2 and 3 threads give the same bits (the split never changes a sum). The thread
+    /// 1, 2 and 3 threads give the same bits (the split never changes a sum). The thread
     /// count sets the tiles per GEMM; the small layer's GEMMs (8 x tiles x 8) are below the size where
     /// `gemm` would switch to its reference loop, which sums in another order.
-    @Test(arguments: [WinogradTile.f2x2, .f4x4], [
+    @Test(arguments: [
         Conv2dGeometry(n: 7, c: 24, h: 10, w: 10, o: 16, kh: 3, kw: 3, padH: 1, padW: 1),
         Conv2dGeometry(n: 7, c: 8, h: 8, w: 8, o: 8, kh: 3, kw: 3, padH: 1, padW: 1),
     ])
-    func resultsDoNotDependOnTheThreadCount(_ tile: WinogradTile, _ g: Conv2dGeometry) {
+    func resultsDoNotDependOnTheThreadCount(_ g: Conv2dGeometry) {
         let x = randomFloats(g.inputCount, seed: 16), w = randomFloats(g.weightCount, seed: 17)
         let dy = randomFloats(g.outputCount, seed: 18)
         func run(_ threads: Int) -> ([Float], [Float]) {
             withKernelThreads(threads) {
                 var y = [Float](repeating: .nan, count: g.outputCount), dx = [Float](repeating: 0, count: g.inputCount)
-                conv2dForwardWinograd(x: x, weight: w, y: &y, g, tile: tile)
-                conv2dBackwardInputWinograd(dy: dy, weight: w, dx: &dx, g, tile: tile)
+                conv2dForwardWinograd(x: x, weight: w, y: &y, g)
+                conv2dBackwardInputWinograd(dy: dy, weight: w, dx: &dx, g)
                 return (y, dx)
             }
         }
         let one = run(1)
         for threads in [2, 3] {
             let r = run(threads)
-            #expect(r.0 == one.0, "\(tile) forward, \(threads) threads")
-            #expect(r.1 == one.1, "\(tile) backward input, \(threads) threads")
+            #expect(r.0 == one.0, "forward, \(threads) threads")
+            #expect(r.1 == one.1, "backward input, \(threads) threads")
         }
     }
 
-    /// The dispatch: a forward pass that no backward follows takes F(4x4), the backward pass F(2x2), a
-    /// recorded forward pass the lowered GEMM; 1x1, strided, grouped and 3-channel layers always the GEMM.
-    @Test func tileChoice() {
+    /// The dispatch: a forward pass that no backward follows and the backward pass to the input take
+    /// Winograd, a recorded forward pass the lowered GEMM; 1x1, strided, grouped and 3-channel layers
+    /// always the GEMM.
+    @Test func algorithmChoice() {
         let g = Conv2dGeometry(n: 2, c: 16, h: 8, w: 8, o: 16, kh: 3, kw: 3, padH: 1, padW: 1)
-        #expect(g.winogradTile(for: .inference) == .f4x4)
-        #expect(g.winogradTile(for: .backwardInput) == .f2x2)
-        #expect(g.winogradTile(for: .recordedForward) == nil)
+        #expect(g.takesWinograd(.inference))
+        #expect(g.takesWinograd(.backwardInput))
+        #expect(!g.takesWinograd(.recordedForward))
         for other in [Conv2dGeometry(n: 2, c: 16, h: 8, w: 8, o: 16, kh: 1, kw: 1),
                       Conv2dGeometry(n: 2, c: 16, h: 8, w: 8, o: 16, kh: 3, kw: 3, strideH: 2, strideW: 2, padH: 1, padW: 1),
                       Conv2dGeometry(n: 2, c: 16, h: 8, w: 8, o: 16, kh: 3, kw: 3, padH: 1, padW: 1, groups: 2),
                       Conv2dGeometry(n: 2, c: 3, h: 8, w: 8, o: 16, kh: 3, kw: 3, padH: 1, padW: 1)] {
             for pass in [ConvPass.inference, .recordedForward, .backwardInput] {
-                #expect(other.winogradTile(for: pass) == nil, "\(other) \(pass)")
+                #expect(!other.takesWinograd(pass), "\(other) \(pass)")
             }
         }
     }

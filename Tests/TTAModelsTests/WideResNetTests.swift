@@ -60,7 +60,7 @@ import TTATestSupport
     }
 
     /// Inference passes give the logits of recording passes up to rounding: their 3x3 convolutions
-    /// take Winograd F(4x4), the recorded ones the lowered GEMM (`Conv2dGeometry.winogradTile`).
+    /// take Winograd F(4x4), the recorded ones the lowered GEMM (`Conv2dGeometry.takesWinograd`).
     @Test func inferenceEqualsRecordingForward() throws {
         let io = try fixture("wrn16_2_io.safetensors")
         let model = try ModelZoo.load(try fixture("wrn16_2.safetensors"))

@@ -77,7 +77,7 @@ private struct TorchConvReport: Decodable {
 /// weights at one batch size. Each direction is first checked against its direct-loop reference on
 /// two images, then timed on the whole batch. `forward` is a recorded forward pass (the lowered GEMM),
 /// `inference` one that no backward pass follows (Winograd F(4x4) on 3x3 stride-1 layers), `input`
-/// the backward pass to the input (Winograd F(2x2) there); where a direction takes Winograd, the
+/// the backward pass to the input (also Winograd F(4x4) there); where a direction takes Winograd, the
 /// lowered GEMM of the same call is timed right after it, for the speed-up in the same run.
 struct ConvBench {
     static let directions = ["forward", "inference", "input", "weight"]
@@ -230,7 +230,7 @@ struct ConvBench {
         }
         var lowered: Double?
         let pass: ConvPass? = direction == "inference" ? .inference : direction == "input" ? .backwardInput : nil
-        if let pass, g.winogradTile(for: pass) != nil {
+        if let pass, g.takesWinograd(pass) {
             ConvAlgorithm.winograd = false
             defer { ConvAlgorithm.winograd = true }
             lowered = Timing(minRuns: runs, fixedRuns: true) { fast(x.base, w.base, dy.base, out.base, g) }.min

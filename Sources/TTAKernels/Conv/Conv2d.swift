@@ -144,12 +144,12 @@ enum ConvBatching {
 }
 
 /// `y = conv(x, weight)`. y is overwritten. With `inference` (no backward pass follows), 3x3 stride-1
-/// layers go through Winograd F(4x4) (`conv2dForwardWinograd`; see `winogradTile`); all others, and
+/// layers go through Winograd F(4x4) (`conv2dForwardWinograd`; see `takesWinograd`); all others, and
 /// every recorded forward pass, through `conv2dForwardLowered`.
 package func conv2dForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
                            _ g: Conv2dGeometry, inference: Bool = false) {
-    if let tile = g.winogradTile(for: inference ? .inference : .recordedForward) {
-        conv2dForwardWinograd(x: x, weight: weight, y: y, g, tile: tile)
+    if g.takesWinograd(inference ? .inference : .recordedForward) {
+        conv2dForwardWinograd(x: x, weight: weight, y: y, g)
     } else {
         conv2dForwardLowered(x: x, weight: weight, y: y, g)
     }
@@ -179,12 +179,12 @@ package func conv2dForwardLowered(x: UnsafePointer<Float>, weight: UnsafePointer
 }
 
 /// `dx += ∂L/∂x` given `dy = ∂L/∂y`. The caller zeroes `dx` first if it wants the gradient alone.
-/// 3x3 stride-1 layers go through Winograd F(2x2) (`conv2dBackwardInputWinograd`, see `winogradTile`),
+/// 3x3 stride-1 layers go through Winograd F(4x4) (`conv2dBackwardInputWinograd`, see `takesWinograd`),
 /// all others through `conv2dBackwardInputLowered`.
 package func conv2dBackwardInput(dy: UnsafePointer<Float>, weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
                                  _ g: Conv2dGeometry) {
-    if let tile = g.winogradTile(for: .backwardInput) {
-        conv2dBackwardInputWinograd(dy: dy, weight: weight, dx: dx, g, tile: tile)
+    if g.takesWinograd(.backwardInput) {
+        conv2dBackwardInputWinograd(dy: dy, weight: weight, dx: dx, g)
     } else {
         conv2dBackwardInputLowered(dy: dy, weight: weight, dx: dx, g)
     }

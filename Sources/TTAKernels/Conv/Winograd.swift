@@ -2,25 +2,23 @@
 /// to the input (a 3x3 stride-1 convolution of `dy` with the weights flipped and transposed). Lavin &
 /// Gray, "Fast Algorithms for Convolutional Neural Networks" (2016).
 ///
-/// Each m x m output tile comes from an (m+2) x (m+2) input window:
-/// `Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A`. The sum over channels is (m+2)² GEMMs, one per position
-/// ξ of the transformed tile: `M_ξ (O, tiles) = U_ξ (O, C) · V_ξ (C, tiles)`. Two tile sizes:
-/// - F(2x2, 3x3) (`WinogradF2`): 16 multiply-adds per 4 outputs instead of 36 (2.25x fewer). Its
-///   transforms only add, subtract and halve, and it rounds about as the direct sum does.
-/// - F(4x4, 3x3) (`WinogradF4`, points 0, ±1, ±2, ∞): 36 per 16 outputs instead of 144 (4x fewer).
-///   Its transforms scale by up to 8 and 1/24, and the outputs carry about 10-20x the direct sum's
-///   rounding: a few 1e-6 of their magnitude.
-/// The transforms are vectorised over eight tiles at a time.
+/// F(4x4, 3x3) (`WinogradF4`, points 0, ±1, ±2, ∞): each 4x4 output tile comes from a 6x6 input
+/// window, `Y = Aᵀ [ Σ_c (G g_c Gᵀ) ⊙ (Bᵀ d_c B) ] A`. The sum over channels is 36 GEMMs, one per
+/// position ξ of the transformed tile, `M_ξ (O, tiles) = U_ξ (O, C) · V_ξ (C, tiles)`: 36 multiply-adds
+/// per 16 outputs instead of 144 (4x fewer). The transforms scale by up to 8 and 1/24, and the outputs
+/// carry about 10-20x the direct sum's rounding: a few 1e-6 of their magnitude. The transforms are
+/// vectorised over eight tiles at a time.
 ///
-/// Where each goes (`Conv2dGeometry.winogradTile`): a forward pass that no backward pass will follow
-/// (predictions, CoTTA's augmented teacher passes) takes F(4x4); the backward pass to the input takes
-/// F(2x2); a recorded forward pass keeps the lowered GEMM. Why: gradients of batch-statistics models
-/// magnify the rounding of the forward pass through the ReLUs it switches. A pre-activation within
-/// rounding of zero flips its ReLU, and the BN backward spreads that flip over the whole channel: on
-/// the WRN-16 fixtures, PyTorch's own float32 gradients are 6e-6 from float64, 1e-6 relative noise
-/// on each 3x3 convolution's output moves them 2e-5, 1e-5 noise 6 %, and either Winograd tile in the
-/// recorded forward 1-2 %. The backward pass has no such switch (its errors stay linear), and a
-/// prediction's rounding moves its logits by about 1e-6. `ConvAlgorithm.winograd = false` turns both off.
+/// Where it goes (`Conv2dGeometry.takesWinograd`): forward passes that no backward pass will follow
+/// (predictions, CoTTA's augmented teacher passes) and the backward pass to the input; a recorded
+/// forward pass keeps the lowered GEMM. Why: gradients of batch-statistics models magnify the rounding
+/// of the forward pass through the ReLUs it switches. A pre-activation within rounding of zero flips
+/// its ReLU, and the BN backward spreads that flip over the whole channel: on the WRN-16 fixtures,
+/// PyTorch's own float32 gradients are 6e-6 from float64, 1e-6 relative noise on each 3x3
+/// convolution's output moves them 2e-5, 1e-5 noise 6 %, and Winograd in the recorded forward (F(2x2)
+/// as well as F(4x4)) 1-2 %. The backward pass has no such switch: its errors stay linear, and with
+/// F(4x4) there the fixture gradients are within 1.1e-5 of PyTorch's (6.5e-6 with the GEMM). A
+/// prediction's rounding moves its logits by about 1e-6. `ConvAlgorithm.winograd = false` turns it off.
 package enum ConvAlgorithm {
     nonisolated(unsafe) private static var _winograd = true
     /// Whether eligible 3x3 convolutions take a Winograd path (default: yes).
@@ -43,63 +41,44 @@ package enum ConvPass: Sendable {
     case backwardInput
 }
 
-/// Which Winograd tile a convolution takes.
-package enum WinogradTile: Sendable {
-    case f2x2, f4x4
-}
-
 extension Conv2dGeometry {
     /// 3x3, stride 1, one group, equal padding of at most 2 (so the backward pass's padding `2 − p`
     /// is valid).
     package var winogradApplies: Bool {
         kh == 3 && kw == 3 && strideH == 1 && strideW == 1 && groups == 1 && padH == padW && padH <= 2
     }
-    /// The Winograd tile of a pass, or nil for the lowered GEMM: F(4x4) for a forward pass no backward
-    /// pass follows, F(2x2) for the backward pass to the input, none for a recorded forward pass. Only
-    /// where Winograd applies, is on, and the layer has at least 8 channels in and out (a first layer
-    /// of 3 channels gains nothing).
-    package func winogradTile(for pass: ConvPass) -> WinogradTile? {
-        guard ConvAlgorithm.winograd && winogradApplies && c >= 8 && o >= 8 else { return nil }
-        switch pass {
-        case .inference: return .f4x4
-        case .backwardInput: return .f2x2
-        case .recordedForward: return nil
-        }
+    /// Whether `pass` takes Winograd rather than the lowered GEMM: a forward pass no backward pass
+    /// follows and the backward pass to the input do, a recorded forward pass does not. Only where
+    /// Winograd applies, is on, and the layer has at least 8 channels in and out (a first layer of 3
+    /// channels gains nothing).
+    package func takesWinograd(_ pass: ConvPass) -> Bool {
+        guard ConvAlgorithm.winograd && winogradApplies && c >= 8 && o >= 8 else { return false }
+        return pass != .recordedForward
     }
 }
 
-/// `y = conv(x, weight)` by Winograd with `tile`. Requires `g.winogradApplies`.
+/// `y = conv(x, weight)` by Winograd. Requires `g.winogradApplies`.
 package func conv2dForwardWinograd(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                                   _ g: Conv2dGeometry, tile: WinogradTile) {
+                                   _ g: Conv2dGeometry) {
     precondition(g.winogradApplies, "conv2dForwardWinograd: \(g) is not a 3x3 stride-1 convolution")
-    winograd(tile, input: x, weight: weight, g.n, channels: g.c, g.h, g.w, pad: g.padH,
+    winograd(input: x, weight: weight, g.n, channels: g.c, g.h, g.w, pad: g.padH,
              outputs: g.o, flipped: false, output: y, accumulate: false)
 }
 
-/// `dx += ∂L/∂x` by Winograd with `tile`: `dx` gets `conv(dy, W')` with `W'[c][o] = flip(W[o][c])`
+/// `dx += ∂L/∂x` by Winograd: `dx` gets `conv(dy, W')` with `W'[c][o] = flip(W[o][c])`
 /// and padding `2 − p`, whose output is exactly `H x W`. Requires `g.winogradApplies`.
 package func conv2dBackwardInputWinograd(dy: UnsafePointer<Float>, weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-                                         _ g: Conv2dGeometry, tile: WinogradTile) {
+                                         _ g: Conv2dGeometry) {
     precondition(g.winogradApplies, "conv2dBackwardInputWinograd: \(g) is not a 3x3 stride-1 convolution")
-    winograd(tile, input: dy, weight: weight, g.n, channels: g.o, g.ho, g.wo, pad: 2 - g.padH,
+    winograd(input: dy, weight: weight, g.n, channels: g.o, g.ho, g.wo, pad: 2 - g.padH,
              outputs: g.c, flipped: true, output: dx, accumulate: true)
 }
 
-/// Transforms the weights into `U (α², outputs, channels)` for `tile`, then convolves.
-private func winograd(_ tile: WinogradTile, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+/// Transforms the weights into `U (36, outputs, channels)`, then convolves.
+private func winograd(input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                       _ n: Int, channels: Int, _ h: Int, _ w: Int, pad: Int, outputs: Int,
                       flipped: Bool, output: UnsafeMutablePointer<Float>, accumulate: Bool) {
-    switch tile {
-    case .f2x2: winograd(WinogradF2.self, input: input, weight: weight, n, channels: channels, h, w, pad: pad,
-                         outputs: outputs, flipped: flipped, output: output, accumulate: accumulate)
-    case .f4x4: winograd(WinogradF4.self, input: input, weight: weight, n, channels: channels, h, w, pad: pad,
-                         outputs: outputs, flipped: flipped, output: output, accumulate: accumulate)
-    }
-}
-
-private func winograd<F: WinogradTransforms>(_: F.Type, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                                             _ n: Int, channels: Int, _ h: Int, _ w: Int, pad: Int, outputs: Int,
-                                             flipped: Bool, output: UnsafeMutablePointer<Float>, accumulate: Bool) {
+    typealias F = WinogradF4
     ScratchPool.withBuffer { buffer in
         let u = buffer.floats(F.positions * outputs * channels)
         winogradWeights(F.self, weight, outputs: outputs, inputs: channels, flipped: flipped, into: u)
@@ -108,7 +87,8 @@ private func winograd<F: WinogradTransforms>(_: F.Type, input: UnsafePointer<Flo
     }
 }
 
-/// One tile size's transforms, each on `α` (`m`) vectors of eight tiles or channels, `stride` apart.
+/// The transforms of a tile size (`m` outputs from `α = m + 2` inputs), each on `α` (`m`) vectors of
+/// eight tiles or channels, `stride` apart.
 private protocol WinogradTransforms {
     /// Output tile side.
     static var m: Int { get }
@@ -125,38 +105,6 @@ private protocol WinogradTransforms {
 extension WinogradTransforms {
     static var alpha: Int { m + 2 }
     static var positions: Int { alpha * alpha }
-}
-
-/// F(2x2, 3x3): `Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1]`, `G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1]`,
-/// `Aᵀ = [1 1 1 0; 0 1 −1 −1]`.
-private enum WinogradF2: WinogradTransforms {
-    static var m: Int { 2 }
-
-    @inline(__always)
-    static func kernel(_ g: UnsafePointer<SIMD8<Float>>, _ stride: Int, _ out: UnsafeMutablePointer<SIMD8<Float>>, _ outStride: Int) {
-        let g0 = g[0], g1 = g[stride], g2 = g[2 * stride]
-        let s = (g0 + g2) * 0.5, h = g1 * 0.5
-        out[0] = g0
-        out[outStride] = s + h
-        out[2 * outStride] = s - h
-        out[3 * outStride] = g2
-    }
-
-    @inline(__always)
-    static func input(_ d: UnsafePointer<SIMD8<Float>>, _ stride: Int, _ out: UnsafeMutablePointer<SIMD8<Float>>, _ outStride: Int) {
-        let d0 = d[0], d1 = d[stride], d2 = d[2 * stride], d3 = d[3 * stride]
-        out[0] = d0 - d2
-        out[outStride] = d1 + d2
-        out[2 * outStride] = d2 - d1
-        out[3 * outStride] = d1 - d3
-    }
-
-    @inline(__always)
-    static func output(_ m: UnsafePointer<SIMD8<Float>>, _ stride: Int, _ out: UnsafeMutablePointer<SIMD8<Float>>, _ outStride: Int) {
-        let m1 = m[stride], m2 = m[2 * stride]
-        out[0] = m[0] + m1 + m2
-        out[outStride] = m1 - m2 - m[3 * stride]
-    }
 }
 
 /// `U_ξ[o][c] = (G g G ᵀ)_ξ` for the 3x3 kernel `g` that maps input channel `c` to output channel `o`:
