@@ -5,7 +5,7 @@
 #
 #     benchmarks/compare_steps.sh [--threads N] [--model wideresnet-D-W[,...]] [--batch N[,...]]
 #                                 [--methods source,norm_test,tent,cotta,cotta-noaug] [--warmup W] [--runs R]
-#                                 [--portable] [--no-build] [--out DIR]
+#                                 [--portable] [--no-build] [--torch-heap default|keep] [--out DIR]
 #
 # Defaults: WRN-28-10 at batch 200 and WRN-16-2 at batch 64, all five methods, warm-up 1, 3 runs.
 # Builds tta-bench in release first as the default build does (TTA_TARGET_CPU=auto: the FMA kernel on an
@@ -13,6 +13,9 @@
 # Set SCRATCH to choose the build folder (default: .build-bench-native / .build-bench-portable);
 # --no-build uses $SCRATCH/release/tta-bench as it is. The JSON reports and the merged table stay in
 # --out (default: results/steps-<date>).
+# tta-bench keeps freed memory in the heap (ProcessMemory.HeapPolicy.keepFreed, as tta does); PyTorch runs
+# with glibc's defaults, as its users run it, unless --torch-heap keep gives it the same policy through
+# GLIBC_TUNABLES (no mmap, trim threshold 16 GiB).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,6 +27,7 @@ warmup=1
 runs=3
 portable=0
 build=1
+torch_heap=default
 out="results/steps-$(date +%Y%m%d-%H%M%S)"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -35,6 +39,7 @@ while [[ $# -gt 0 ]]; do
         --runs) runs="$2"; shift 2 ;;
         --portable) portable=1; shift ;;
         --no-build) build=0; shift ;;
+        --torch-heap) torch_heap="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare_steps.sh: unknown option $1" >&2; exit 2 ;;
@@ -56,7 +61,13 @@ common=(--methods "$methods" --warmup "$warmup" --runs "$runs" --threads "$threa
 [[ -n $models ]] && common+=(--model "$models")
 [[ -n $batches ]] && common+=(--batch "$batches")
 
-python3 benchmarks/pytorch_reference.py "${common[@]}" --json "$out/pytorch.json" | tee "$out/pytorch.txt"
+case "$torch_heap" in
+    default) torch_env=() ;;
+    keep) torch_env=(GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184) ;;
+    *) echo "compare_steps.sh: --torch-heap takes default or keep, got '$torch_heap'" >&2; exit 2 ;;
+esac
+echo "PyTorch heap: $torch_heap" | tee "$out/torch_heap.txt"
+env "${torch_env[@]}" python3 benchmarks/pytorch_reference.py "${common[@]}" --json "$out/pytorch.json" | tee "$out/pytorch.txt"
 echo
 "$bench" steps "${common[@]}" --json "$out/swift.json" | tee "$out/swift.txt"
 echo
@@ -71,6 +82,7 @@ mib = 1 << 20
 print(f"SwiftTTA ({swift['kernel']}) vs PyTorch ({torch['kernel']}), {swift['threads']} thread(s); "
       f"one step per batch, img/s of the fastest of {swift['results'][0]['runs'] if swift['results'] else 0} run(s); "
       f"peak RSS per method")
+print(f"heap: Swift keeps freed memory; PyTorch {open(f'{out}/torch_heap.txt').read().split(': ')[1].strip()}")
 print(f"augmentation: Swift {swift['augmentation']}; PyTorch {torch['augmentation']}")
 print(f"{'model':>18}{'batch':>6}{'method':>12}{'swift img/s':>13}{'torch img/s':>13}{'ratio':>8}"
       f"{'swift MiB':>11}{'torch MiB':>11}{'ratio':>8}")
