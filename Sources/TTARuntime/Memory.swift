@@ -32,25 +32,27 @@ public enum ProcessMemory {
         case keepFreed
     }
 
-    /// Sets the heap policy of the whole process (glibc's `mallopt`; a no-op elsewhere). `tta` and
-    /// `tta-bench` keep freed memory; an application that streams batches through an `Adaptor` should
-    /// too, unless it needs the memory back between batches.
-    public static func setHeapPolicy(_ policy: HeapPolicy) {
+    /// Sets the heap policy of the whole process (glibc's `mallopt`). `tta` and `tta-bench` keep
+    /// freed memory; an application that streams batches through an `Adaptor` should too, unless it
+    /// needs the memory back between batches. Returns whether glibc accepted every setting (false
+    /// where there is no glibc, and nothing changes).
+    @discardableResult
+    public static func setHeapPolicy(_ policy: HeapPolicy) -> Bool {
         // mallopt(3) parameters (malloc.h is not in the Glibc module).
         let trimThreshold: Int32 = -1, mmapThreshold: Int32 = -3, mmapMax: Int32 = -4
         switch policy {
         case .releaseFreed:
-            mallopt(mmapMax, 65536)                 // glibc's default
-            mallopt(mmapThreshold, 128 * 1024)
-            mallopt(trimThreshold, 128 * 1024)
+            return mallopt(mmapMax, 65536)          // glibc's default
+                && mallopt(mmapThreshold, 128 * 1024)
+                && mallopt(trimThreshold, 128 * 1024)
         case .keepFreed:
-            mallopt(mmapMax, 0)                     // no block from mmap
-            mallopt(trimThreshold, -1)              // never give the top of the heap back
+            return mallopt(mmapMax, 0)              // no block from mmap
+                && mallopt(trimThreshold, -1)       // never give the top of the heap back
         }
     }
 
     /// glibc's `malloc_trim(0)`: returns the heap's free pages to the kernel (no-op elsewhere).
-    public static func trimHeap() {
+    static func trimHeap() {
         #if canImport(Glibc)
         typealias MallocTrim = @convention(c) (Int) -> Int32
         if let f = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim") {
@@ -59,14 +61,15 @@ public enum ProcessMemory {
         #endif
     }
 
-    /// `mallopt(parameter, value)`, looked up at run time; a no-op elsewhere.
-    private static func mallopt(_ parameter: Int32, _ value: Int32) {
+    /// `mallopt(parameter, value) == 1` (glibc's success), looked up at run time; false elsewhere.
+    private static func mallopt(_ parameter: Int32, _ value: Int32) -> Bool {
         #if canImport(Glibc)
         typealias MallOpt = @convention(c) (Int32, Int32) -> Int32
         if let f = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") {
-            _ = unsafeBitCast(f, to: MallOpt.self)(parameter, value)
+            return unsafeBitCast(f, to: MallOpt.self)(parameter, value) == 1
         }
         #endif
+        return false
     }
 
     private static func field(_ name: String) -> Int {
