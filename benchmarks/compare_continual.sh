@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Times a whole continual CIFAR-10-C-layout run end to end: `tta run` against the PyTorch reference repo's
+# own method class (scripts/reference_compare.py) on the same folder, weights, batch size and thread
+# count, one after the other, and prints both runs' seconds, wall clock and peak resident memory with
+# SwiftTTA / reference ratios, and whether the two sides' errors agree domain for domain.
+#
+#     benchmarks/compare_continual.sh [--per-domain K] [--method tent] [--batch N] [--threads N]
+#                                     [--data DIR] [--no-build] [--out DIR]
+#
+# Defaults: K = 10000 (the full benchmark: 15 corruptions x 10,000 images at severity 5, 750 batches of
+# 200; about 10 h SwiftTTA and 13 h reference on a 2-core Zen 3), tent, batch 200, all cores.
+# The folder (--data, default results/continual-data-K) is written by scripts/make_timing_benchmark.py
+# when it has no labels.npy yet: the embedded Fashion-MNIST-C images on three channels and RobustBench's
+# WRN-28-10 with its seeded initialisation (untrained: the errors only show that both sides took the same
+# steps on the same stream). Needs torch, numpy and safetensors, and the reference checkout that
+# scripts/reference_compare.py reads (--reference-dir there; default /work/refs/test-time-adaptation).
+# Builds tta in release first (SCRATCH chooses the build folder, default .build); --no-build uses
+# $SCRATCH/release/tta as it is. Logs, results files and compare.txt stay in --out
+# (default: results/continual-<date>).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+per_domain=10000
+method=tent
+batch=200
+threads=$(nproc)
+data=""
+build=1
+out="results/continual-$(date +%Y%m%d-%H%M%S)"
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --per-domain) per_domain="$2"; shift 2 ;;
+        --method) method="$2"; shift 2 ;;
+        --batch) batch="$2"; shift 2 ;;
+        --threads) threads="$2"; shift 2 ;;
+        --data) data="$2"; shift 2 ;;
+        --no-build) build=0; shift ;;
+        --out) out="$2"; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "compare_continual.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[[ $per_domain =~ ^[1-9][0-9]*$ ]] || { echo "compare_continual.sh: --per-domain takes a positive integer, got '$per_domain'" >&2; exit 2; }
+data="${data:-results/continual-data-$per_domain}"
+mkdir -p "$out"
+
+scratch="${SCRATCH:-.build}"
+[[ $build == 1 ]] && swift build -c release --product tta --scratch-path "$scratch" >&2
+tta="$scratch/release/tta"
+[[ -x $tta ]] || { echo "compare_continual.sh: no $tta (build it, or drop --no-build)" >&2; exit 1; }
+
+if [[ ! -f $data/CIFAR-10-C/labels.npy || ! -f $data/wrn28_10.safetensors ]]; then
+    python3 scripts/make_timing_benchmark.py --out "$data" --per-domain "$per_domain" >&2
+fi
+
+# Runs a command, keeps its stdout and stderr in the log files named, and writes its wall clock and peak
+# resident set (of the command and its children) to a JSON file: /usr/bin/time need not be installed.
+measured() {
+    local json="$1" stdout="$2" stderr="$3"; shift 3
+    python3 - "$json" "$stdout" "$stderr" "$@" <<'EOF'
+import json, resource, subprocess, sys, time
+target, stdout, stderr, cmd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+start = time.time()
+with open(stdout, "w") as o, open(stderr, "w") as e:
+    rc = subprocess.call(cmd, stdout=o, stderr=e)
+wall = time.time() - start
+peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+json.dump({"command": cmd, "exit": rc, "wall_seconds": round(wall, 2), "peak_rss_bytes": peak_kib * 1024}, open(target, "w"))
+sys.exit(rc)
+EOF
+}
+
+echo "SwiftTTA: $tta run --method $method (log $out/swift.log)" >&2
+measured "$out/swift_process.json" "$out/swift.log" "$out/swift.err" \
+    "$tta" run --method "$method" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
+    --batch-size "$batch" --threads "$threads" --output "$out/swift_$method.json"
+echo "reference: scripts/reference_compare.py --methods $method (log $out/reference.log)" >&2
+measured "$out/reference_process.json" "$out/reference.log" "$out/reference.err" \
+    python3 scripts/reference_compare.py --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
+    --methods "$method" --batch-size "$batch" --threads "$threads" --json "$out/reference_$method.json"
+
+python3 - "$out" "$method" "$per_domain" "$batch" "$threads" <<'EOF' | tee "$out/compare.txt"
+import json, sys
+out, method, per_domain, batch, threads = sys.argv[1:]
+swift = json.load(open(f"{out}/swift_{method}.json"))["runs"][0]
+ref = json.load(open(f"{out}/reference_{method}.json"))["runs"][0]
+sp, rp = json.load(open(f"{out}/swift_process.json")), json.load(open(f"{out}/reference_process.json"))
+images = sum(d["samples"] for d in swift["domains"])
+print(f"continual CIFAR-10-C layout, {len(swift['domains'])} domains x {per_domain} images ({images:,} in all), "
+      f"{method}, WRN-28-10, batch {batch}, {threads} thread(s)")
+def hms(s):
+    s = int(round(s)); return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+gib = 1024 ** 3
+rows = [("run (results file)", swift["seconds"], ref["seconds"], hms),
+        ("whole process", sp["wall_seconds"], rp["wall_seconds"], hms)]
+print(f"{'':>22} {'SwiftTTA':>12} {'reference':>12} {'ratio':>8}")
+for name, s, r, f in rows:
+    print(f"{name:>22} {f(s):>12} {f(r):>12} {r / s:7.2f}x")
+print(f"{'peak resident':>22} {sp['peak_rss_bytes'] / gib:10.2f} G {rp['peak_rss_bytes'] / gib:10.2f} G "
+      f"{sp['peak_rss_bytes'] / rp['peak_rss_bytes']:7.2f}x")
+print(f"{'images/s':>22} {images / swift['seconds']:12.2f} {images / ref['seconds']:12.2f}")
+diff = [(a["name"], a["error"], b["error"]) for a, b in zip(swift["domains"], ref["domains"]) if abs(a["error"] - b["error"]) > 1e-9]
+print(f"mean error: SwiftTTA {swift['meanError']:.2f}%, reference {ref['meanError']:.2f}%; "
+      + ("equal domain for domain" if not diff and len(swift["domains"]) == len(ref["domains"])
+         else f"{len(diff)} domain(s) differ: " + ", ".join(f"{n} {a:.2f} vs {b:.2f}" for n, a, b in diff)))
+print("ratios: time reference / SwiftTTA (above 1: SwiftTTA faster); memory SwiftTTA / reference (below 1: SwiftTTA smaller)")
+EOF
