@@ -409,8 +409,8 @@ final class Experiment {
                                       threads: KernelThreads.count)
         do {
             config.inputs = try InputFingerprint(weights: weights.url,
-                                                 data: benchmark.dataFiles(corruptions: unique, severities: streamConfiguration.effectiveSeverities)
-                                                 + (source?.data.files ?? []))
+                                                 data: benchmark.dataFileGroups(corruptions: unique, severities: streamConfiguration.effectiveSeverities)
+                                                 + (source?.data.files ?? []).map(DataFileGroup.init(file:)))
         } catch { throw CLIError.wrap(error) }
 
         // 8. Checkpoints: what identifies this run, and the checkpoint to resume, which must match it.

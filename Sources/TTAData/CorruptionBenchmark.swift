@@ -186,12 +186,12 @@ public struct CorruptionBenchmark: Sendable {
         names.isEmpty ? "(no corruption files)" : names.joined(separator: ", ")
     }
 
-    /// The path of a corruption's file.
     /// `labels.npy`, then each corruption's `.npy` (every severity is in the one file).
-    public func dataFiles(corruptions: [String], severities: [Int]) -> [URL] {
-        [folder.appendingPathComponent("labels.npy")] + corruptions.map(fileURL(corruption:))
+    public func dataFileGroups(corruptions: [String], severities: [Int]) -> [DataFileGroup] {
+        ([folder.appendingPathComponent("labels.npy")] + corruptions.map(fileURL(corruption:))).map(DataFileGroup.init(file:))
     }
 
+    /// The path of a corruption's file.
     public func fileURL(corruption: String) -> URL {
         folder.appendingPathComponent(corruption + ".npy")
     }

@@ -8,9 +8,10 @@ import TTATensor
 public protocol CorruptionDataset: Sendable {
     /// The folder the benchmark was opened from (for messages and results files).
     var folder: URL { get }
-    /// Every file a stream over `corruptions` at `severities` reads, in a fixed order (what the results'
-    /// input fingerprint hashes).
-    func dataFiles(corruptions: [String], severities: [Int]) -> [URL]
+    /// Every file a stream over `corruptions` at `severities` reads, in a fixed order, as the entries of
+    /// the results' input fingerprint: one file each (`.npy` benchmarks), or one domain folder each
+    /// (JPEG folders, whose tens of thousands of files would otherwise each be an entry).
+    func dataFileGroups(corruptions: [String], severities: [Int]) -> [DataFileGroup]
     /// The corruptions that can be streamed.
     var availableCorruptions: [String] { get }
     /// Samples in every (corruption, severity) domain.
@@ -26,6 +27,32 @@ public protocol CorruptionDataset: Sendable {
     /// - Throws: `DataError` naming the file that cannot be read.
     func readImages(corruption: String, severity: Int, indices: [Int], into buffer: UnsafeMutableBufferPointer<Float>,
                     firstSlot: Int) throws
+}
+
+/// One entry of an input fingerprint: a single file, or the files of one folder that a stream reads,
+/// in the order it reads them.
+public struct DataFileGroup: Sendable, Equatable {
+    /// The file, or the folder that holds the files.
+    public let path: URL
+    /// The name the entry goes by wherever the benchmark folder is: the file's name (`fog.npy`), or the
+    /// folder's path within the benchmark (`fog/5`).
+    public let name: String
+    /// `[path]` for a single file; else the files, each below `path`.
+    public let files: [URL]
+
+    /// A single file, named by its last path component.
+    public init(file: URL) {
+        (path, name, files) = (file, file.lastPathComponent, [file])
+    }
+
+    /// The files of `folder` (each below it), in reading order.
+    public init(folder: URL, name: String, files: [URL]) {
+        precondition(files.allSatisfy { $0.path.hasPrefix(folder.path + "/") }, "DataFileGroup \(name): a file outside \(folder.path)")
+        (path, self.name, self.files) = (folder, name, files)
+    }
+
+    /// Whether the entry is one file rather than a folder.
+    public var isSingleFile: Bool { files == [path] }
 }
 
 extension CorruptionDataset {

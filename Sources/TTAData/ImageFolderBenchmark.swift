@@ -212,12 +212,18 @@ public struct ImageFolderBenchmark: CorruptionDataset {
         return "\(parts[0])/ILSVRC2012_val_\(String(repeating: "0", count: max(0, 8 - number.count)))\(number).JPEG"
     }
 
-    /// The path of one sample of one domain.
-    /// The JPEG of every sample of every (corruption, severity) domain, domain after domain.
-    public func dataFiles(corruptions: [String], severities: [Int]) -> [URL] {
-        corruptions.flatMap { c in severities.flatMap { s in samples.indices.map { url(corruption: c, severity: s, index: $0) } } }
+    /// One entry per (corruption, severity) domain, domain after domain: its folder `<corruption>/<severity>`
+    /// and the JPEG of every sample, in sample order.
+    public func dataFileGroups(corruptions: [String], severities: [Int]) -> [DataFileGroup] {
+        corruptions.flatMap { c in
+            severities.map { s in
+                DataFileGroup(folder: folder.appendingPathComponent(c).appendingPathComponent(String(s)), name: "\(c)/\(s)",
+                              files: samples.indices.map { url(corruption: c, severity: s, index: $0) })
+            }
+        }
     }
 
+    /// The path of one sample of one domain.
     public func url(corruption: String, severity: Int, index: Int) -> URL {
         folder.appendingPathComponent(corruption).appendingPathComponent(String(severity)).appendingPathComponent(samples[index])
     }

@@ -70,6 +70,7 @@ import TTARuntime
         #expect(first.data.map { URL(fileURLWithPath: $0.path).lastPathComponent }
                 == ["labels.npy"] + TinyBenchmark.corruptions.map { $0 + ".npy" })
         for f in first.data {
+            #expect(f.files == nil)
             let bytes = try Data(contentsOf: URL(fileURLWithPath: f.path))
             #expect(f.bytes == bytes.count && f.sha256 == SHA256.hex(bytes))
         }
