@@ -658,6 +658,10 @@ CASES["eta_unmix_tns"] = (with_unmix_tns(run_eata), {"components": 4, "batch_siz
 # margin_e0 0.25 the run is ill-conditioned: PyTorch's float32 run leaves its float64 run by 1.3e-3 after batch 3.)
 CASES["sar_unmix_tns"] = (with_unmix_tns(run_sar), {"components": 4, "batch_size_max": 64, "lr": 1e-3, "margin_e0": 0.4,
                                                     "reset_constant": 0.2})
+# LAME on UnMix-TNS: the features come through the UnMix-TNS layers (eval mode, no training), which move their
+# components at every batch.
+CASES["lame_unmix_tns"] = (with_unmix_tns(run_lame), {"components": 4, "batch_size_max": 64, "affinity": "rbf", "knn": 5,
+                                                      "force_symmetry": False})
 CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns", "sar_unmix_tns"}
 
 

@@ -22,13 +22,15 @@ public enum MethodRegistry {
         let e = singleEntries.first { $0.name == host }!
         return Entry(name: host + unmixSuffix, summary: "\(host) adapting through UnMix-TNS normalisation (per-sample mixed BN statistics)",
                      usesGradients: e.usesGradients, needsSourceData: e.needsSourceData,
-                     singleImages: true)   // per-sample statistics: one image normalises itself
+                     // Per-sample statistics: one image normalises itself. LAME's affinity still relates a batch's images.
+                     singleImages: host != "lame")
     }
 
     /// The methods UnMix-TNS normalisation can be put under, as `<host>+unmix_tns`: those whose only use of
-    /// BN is to train its affine parameters on batch statistics (the reference also combines it with
-    /// CoTTA, RoTTA, ROID, NOTE and LAME, whose teacher or source copies SwiftTTA does not give UnMix-TNS layers).
-    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb"]
+    /// BN is to train its affine parameters on batch statistics, and LAME, which reads the features of the
+    /// model as normalised (the reference also combines it with CoTTA, RoTTA, ROID and NOTE, whose teacher
+    /// or source copies SwiftTTA does not give UnMix-TNS layers).
+    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb", "lame"]
     static let unmixSuffix = "+unmix_tns"
 
     /// The single method a registered name runs: `tent` for `tent+unmix_tns`, the name itself otherwise.

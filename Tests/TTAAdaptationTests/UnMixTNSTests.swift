@@ -82,10 +82,11 @@ private final class FrozenAssignments: SampleStatisticsProvider {
         for host in MethodRegistry.unmixHosts where host != "eata" {
             let m = try #require(try MethodRegistry.make(host + "+unmix_tns", configuration: c) as? UnMixTNSMethod)
             #expect(m.name == host + "+unmix_tns" && m.host?.name == host && MethodRegistry.baseName(m.name) == host)
-            #expect(MethodRegistry.entry(m.name)?.usesGradients == true)
+            #expect(MethodRegistry.entry(m.name)?.usesGradients == (host != "lame"))
+            #expect(MethodRegistry.entry(m.name)?.singleImages == (host != "lame"))
         }
         #expect(MethodRegistry.entry("eata+unmix_tns")?.needsSourceData == true)
-        #expect(throws: AdaptationError("unknown method 'cotta+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb (as <method>+unmix_tns)")) {
+        #expect(throws: AdaptationError("unknown method 'cotta+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb, lame (as <method>+unmix_tns)")) {
             try MethodRegistry.make("cotta+unmix_tns", configuration: c)
         }
     }
