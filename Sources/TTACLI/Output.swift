@@ -253,7 +253,7 @@ final class ProgressPrinter {
             console.err("\r\u{1B}[K" + line)
             lineShown = true
         case .domainFinished(let d):
-            let text = "\(d.name)\(d.severity)  error \(ResultsView.percent(d.error))%  (\(d.samples) images)"
+            let text = "\(d.name)\(d.severity)  error \(ResultsView.percent(d.error))%  (\(d.samples) images, \(formatClock(e.elapsed)) into the run)"
             if domainLinesOnStdout {
                 clearLine()
                 console.out("[\(leftPad("\(e.domain)", "\(e.domainCount)".count))/\(e.domainCount)] \(text)\n")

@@ -25,6 +25,8 @@ public struct ProgressEvent: Sendable {
     public var imagesPerSecond: Double
     /// Estimated seconds left.
     public var eta: Double
+    /// Seconds the run has taken so far (across a resume: the time before it too).
+    public var elapsed: Double = 0
 }
 
 /// Everything a run has accumulated between two batches: where the stream is, the scores so far,
@@ -162,7 +164,7 @@ public enum BenchmarkRunner {
                                  batchInDomain: max(0, min(state.batches - inDomain.lowerBound, inDomain.count)),
                                  batchesInDomain: inDomain.count, batch: state.batches, batchCount: batchCount,
                                  runningError: state.errorOverAllSamples,
-                                 imagesPerSecond: ips, eta: perBatch * Double(batchCount - state.batches))
+                                 imagesPerSecond: ips, eta: perBatch * Double(batchCount - state.batches), elapsed: elapsed())
         }
 
         func save() throws {

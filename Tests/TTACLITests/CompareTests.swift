@@ -112,9 +112,16 @@ import TTAAdaptation
         let json = try JSONDecoder().decode(ResultsFile.self, from: Data(tta(["run"] + tiny.dataOptions + ["--method", "norm_test", "--format", "json"]).out.utf8))
         let lines = r.out.split(separator: "\n").map(String.init)
         try #require(lines.count > 3 && json.runs.count == 1, "\(r.err)")
+        // Each line ends with the run's clock when the domain finished (m:ss), which never goes back.
+        var clocks: [Int] = []
         for (k, d) in json.runs[0].domains.enumerated() {
-            #expect(lines[k] == "[\(k + 1)/3] \(d.name)5  error \(String(format: "%.2f", d.error))%  (8 images)")
+            let head = "[\(k + 1)/3] \(d.name)5  error \(String(format: "%.2f", d.error))%  (8 images, ", tail = " into the run)"
+            #expect(lines[k].hasPrefix(head) && lines[k].hasSuffix(tail), "\(lines[k])")
+            let clock = lines[k].dropFirst(head.count).dropLast(tail.count).split(separator: ":").compactMap { Int($0) }
+            try #require(clock.count == 2 && clock[1] < 60, "\(lines[k])")
+            clocks.append(60 * clock[0] + clock[1])
         }
+        #expect(clocks == clocks.sorted())
         #expect(lines[3].hasPrefix("Error (%) · cifar10-c"))
         // Other formats print only the results.
         #expect(tta(["run"] + tiny.dataOptions + ["--method", "source", "--format", "csv"]).out.hasPrefix("method,"))
