@@ -5,15 +5,15 @@
 # SwiftTTA / reference ratios, and whether the two sides' errors agree domain for domain.
 #
 #     benchmarks/compare_continual.sh [--per-domain K] [--method tent] [--batch N] [--threads N]
-#                                     [--data DIR] [--no-build] [--out DIR]
+#                                     [--data DIR] [--reference-dir DIR] [--no-build] [--out DIR]
 #
 # Defaults: K = 10000 (the full benchmark: 15 corruptions x 10,000 images at severity 5, 750 batches of
 # 200; about 10 h SwiftTTA and 13 h reference on a 2-core Zen 3), tent, batch 200, all cores.
 # The folder (--data, default results/continual-data-K) is written by scripts/make_timing_benchmark.py
 # when it has no labels.npy yet: the embedded Fashion-MNIST-C images on three channels and RobustBench's
 # WRN-28-10 with its seeded initialisation (untrained: the errors only show that both sides took the same
-# steps on the same stream). Needs torch, numpy and safetensors, and the reference checkout that
-# scripts/reference_compare.py reads (--reference-dir there; default /work/refs/test-time-adaptation).
+# steps on the same stream). Needs torch, numpy and safetensors, and a checkout of the reference repo
+# (mariodoebler/test-time-adaptation; --reference-dir, default /work/refs/test-time-adaptation).
 # Builds tta in release first (SCRATCH chooses the build folder, default .build); --no-build uses
 # $SCRATCH/release/tta as it is. Logs, results files and compare.txt stay in --out
 # (default: results/continual-<date>).
@@ -25,6 +25,7 @@ method=tent
 batch=200
 threads=$(nproc)
 data=""
+reference_dir=/work/refs/test-time-adaptation
 build=1
 out="results/continual-$(date +%Y%m%d-%H%M%S)"
 while [[ $# -gt 0 ]]; do
@@ -34,6 +35,7 @@ while [[ $# -gt 0 ]]; do
         --batch) batch="$2"; shift 2 ;;
         --threads) threads="$2"; shift 2 ;;
         --data) data="$2"; shift 2 ;;
+        --reference-dir) reference_dir="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
         --out) out="$2"; shift 2 ;;
         -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -50,7 +52,7 @@ tta="$scratch/release/tta"
 [[ -x $tta ]] || { echo "compare_continual.sh: no $tta (build it, or drop --no-build)" >&2; exit 1; }
 
 if [[ ! -f $data/CIFAR-10-C/labels.npy || ! -f $data/wrn28_10.safetensors ]]; then
-    python3 scripts/make_timing_benchmark.py --out "$data" --per-domain "$per_domain" >&2
+    python3 scripts/make_timing_benchmark.py --out "$data" --per-domain "$per_domain" --reference-dir "$reference_dir" >&2
 fi
 
 # Runs a command, keeps its stdout and stderr in the log files named, and writes its wall clock and peak
@@ -76,7 +78,7 @@ measured "$out/swift_process.json" "$out/swift.log" "$out/swift.err" \
     --batch-size "$batch" --threads "$threads" --output "$out/swift_$method.json"
 echo "reference: scripts/reference_compare.py --methods $method (log $out/reference.log)" >&2
 measured "$out/reference_process.json" "$out/reference.log" "$out/reference.err" \
-    python3 scripts/reference_compare.py --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
+    python3 scripts/reference_compare.py --reference-dir "$reference_dir" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
     --methods "$method" --batch-size "$batch" --threads "$threads" --json "$out/reference_$method.json"
 
 python3 - "$out" "$method" "$per_domain" "$batch" "$threads" <<'EOF' | tee "$out/compare.txt"
