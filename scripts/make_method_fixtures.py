@@ -195,6 +195,7 @@ def run_cotta(model, xs, cfg):
             for tp, sp in zip(teacher.parameters(), model.parameters()):
                 tp.data[:] = cfg["mt"] * tp.data[:] + (1 - cfg["mt"]) * sp.data[:]
         outs.append(t.detach())
+        cfg.get("after_batch", lambda: None)()
     return outs
 
 
@@ -662,6 +663,10 @@ CASES["sar_unmix_tns"] = (with_unmix_tns(run_sar), {"components": 4, "batch_size
 # components at every batch.
 CASES["lame_unmix_tns"] = (with_unmix_tns(run_lame), {"components": 4, "batch_size_max": 64, "affinity": "rbf", "knn": 5,
                                                       "force_symmetry": False})
+# CoTTA on UnMix-TNS: the layers replace the BNs before CoTTA deep-copies the model, so the teacher and the
+# anchor carry UnMix-TNS layers of their own (same draws), which move with their own forward passes.
+CASES["cotta_unmix_tns"] = (with_unmix_tns(run_cotta), {"components": 4, "batch_size_max": 64, "optimizer": "sgd", "lr": 0.01,
+                                                        "ap": 1.0, "n_aug": 2, "mt": 0.9, "symmetric": False})
 CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns", "sar_unmix_tns"}
 
 

@@ -27,10 +27,10 @@ public enum MethodRegistry {
     }
 
     /// The methods UnMix-TNS normalisation can be put under, as `<host>+unmix_tns`: those whose only use of
-    /// BN is to train its affine parameters on batch statistics, and LAME, which reads the features of the
-    /// model as normalised (the reference also combines it with CoTTA, RoTTA, ROID and NOTE, whose teacher
-    /// or source copies SwiftTTA does not give UnMix-TNS layers).
-    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb", "lame"]
+    /// BN is to train its affine parameters on batch statistics; LAME, which reads the features of the
+    /// model as normalised; CoTTA, whose teacher and anchor get UnMix-TNS layers of their own (the
+    /// reference also combines it with RoTTA, ROID and NOTE, which SwiftTTA does not yet).
+    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb", "lame", "cotta"]
     static let unmixSuffix = "+unmix_tns"
 
     /// The single method a registered name runs: `tent` for `tent+unmix_tns`, the name itself otherwise.

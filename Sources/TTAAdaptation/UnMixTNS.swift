@@ -15,7 +15,12 @@ import TTATensor
 /// the instance statistics `m_b`, `v_b` in the mixtures, not through the assignments `p_bk` (computed
 /// under `no_grad` in the reference) nor the components. Every forward pass of the host updates the
 /// components as it normalises (two per step for SAR, one per step for the others), before the
-/// optimizer step, as the reference layer does in `forward`. When the host restores the source model by
+/// optimizer step, as the reference layer does in `forward`. A host that copies the model (CoTTA's teacher
+/// and anchor) gets UnMix-TNS installed first, so that each copy has layers of its own, as the reference's
+/// deep copies of the replaced model do: they share the initial draws, move with their own forward passes
+/// (the teacher's 1 + N augmented passes per batch, the anchor's one), are not averaged into the teacher
+/// (the reference's EMA goes over parameters, not buffers) and are restored with the student's on a reset.
+/// When the host restores the source model by
 /// itself (SAR's model recovery, RDumb's periodic reset: the reference reloads the whole state dict, the
 /// components included), the components go back to their initial draws too.
 ///
@@ -57,21 +62,37 @@ public final class UnMixTNSMethod: AdaptationMethod {
             throw AdaptationError("\(name): \(model.architecture) has no BatchNorm layer for UnMix-TNS to replace"
                                   + (host.map { "; run \($0.name) alone" } ?? ""))
         }
-        if let host {
+        let k = configuration.unmixComponents
+        func install() {
+            layers = model.batchNorms.map { bn in
+                let layer = UnMixTNSLayer(components: k, mean: Array(UnsafeBufferPointer(start: model.store.pointer(bn.runningMean), count: bn.features)),
+                                          variance: Array(UnsafeBufferPointer(start: model.store.pointer(bn.runningVar), count: bn.features)),
+                                          bnMomentum: bn.momentum ?? 0.1, batchSizeMax: configuration.unmixBatchSizeMax,
+                                          configuredBatchSize: configuration.batchSize)
+                bn.sampleStatistics = layer
+                return layer
+            }
+        }
+        if let host, Self.hostsCopyingTheModel.contains(host.name) {
+            // The copies the host makes (teacher, anchor) get UnMix-TNS layers of their own.
+            install()
             try host.configure(model)
+        } else if let host {
+            try host.configure(model)
+            install()
         } else {
             model.setBatchNormMode(.runningStatistics)
             model.store.setTrainable(.none)
+            install()
         }
-        let k = configuration.unmixComponents
-        layers = model.batchNorms.map { bn in
-            let layer = UnMixTNSLayer(components: k, mean: Array(UnsafeBufferPointer(start: model.store.pointer(bn.runningMean), count: bn.features)),
-                                      variance: Array(UnsafeBufferPointer(start: model.store.pointer(bn.runningVar), count: bn.features)),
-                                      bnMomentum: bn.momentum ?? 0.1, batchSizeMax: configuration.unmixBatchSizeMax,
-                                      configuredBatchSize: configuration.batchSize)
-            bn.sampleStatistics = layer
-            return layer
-        }
+    }
+
+    /// Hosts that copy the model in `configure` (CoTTA's teacher and anchor): UnMix-TNS goes in first.
+    static let hostsCopyingTheModel: Set<String> = ["cotta"]
+
+    /// The host's prediction (CoTTA's: its teacher's), for the sliding window between updates.
+    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
+        try host?.predict(x, model: model) ?? model.forward(x, .inference)
     }
 
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
@@ -102,16 +123,23 @@ public final class UnMixTNSMethod: AdaptationMethod {
         for layer in layers { layer.restart() }
     }
 
-    /// Per BN layer: the components' current and initial means and variances (absent before the first
-    /// batch), and the drawn initial means; the host's state under `host.`.
+    /// State key of BN layer `layer` in the model (`copy` 0) or in the host's `copy`-th model copy.
+    static func stateKey(layer: Int, copy: Int) -> String { copy == 0 ? "layer.\(layer)" : "layer.\(layer).copy\(copy)" }
+
+    /// Per BN layer, in the model and in each of the host's copies of it: the components' current and
+    /// initial means and variances (absent before the first batch); the drawn initial means; the host's
+    /// state under `host.`.
     public func captureState() -> MethodState {
         var s = MethodState()
         for (i, layer) in layers.enumerated() {
-            s.tensors["layer.\(i).means"] = layer.means
-            s.tensors["layer.\(i).variances"] = layer.variances
-            if let initial = layer.initial {
-                s.tensors["layer.\(i).initialMeans"] = initial.means
-                s.tensors["layer.\(i).initialVariances"] = initial.variances
+            for (j, l) in layer.family.enumerated() {
+                let key = Self.stateKey(layer: i, copy: j)
+                s.tensors["\(key).means"] = l.means
+                s.tensors["\(key).variances"] = l.variances
+                if let initial = l.initial {
+                    s.tensors["\(key).initialMeans"] = initial.means
+                    s.tensors["\(key).initialVariances"] = initial.variances
+                }
             }
         }
         for (i, m) in (initialMeans ?? []).enumerated() { s.tensors["drawn.\(i)"] = m }
@@ -122,17 +150,19 @@ public final class UnMixTNSMethod: AdaptationMethod {
     public func restoreState(_ state: MethodState) throws {
         try host?.restoreState(state.inner("host"))
         for (i, layer) in layers.enumerated() {
-            let kc = layer.k * layer.c
-            func values(_ key: String) throws -> [Float]? {
-                guard let v = state.tensors["layer.\(i).\(key)"] else { return nil }
-                guard v.count == kc else { throw AdaptationError("\(name): state 'layer.\(i).\(key)' has \(v.count) values, expected \(kc)") }
-                return v
+            for (j, l) in layer.family.enumerated() {
+                let key = Self.stateKey(layer: i, copy: j), kc = l.k * l.c
+                func values(_ field: String) throws -> [Float]? {
+                    guard let v = state.tensors["\(key).\(field)"] else { return nil }
+                    guard v.count == kc else { throw AdaptationError("\(name): state '\(key).\(field)' has \(v.count) values, expected \(kc)") }
+                    return v
+                }
+                guard let means = try values("means"), let variances = try values("variances") else {
+                    throw AdaptationError("\(name): state of BN layer \(i)\(j == 0 ? "" : " (model copy \(j))") is missing")
+                }
+                let initial = try values("initialMeans").flatMap { m in try values("initialVariances").map { (m, $0) } }
+                l.restore(means: means, variances: variances, initial: initial)
             }
-            guard let means = try values("means"), let variances = try values("variances") else {
-                throw AdaptationError("\(name): state of BN layer \(i) is missing")
-            }
-            let initial = try values("initialMeans").flatMap { m in try values("initialVariances").map { (m, $0) } }
-            layer.restore(means: means, variances: variances, initial: initial)
         }
         let drawn = (0..<layers.count).compactMap { state.tensors["drawn.\($0)"] }
         initialMeans = drawn.count == layers.count ? drawn : nil
@@ -148,6 +178,10 @@ public final class UnMixTNSLayer: SampleStatisticsProvider {
     public private(set) var means: [Float], variances: [Float]
     /// `M` and `V` after initialisation (what `restart()` returns to); nil until the first batch.
     public private(set) var initial: (means: [Float], variances: [Float])?
+    /// The same layer in the model's copies (a mean teacher's, an anchor's; `copy()`), in the order they
+    /// were made: each moves its components with its own forward passes, and starts and restarts with
+    /// this layer, as PyTorch's deep copies of a model whose BNs were replaced before the method copied it.
+    public private(set) var replicas: [UnMixTNSLayer] = []
     let bnMomentum: Float, batchSizeMax: Int, configuredBatchSize: Int?
     /// α = ½ of the initialisation.
     static let spread: Float = 0.5
@@ -174,11 +208,24 @@ public final class UnMixTNSLayer: SampleStatisticsProvider {
         means = m
         variances = (0..<k).flatMap { _ in sourceVariance.map { (1 - a) * $0 } }
         initial = (means, variances)
+        for r in replicas { r.start(means: m) }
     }
 
     func restart() {
         if let initial { (means, variances) = initial }
+        for r in replicas { r.restart() }
     }
+
+    public func copy() -> any SampleStatisticsProvider {
+        let r = UnMixTNSLayer(components: k, mean: sourceMean, variance: sourceVariance, bnMomentum: bnMomentum,
+                              batchSizeMax: batchSizeMax, configuredBatchSize: configuredBatchSize)
+        r.restore(means: means, variances: variances, initial: initial)
+        replicas.append(r)
+        return r
+    }
+
+    /// This layer, then its replicas and theirs, depth first: every copy whose state a checkpoint keeps.
+    var family: [UnMixTNSLayer] { [self] + replicas.flatMap(\.family) }
 
     public func statistics(_ x: Tensor, layer: BatchNorm2d) -> SampleStatistics {
         let (m, v) = Self.instanceStatistics(x)

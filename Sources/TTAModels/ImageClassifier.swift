@@ -71,12 +71,12 @@ extension LinearHeadClassifier {
 extension ImageClassifier {
     public var requiredImageSize: (height: Int, width: Int)? { nil }
 
-    /// Gives `copy`, a fresh model of the same shape, this model's values, input normalisation and BN
-    /// modes and momenta: everything but the structure.
+    /// Gives `copy`, a fresh model of the same shape, this model's values, input normalisation, BN
+    /// modes and momenta, and copies of its BNs' per-sample statistics providers: everything but the structure.
     public func copyState(to copy: Self) -> Self {
         copy.store.copyValues(from: store)
         copy.inputNormalization = inputNormalization
-        for (a, b) in zip(copy.batchNorms, batchNorms) { a.mode = b.mode; a.momentum = b.momentum }
+        for (a, b) in zip(copy.batchNorms, batchNorms) { (a.mode, a.momentum, a.sampleStatistics) = (b.mode, b.momentum, b.sampleStatistics?.copy()) }
         return copy
     }
 

@@ -45,6 +45,10 @@ public struct SampleStatistics: Sendable {
 /// provider may update its own state from `x` (once per forward pass).
 public protocol SampleStatisticsProvider: AnyObject {
     func statistics(_ x: Tensor, layer: BatchNorm2d) -> SampleStatistics
+    /// The provider of the same layer in a copy of the model (`ImageClassifier.copy()`, e.g. a mean
+    /// teacher): its own state from then on, starting as this one's, as PyTorch's `deepcopy` of a model
+    /// copies a normalisation layer's buffers.
+    func copy() -> any SampleStatisticsProvider
 }
 
 /// `nn.BatchNorm2d(features)` with `<name>.weight`, `.bias`, `.running_mean`, `.running_var`,

@@ -91,6 +91,10 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     case "lame_unmix_tns":
         c.unmixComponents = 4
         return ("lame+unmix_tns", c)
+    case "cotta_unmix_tns":
+        c.unmixComponents = 4; c.optimizer = .sgd; c.lr = 0.01
+        c.confidenceThreshold = 1; c.augmentations = 2; c.restoreProbability = 0; c.teacherMomentum = 0.9
+        return ("cotta+unmix_tns", c)
     case "roid_plain_sgd":
         c.optimizer = .sgd; c.lr = 0.01; c.roidWeighting = false; c.roidConsistency = false
         return ("roid", c)
@@ -103,12 +107,13 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 /// Golden: `method_cases()` in scripts/make_method_fixtures.py (`run_lame`, `run_eata`, `run_sar` for
 /// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`,
 /// `run_unmix_tns`; `with_unmix_tns(run_tent)`, `(run_eata)` and `(run_sar)` for TENT, ETA and SAR on UnMix-TNS,
-/// whose trained parameters are compared after every batch too; `with_unmix_tns(run_lame)` for LAME on UnMix-TNS).
+/// whose trained parameters are compared after every batch too; `with_unmix_tns(run_lame)` and `(run_cotta)`
+/// for LAME and CoTTA on UnMix-TNS).
 @Suite struct MethodParityTests {
     @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
                       "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery",
                       "rdumb", "rotta", "roid", "roid_plain_sgd", "unmix_tns", "tent_unmix_tns", "eta_unmix_tns", "sar_unmix_tns",
-                      "lame_unmix_tns"])
+                      "lame_unmix_tns", "cotta_unmix_tns"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)

@@ -14,6 +14,7 @@ private final class FrozenAssignments: SampleStatisticsProvider {
         let (m, v) = UnMixTNSLayer.instanceStatistics(x)
         return layer.mixture(m, v, assignments: p)
     }
+    func copy() -> any SampleStatisticsProvider { FrozenAssignments(layer, p: p) }
 }
 
 /// The backward pass through UnMix-TNS normalisation, and the method on top of gradient-based hosts.
@@ -86,8 +87,8 @@ private final class FrozenAssignments: SampleStatisticsProvider {
             #expect(MethodRegistry.entry(m.name)?.singleImages == (host != "lame"))
         }
         #expect(MethodRegistry.entry("eata+unmix_tns")?.needsSourceData == true)
-        #expect(throws: AdaptationError("unknown method 'cotta+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb, lame (as <method>+unmix_tns)")) {
-            try MethodRegistry.make("cotta+unmix_tns", configuration: c)
+        #expect(throws: AdaptationError("unknown method 'roid+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb, lame, cotta (as <method>+unmix_tns)")) {
+            try MethodRegistry.make("roid+unmix_tns", configuration: c)
         }
     }
 
@@ -138,5 +139,32 @@ private final class FrozenAssignments: SampleStatisticsProvider {
         let plain = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make(name, configuration: c), seed: 1)
         _ = try plain.adapt(stream[0])
         #expect((plain.method as! UnMixTNSMethod).layers.allSatisfy { $0.means != $0.initial?.means })
+    }
+
+    /// CoTTA's teacher and anchor get UnMix-TNS layers of their own: the same draws as the student's,
+    /// moved by their own passes (the teacher's 1 + 2 augmented, the anchor's one), back to the draws on a reset.
+    @Test func cottaCopiesCarryTheirOwnLayers() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.unmixComponents = 4; c.augmentations = 2; c.confidenceThreshold = 1
+        let flip: BatchAugmentation = { x, _ in x }
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("cotta+unmix_tns", configuration: c, augment: flip),
+                                  seed: 1)
+        let unmix = try #require(adaptor.method as? UnMixTNSMethod)
+        let cotta = try #require(unmix.host as? CoTTAMethod)
+        let teacher = try #require(cotta.teacher), anchor = try #require(cotta.anchor)
+        // Two batches: on the first the anchor and the student see the same weights and input.
+        for x in try methodFixtureStream().prefix(2) { _ = try adaptor.adapt(x) }
+        for (i, layer) in unmix.layers.enumerated() {
+            let copies = [teacher.batchNorms[i].sampleStatistics, anchor.batchNorms[i].sampleStatistics].map { $0 as? UnMixTNSLayer }
+            #expect(copies.map { $0.map(ObjectIdentifier.init) } == layer.replicas.map(ObjectIdentifier.init))
+            for copy in layer.replicas {
+                #expect(copy !== layer && copy.initial?.means == layer.initial?.means)
+                #expect(copy.means != layer.means && copy.means != copy.initial?.means)
+            }
+        }
+        // The teacher ran three passes, the anchor one: their components differ.
+        #expect(unmix.layers.allSatisfy { $0.replicas[0].means != $0.replicas[1].means })
+        adaptor.reset()
+        #expect(unmix.layers.allSatisfy { $0.family.allSatisfy { $0.means == $0.initial?.means } })
     }
 }
