@@ -181,11 +181,12 @@ def run_cotta(model, xs, cfg):
         s = model(x)
         with torch.no_grad():
             anchor_prob = anchor(x).softmax(1).max(1)[0]
-            standard = teacher(x)
+            # As the reference's loss_calculation: the augmented passes or the plain one, not both (under
+            # UnMix-TNS every teacher pass moves the teacher's components).
             if anchor_prob.mean(0) < cfg["ap"]:  # augmentation-averaged teacher logits
                 t = torch.stack([teacher(x.flip(3)) for _ in range(cfg["n_aug"])]).mean(0)
             else:
-                t = standard
+                t = teacher(x)
         if cfg["symmetric"]:
             loss = (-0.5 * (t.softmax(1) * s.log_softmax(1)).sum(1) - 0.5 * (s.softmax(1) * t.log_softmax(1)).sum(1)).mean(0)
         else:

@@ -58,15 +58,19 @@ public final class CoTTAMethod: AdaptationMethod {
             var conf = 0.0
             for i in 0..<probs.shape[0] { conf += Double(probs.storage[(i * c)..<((i + 1) * c)].max()!) }
             conf /= Double(probs.shape[0])
-            let standard = teacher.forward(x, .inference)
-            let wantAugmented = conf < Double(configuration.confidenceThreshold)
-            guard let augment, configuration.augmentations > 0, wantAugmented || alwaysAugment else { return standard }
-            var sum = Tensor(shape: standard.shape)
-            for _ in 0..<configuration.augmentations {
+            // The teacher's plain pass only where its output is used (the reference runs either the plain
+            // pass or the augmented ones; the official CIFAR code, `alwaysAugment`, the plain pass first, then
+            // all augmented ones). Passes cost time, and under UnMix-TNS each one moves the teacher's components.
+            let augmenting = augment != nil && configuration.augmentations > 0
+            let wantAugmented = augmenting && conf < Double(configuration.confidenceThreshold)
+            let standard = !wantAugmented || alwaysAugment ? teacher.forward(x, .inference) : nil
+            guard let augment, augmenting, wantAugmented || alwaysAugment else { return standard! }
+            var sum = Tensor(shape: [x.shape[0], 0])
+            for a in 0..<configuration.augmentations {
                 let out = teacher.forward(augment(x, &rng), .inference)
-                for i in 0..<sum.count { sum.storage[i] += out.storage[i] }
+                if a == 0 { sum = out } else { for i in 0..<sum.count { sum.storage[i] += out.storage[i] } }
             }
-            guard wantAugmented else { return standard }
+            guard wantAugmented else { return standard! }
             let inv = 1 / Float(configuration.augmentations)
             return Tensor(shape: sum.shape, storage: sum.storage.map { $0 * inv })
         }
