@@ -430,18 +430,23 @@ def run_rotta(model, xs, cfg):
     CSTU memory, teacher EMA; the strong augmentation is replaced by a horizontal flip (see the docstring).
     The teacher predicts in eval mode, with the running statistics, which the fixture models have from random
     draws (one class for every image); so first the running statistics are set to the whole stream's (one
-    train-mode pass with momentum 1: unbiased variance), which makes the pseudo-labels diverse."""
+    train-mode pass with momentum 1: unbiased variance), which makes the pseudo-labels diverse.
+    On UnMix-TNS layers (`with_unmix_tns(run_rotta)`) there is no BN left to calibrate or to make robust, as in
+    devavratTomar/unmixtns's RoTTA, whose `configure_model` finds no BN and trains the UnMix-TNS layers' affine
+    parameters."""
     model.train()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 1.0
-    with torch.no_grad():
-        model(torch.cat(xs))
+    unmix = any(isinstance(m, UnMixTNS2d) for m in model.modules())
+    if not unmix:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 1.0
+        with torch.no_grad():
+            model(torch.cat(xs))
     model.requires_grad_(False)
     replace_bn(model, lambda bn, _: RobustBN2d(bn, cfg["alpha"]))
     params = []
     for m in model.modules():
-        if isinstance(m, RobustBN2d):
+        if isinstance(m, (RobustBN2d, UnMixTNS2d)):
             m.requires_grad_(True)
             params += [m.weight, m.bias]
     opt = make_optimizer(params, cfg)
@@ -476,6 +481,7 @@ def run_rotta(model, xs, cfg):
                         tp.data = (1 - cfg["nu"]) * tp.data + cfg["nu"] * sp.data
                 updates += 1
         outs.append(t.detach())
+        cfg.get("after_batch", lambda: None)()
     counts = torch.tensor([len(d) for d in memory.data], dtype=torch.float32)
     print(f"  rotta: {updates} updates, memory per class {counts.tolist()}")
     return outs, {"memory_counts": counts}
@@ -668,7 +674,12 @@ CASES["lame_unmix_tns"] = (with_unmix_tns(run_lame), {"components": 4, "batch_si
 # anchor carry UnMix-TNS layers of their own (same draws), which move with their own forward passes.
 CASES["cotta_unmix_tns"] = (with_unmix_tns(run_cotta), {"components": 4, "batch_size_max": 64, "optimizer": "sgd", "lr": 0.01,
                                                         "ap": 1.0, "n_aug": 2, "mt": 0.9, "symmetric": False})
-CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns", "sar_unmix_tns"}
+# RoTTA on UnMix-TNS: the teacher (a deep copy of the replaced model) carries its own UnMix-TNS layers; its
+# pass on the batch and on the memory, and the student's on the augmented memory, each move their components.
+CASES["rotta_unmix_tns"] = (with_unmix_tns(run_rotta), {"components": 4, "batch_size_max": 64, "optimizer": "adam", "lr": 1e-3,
+                                                        "memory": 12, "frequency": 6, "nu": 0.2, "alpha": 0.05})
+CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns", "sar_unmix_tns",
+             "rotta_unmix_tns"}
 
 
 def make_source_batches():

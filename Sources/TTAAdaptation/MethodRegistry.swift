@@ -30,7 +30,7 @@ public enum MethodRegistry {
     /// BN is to train its affine parameters on batch statistics; LAME, which reads the features of the
     /// model as normalised; CoTTA, whose teacher and anchor get UnMix-TNS layers of their own (the
     /// reference also combines it with RoTTA, ROID and NOTE, which SwiftTTA does not yet).
-    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb", "lame", "cotta"]
+    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb", "lame", "cotta", "rotta"]
     static let unmixSuffix = "+unmix_tns"
 
     /// The single method a registered name runs: `tent` for `tent+unmix_tns`, the name itself otherwise.

@@ -87,8 +87,8 @@ public final class UnMixTNSMethod: AdaptationMethod {
         }
     }
 
-    /// Hosts that copy the model in `configure` (CoTTA's teacher and anchor): UnMix-TNS goes in first.
-    static let hostsCopyingTheModel: Set<String> = ["cotta"]
+    /// Hosts that copy the model in `configure` (CoTTA's teacher and anchor, RoTTA's teacher): UnMix-TNS goes in first.
+    static let hostsCopyingTheModel: Set<String> = ["cotta", "rotta"]
 
     /// The host's prediction (CoTTA's: its teacher's), for the sliding window between updates.
     public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {

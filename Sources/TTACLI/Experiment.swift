@@ -371,6 +371,9 @@ final class Experiment {
                                  + "(the reference's TEST.WINDOW_LENGTH, e.g. 64), or use a method made for single images: \(single.joined(separator: ", ")); "
                                  + "--window-length 1 runs \(name) on single images anyway")
         }
+        // The configured batch size (the reference's TEST.BATCH_SIZE): ROID divides its loss by it and UnMix-TNS
+        // sets its momentum from it, also on a short last batch, a sliding window or RoTTA's memory.
+        for i in methods.indices { methods[i].configuration.batchSize = batchSize }
         let streamConfiguration = StreamConfiguration(
             setting: o.setting, corruptions: o.corruptions, severities: o.severities, samplesPerDomain: o.samplesPerDomain,
             batchSize: batchSize, order: o.order, seed: o.seed, dirichletDelta: o.dirichlet, episodic: o.episodic,

@@ -57,7 +57,9 @@ struct PredictCommand: Command {
         let file: NPYFile
         do { file = try NPYFile(contentsOf: inputURL) } catch { throw CLIError.wrap(error) }
         let layout = try ImageLayout(file, channels: net.inputChannels, architecture: net.architecture)
-        let configuration = try methodConfiguration(method, family: .cifar, numClasses: net.numClasses, arguments)
+        var configuration = try methodConfiguration(method, family: .cifar, numClasses: net.numClasses, arguments)
+        // The configured batch size (ROID's loss divisor, UnMix-TNS's momentum), no more than the images there are.
+        configuration.batchSize = min(batchSize, max(layout.count, 1))
         let adaptor: Adaptor
         do {
             let m = try MethodFactory.make(method, configuration: configuration, imageSize: layout.height)

@@ -26,7 +26,7 @@ func confidentFixtureModel() throws -> any ImageClassifier {
 
 /// Cases run on `confidentFixtureModel()` (the `CONFIDENT` set of the script).
 let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns",
-                                    "sar_unmix_tns"]
+                                    "sar_unmix_tns", "rotta_unmix_tns"]
 
 /// Sets every BN's running statistics to those of `images` (one pass with momentum 1: batch mean and
 /// unbiased variance), as `run_rotta` does before RoTTA so that its eval-mode teacher predicts diverse classes.
@@ -95,6 +95,10 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         c.unmixComponents = 4; c.optimizer = .sgd; c.lr = 0.01
         c.confidenceThreshold = 1; c.augmentations = 2; c.restoreProbability = 0; c.teacherMomentum = 0.9
         return ("cotta+unmix_tns", c)
+    case "rotta_unmix_tns":
+        // The stream's batch size sets the components' momentum, also on the memory passes (6 or 12 images).
+        c.unmixComponents = 4; c.batchSize = 8; c.rottaMemorySize = 12; c.rottaUpdateFrequency = 6; c.rottaNu = 0.2
+        return ("rotta+unmix_tns", c)
     case "roid_plain_sgd":
         c.optimizer = .sgd; c.lr = 0.01; c.roidWeighting = false; c.roidConsistency = false
         return ("roid", c)
@@ -108,12 +112,13 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 /// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`,
 /// `run_unmix_tns`; `with_unmix_tns(run_tent)`, `(run_eata)` and `(run_sar)` for TENT, ETA and SAR on UnMix-TNS,
 /// whose trained parameters are compared after every batch too; `with_unmix_tns(run_lame)` and `(run_cotta)`
-/// for LAME and CoTTA on UnMix-TNS).
+/// for LAME and CoTTA on UnMix-TNS, `with_unmix_tns(run_rotta)` for RoTTA on UnMix-TNS, whose trained
+/// parameters are compared too).
 @Suite struct MethodParityTests {
     @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
                       "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery",
                       "rdumb", "rotta", "roid", "roid_plain_sgd", "unmix_tns", "tent_unmix_tns", "eta_unmix_tns", "sar_unmix_tns",
-                      "lame_unmix_tns", "cotta_unmix_tns"])
+                      "lame_unmix_tns", "cotta_unmix_tns", "rotta_unmix_tns"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)
@@ -163,7 +168,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
             }
         }
         // RoTTA: how many images of each pseudo-class the memory holds at the end.
-        if let rotta = adaptor.method as? RoTTAMethod {
+        if let rotta = (adaptor.method as? RoTTAMethod) ?? (unmix?.host as? RoTTAMethod) {
             #expect(rotta.memory.classes.map { Float($0.count) } == (try expected.tensor("memory_counts").storage))
         }
         // SAR: the loss average after each batch (after any recovery, which unsets it; NaN while unset).

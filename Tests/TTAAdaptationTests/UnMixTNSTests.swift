@@ -87,7 +87,7 @@ private final class FrozenAssignments: SampleStatisticsProvider {
             #expect(MethodRegistry.entry(m.name)?.singleImages == (host != "lame"))
         }
         #expect(MethodRegistry.entry("eata+unmix_tns")?.needsSourceData == true)
-        #expect(throws: AdaptationError("unknown method 'roid+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb, lame, cotta (as <method>+unmix_tns)")) {
+        #expect(throws: AdaptationError("unknown method 'roid+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb, lame, cotta, rotta (as <method>+unmix_tns)")) {
             try MethodRegistry.make("roid+unmix_tns", configuration: c)
         }
     }
