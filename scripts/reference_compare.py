@@ -52,6 +52,12 @@ What runs, per method (as the reference's test_time.py does):
     `output.argmax(1)` where output is what the method returns for the batch (utils/eval_utils
     get_accuracy); for CoTTA that is the teacher's (augmentation-averaged) prediction.
 
+Long runs (--checkpoint PATH, --resume PATH; one method of source, norm_test, norm_alpha, tent, cotta): the
+run's state is saved every --checkpoint-every batches and at every domain boundary (the method module's state
+dict, i.e. the model and CoTTA's teacher and anchor; the optimizer; torch's, numpy's and python's RNG states;
+the position, the counts and the clock), and a resumed run ends in the same state as an uninterrupted one
+(`finalState` in the results, a SHA-256 over the final state dict, is equal) with its seconds carried on.
+
 Run-time patches (nothing in --reference-dir is modified):
   P1. `models.model` is replaced by a stub module holding only `ResNetDomainNet126` (an empty class):
       methods/base.py imports it for an isinstance test in copy_model, and the real module imports
@@ -116,6 +122,8 @@ METHOD_YAML = {"source": "source.yaml", "norm_test": "norm_test.yaml", "norm_alp
 # Methods whose reference class reads the source loader (EATA's Fisher term; RMT's prototypes, warm-up, replay).
 SOURCE_METHODS = {"eata", "rmt"}
 
+# Methods whose whole state is their modules' state dict and an optimizer (--checkpoint).
+CHECKPOINTABLE = {"source", "norm_test", "norm_alpha", "tent", "cotta"}
 CUDA_CALLS = {"Tensor.cuda": 0, "Module.cuda": 0}
 SOURCE_DATA = {"dir": None, "loaders": 0}
 
@@ -296,9 +304,48 @@ def run_method(method, args, conf, registry, cls_dir, labels, log):
            if method == "cotta" else "") + (f" BN.ALPHA={cfg.BN.ALPHA}" if method == "norm_alpha" else "")
         + f"; {arch}, device {model.device})")
     domains = []
+    # --checkpoint / --resume: the run's position, results so far and clock, with the method's whole state
+    # (its modules' state dict: model, and CoTTA's teacher and anchor; the optimizer; the RNG states).
+    ckpt = torch.load(args.resume, weights_only=False) if args.resume else None
+    if ckpt is not None:
+        if ckpt["method"] != method or ckpt["identity"] != run_identity(args):
+            sys.exit(f"--resume {args.resume}: the checkpoint is of another run "
+                     f"({ckpt['method']}, {ckpt['identity']}; now {method}, {run_identity(args)})")
+        domains = ckpt["domains"]
+        log(f"{method}: resuming at domain {ckpt['domain'] + 1}, batch {ckpt['batch'] + 1}, {ckpt['seconds']:.1f}s into the run")
+    seconds_before = ckpt["seconds"] if ckpt else 0.0
     start = time.time()
+
+    def clock():
+        return seconds_before + time.time() - start
+
+    def rng_states():
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+
+    def restore_rng(states):
+        torch.set_rng_state(states["torch"]); np.random.set_state(states["numpy"]); random.setstate(states["random"])
+
+    def save_checkpoint(i_dom, batch, correct, n):
+        state = {"method": method, "identity": run_identity(args), "domain": i_dom, "batch": batch,
+                 "correct": correct, "n": n, "domains": domains, "seconds": clock(), "rng": rng_states(),
+                 "state_dict": model.state_dict(),
+                 "optimizer": model.optimizer.state_dict() if getattr(model, "optimizer", None) is not None else None}
+        tmp = args.checkpoint + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, args.checkpoint)
+
+    batches_done = 0
     for i_dom, corruption in enumerate(cfg.CORRUPTION.TYPE):
-        if i_dom == 0 or "reset_each_shift" in cfg.SETTING:
+        if ckpt is not None and i_dom < ckpt["domain"]:
+            continue
+        resuming = ckpt is not None and i_dom == ckpt["domain"]
+        if resuming:
+            model.load_state_dict(ckpt["state_dict"])
+            if ckpt["optimizer"] is not None:
+                model.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt["batch"] == 0:
+                restore_rng(ckpt["rng"])   # a domain boundary: the domain's reseeding and the loader's draws are still to come
+        if (i_dom == 0 or "reset_each_shift" in cfg.SETTING) and not (resuming and ckpt["batch"] > 0):
             model.reset()
         for severity in cfg.CORRUPTION.SEVERITY:
             # datasets/data_loading.get_test_loader
@@ -310,20 +357,47 @@ def run_method(method, args, conf, registry, cls_dir, labels, log):
             loader = torch.utils.data.DataLoader(loaders.CustomCifarDataset(samples), batch_size=cfg.TEST.BATCH_SIZE,
                                                  shuffle=False, num_workers=0, drop_last=False)
             # utils/eval_utils.get_accuracy
-            correct, n = 0.0, 0
+            correct, n = (ckpt["correct"], ckpt["n"]) if resuming else (0.0, 0)
             with torch.no_grad():
-                for imgs, y, _ in loader:
+                for b, (imgs, y, _) in enumerate(loader):
+                    if resuming and b < ckpt["batch"]:
+                        continue   # done before the checkpoint
+                    if resuming and b == ckpt["batch"] > 0:
+                        restore_rng(ckpt["rng"])   # mid-domain: after the loader drew its base seed, as then
                     output = model(imgs)
                     correct += (output.argmax(1) == y).float().sum().item()
                     n += imgs.shape[0]
+                    batches_done += 1
+                    if args.checkpoint and batches_done % args.checkpoint_every == 0 and b + 1 < len(loader):
+                        save_checkpoint(i_dom, b + 1, correct, n)
             err = 1.0 - correct / n  # get_accuracy / test_time.py: err = 1. - acc
             # SwiftTTA's results file: error in percent, with samples and correct
             domains.append({"name": corruption, "severity": severity, "samples": n, "correct": int(correct),
                             "error": 100.0 * err})
-            log(f"  {corruption}{severity}: {100 * err:6.2f}%  [{n} images, {time.time() - start:.1f}s]")
+            log(f"  {corruption}{severity}: {100 * err:6.2f}%  [{n} images, {clock():.1f}s]")
+        if args.checkpoint and i_dom + 1 < len(cfg.CORRUPTION.TYPE):
+            save_checkpoint(i_dom + 1, 0, 0.0, 0)   # every domain boundary
     mean = float(np.mean([d["error"] for d in domains]))  # plain mean over domains, in percent
     return {"method": method, "setting": cfg.SETTING, "meanError": mean, "domains": domains,
-            "seconds": round(time.time() - start, 2), "referenceClass": type(model).__name__}
+            "seconds": round(clock(), 2), "referenceClass": type(model).__name__, "finalState": state_digest(model)}
+
+
+def state_digest(module):
+    """SHA-256 over the module's state dict (names and float32 bytes in order): whether two runs, one of
+    them interrupted and resumed, ended in the same state."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode()); h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def run_identity(args):
+    """What must match to resume a checkpoint: the stream, the data and the weights (paths may differ)."""
+    return {"weights": sha256(args.weights), "labels": sha256(os.path.join(args.data_dir, "labels.npy")),
+            "corruptions": args.corruptions, "severity": args.severity, "batch_size": args.batch_size,
+            "order": args.order, "seed": args.seed, "method_seed": args.method_seed,
+            "augmentations": args.augmentations}
 
 
 def check_augmentations():
@@ -365,6 +439,10 @@ def main():
                    help="labelled source images for eata and rmt (images.npy uint8 NHWC, labels.npy), as tta's --source-data")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="write the results here ({\"runs\": [...]}, like SwiftTTA's results file: errors in percent)")
+    p.add_argument("--checkpoint", help="write the run's state here every --checkpoint-every batches and at every domain "
+                   "boundary (one method; source, norm_test, norm_alpha, tent or cotta)")
+    p.add_argument("--checkpoint-every", type=int, default=10)
+    p.add_argument("--resume", help="continue the run from this checkpoint (and go on writing it, unless --checkpoint says where)")
     p.add_argument("--check-augmentations", action="store_true", help="only run the P4 check and exit")
     args = p.parse_args()
     args.corruptions = [c for c in args.corruptions.split(",") if c]
@@ -372,6 +450,14 @@ def main():
     for m in methods:
         if m not in METHOD_YAML:
             sys.exit(f"unknown method {m}; choose from {', '.join(METHOD_YAML)}")
+    args.checkpoint = args.checkpoint or args.resume
+    if args.checkpoint and (len(methods) != 1 or methods[0] not in CHECKPOINTABLE or args.window_length is not None):
+        sys.exit(f"--checkpoint/--resume: one method of {', '.join(sorted(CHECKPOINTABLE))}, without --window-length "
+                 f"(their whole state is modules and an optimizer); got --methods {','.join(methods)}")
+    if args.checkpoint_every < 1:
+        sys.exit(f"--checkpoint-every takes a positive number of batches, got {args.checkpoint_every}")
+    if args.resume and not os.path.isfile(args.resume):
+        sys.exit(f"--resume {args.resume}: no such file")
     torch.set_num_threads(args.threads)
     import tempfile
     args.ckpt_dir = tempfile.mkdtemp(prefix="reference_compare_ckpt_")
