@@ -4,8 +4,9 @@
 # count, one after the other, and prints both runs' seconds, wall clock and peak resident memory with
 # SwiftTTA / reference ratios, and whether the two sides' errors agree domain for domain.
 #
-#     benchmarks/compare_continual.sh [--per-domain K] [--method tent] [--batch N] [--threads N]
-#                                     [--data DIR] [--reference-dir DIR] [--no-build] [--out DIR]
+#     benchmarks/compare_continual.sh [--per-domain K] [--method M] [--batch N] [--threads N]
+#                                     [--data DIR] [--reference-dir DIR] [--checkpoint-every B]
+#                                     [--no-build] [--out DIR]
 #
 # Defaults: K = 10000 (the full benchmark: 15 corruptions x 10,000 images at severity 5, 750 batches of
 # 200; about 10 h SwiftTTA and 13 h reference on a 2-core Zen 3), tent, batch 200, all cores.
@@ -17,6 +18,13 @@
 # Builds tta in release first (SCRATCH chooses the build folder, default .build); --no-build uses
 # $SCRATCH/release/tta as it is. Logs, results files and compare.txt stay in --out
 # (default: results/continual-<date>).
+# Interruptions: both sides write a checkpoint every B batches (default 10) and at every domain boundary
+# (SwiftTTA: tta run --checkpoint; reference: reference_compare.py --checkpoint, for source, norm_test,
+# norm_alpha, tent and cotta). Run the same command again with the same --out and it goes on: a side with a
+# complete results file is kept, the other resumes from its checkpoint. Each side's time (its results
+# file's seconds, which a resumed run carries on from the checkpoint) then adds up the segments' work; the
+# process records (<side>_process.json) hold one entry per segment: wall clock, peak resident memory and
+# the 1-minute load average sampled every minute, so that a disturbed segment shows.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,6 +35,7 @@ threads=$(nproc)
 data=""
 reference_dir=/work/refs/test-time-adaptation
 build=1
+every=10
 out="results/continual-$(date +%Y%m%d-%H%M%S)"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -36,13 +45,15 @@ while [[ $# -gt 0 ]]; do
         --threads) threads="$2"; shift 2 ;;
         --data) data="$2"; shift 2 ;;
         --reference-dir) reference_dir="$2"; shift 2 ;;
+        --checkpoint-every) every="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare_continual.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 [[ $per_domain =~ ^[1-9][0-9]*$ ]] || { echo "compare_continual.sh: --per-domain takes a positive integer, got '$per_domain'" >&2; exit 2; }
+[[ $every =~ ^[1-9][0-9]*$ ]] || { echo "compare_continual.sh: --checkpoint-every takes a positive number of batches, got '$every'" >&2; exit 2; }
 data="${data:-results/continual-data-$per_domain}"
 mkdir -p "$out"
 
@@ -55,38 +66,95 @@ if [[ ! -f $data/CIFAR-10-C/labels.npy || ! -f $data/wrn28_10.safetensors ]]; th
     python3 scripts/make_timing_benchmark.py --out "$data" --per-domain "$per_domain" --reference-dir "$reference_dir" >&2
 fi
 
-# Runs a command, keeps its stdout and stderr in the log files named, and writes its wall clock and peak
-# resident set (of the command and its children) to a JSON file: /usr/bin/time need not be installed.
+# Runs a command, appends its stdout and stderr to the log files named, and appends a segment record to the
+# JSON list in the file named: wall clock, peak resident set (VmHWM of the command's process, and at the end
+# the larger of that and getrusage's children maximum: /usr/bin/time need not be installed), and the 1-minute
+# load average at the start and every minute. The record is rewritten every minute, so a segment that is
+# killed (exit null) keeps what it measured up to its last minute.
 measured() {
     local json="$1" stdout="$2" stderr="$3"; shift 3
     python3 - "$json" "$stdout" "$stderr" "$@" <<'EOF'
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, threading, time
 target, stdout, stderr, cmd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+segments = json.load(open(target)) if os.path.exists(target) else []
 start = time.time()
-with open(stdout, "w") as o, open(stderr, "w") as e:
-    rc = subprocess.call(cmd, stdout=o, stderr=e)
-wall = time.time() - start
-peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-json.dump({"command": cmd, "exit": rc, "wall_seconds": round(wall, 2), "peak_rss_bytes": peak_kib * 1024}, open(target, "w"))
+segment = {"command": cmd, "exit": None, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+           "wall_seconds": 0.0, "peak_rss_bytes": 0, "load_average_1min": [round(os.getloadavg()[0], 2)]}
+segments.append(segment)
+lock = threading.Lock()
+def write():
+    with lock:
+        tmp = target + ".tmp"
+        json.dump(segments, open(tmp, "w"))
+        os.replace(tmp, target)
+def peak_of(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+with open(stdout, "a") as o, open(stderr, "a") as e:
+    child = subprocess.Popen(cmd, stdout=o, stderr=e)
+    done = threading.Event()
+    def sample():
+        while not done.wait(60):
+            segment["load_average_1min"].append(round(os.getloadavg()[0], 2))
+            segment["peak_rss_bytes"] = max(segment["peak_rss_bytes"], peak_of(child.pid))
+            segment["wall_seconds"] = round(time.time() - start, 2)
+            write()
+    threading.Thread(target=sample, daemon=True).start()
+    write()
+    rc = child.wait()
+    done.set()
+segment["wall_seconds"] = round(time.time() - start, 2)
+segment["peak_rss_bytes"] = max(segment["peak_rss_bytes"], resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+segment["exit"] = rc
+write()
 sys.exit(rc)
 EOF
 }
 
-echo "SwiftTTA: $tta run --method $method (log $out/swift.log)" >&2
-measured "$out/swift_process.json" "$out/swift.log" "$out/swift.err" \
-    "$tta" run --method "$method" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
-    --batch-size "$batch" --threads "$threads" --output "$out/swift_$method.json"
-echo "reference: scripts/reference_compare.py --methods $method (log $out/reference.log)" >&2
-measured "$out/reference_process.json" "$out/reference.log" "$out/reference.err" \
-    python3 scripts/reference_compare.py --reference-dir "$reference_dir" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
-    --methods "$method" --batch-size "$batch" --threads "$threads" --json "$out/reference_$method.json"
+# Whether a results file holds the whole run (every image of the 15 domains).
+complete() {
+    [[ -f $1 ]] && python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; sys.exit(0 if sum(d['samples'] for d in r['domains']) == 15 * $per_domain else 1)" "$1"
+}
+
+swift_ckpt="$out/swift.checkpoint" reference_ckpt="$out/reference.checkpoint"
+if complete "$out/swift_$method.json"; then
+    echo "SwiftTTA: $out/swift_$method.json is complete; kept" >&2
+else
+    resume=(); [[ -f $swift_ckpt ]] && resume=(--resume "$swift_ckpt")
+    echo "SwiftTTA: $tta run --method $method ${resume[*]} (log $out/swift.log)" >&2
+    measured "$out/swift_process.json" "$out/swift.log" "$out/swift.err" \
+        "$tta" run --method "$method" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
+        --batch-size "$batch" --threads "$threads" --output "$out/swift_$method.json" \
+        --checkpoint "$swift_ckpt" --checkpoint-every "$every" "${resume[@]}"
+fi
+if complete "$out/reference_$method.json"; then
+    echo "reference: $out/reference_$method.json is complete; kept" >&2
+else
+    resume=(); [[ -f $reference_ckpt ]] && resume=(--resume "$reference_ckpt")
+    echo "reference: scripts/reference_compare.py --methods $method ${resume[*]} (log $out/reference.log)" >&2
+    measured "$out/reference_process.json" "$out/reference.log" "$out/reference.err" \
+        python3 scripts/reference_compare.py --reference-dir "$reference_dir" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
+        --methods "$method" --batch-size "$batch" --threads "$threads" --json "$out/reference_$method.json" \
+        --checkpoint "$reference_ckpt" --checkpoint-every "$every" "${resume[@]}"
+fi
 
 python3 - "$out" "$method" "$per_domain" "$batch" "$threads" <<'EOF' | tee "$out/compare.txt"
 import json, sys
 out, method, per_domain, batch, threads = sys.argv[1:]
 swift = json.load(open(f"{out}/swift_{method}.json"))["runs"][0]
 ref = json.load(open(f"{out}/reference_{method}.json"))["runs"][0]
-sp, rp = json.load(open(f"{out}/swift_process.json")), json.load(open(f"{out}/reference_process.json"))
+segments = {side: json.load(open(f"{out}/{side}_process.json")) for side in ("swift", "reference")}
+def total(side):
+    ss = segments[side]
+    loads = [l for s in ss for l in s["load_average_1min"]]
+    return {"wall_seconds": sum(s["wall_seconds"] for s in ss), "peak_rss_bytes": max(s["peak_rss_bytes"] for s in ss),
+            "segments": len(ss), "load": sum(loads) / len(loads), "load_max": max(loads)}
+sp, rp = total("swift"), total("reference")
 images = sum(d["samples"] for d in swift["domains"])
 print(f"continual CIFAR-10-C layout, {len(swift['domains'])} domains x {per_domain} images ({images:,} in all), "
       f"{method}, WRN-28-10, batch {batch}, {threads} thread(s)")
@@ -94,13 +162,15 @@ def hms(s):
     s = int(round(s)); return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 gib = 1024 ** 3
 rows = [("run (results file)", swift["seconds"], ref["seconds"], hms),
-        ("whole process", sp["wall_seconds"], rp["wall_seconds"], hms)]
+        ("processes, wall", sp["wall_seconds"], rp["wall_seconds"], hms)]
 print(f"{'':>22} {'SwiftTTA':>12} {'reference':>12} {'ratio':>8}")
 for name, s, r, f in rows:
     print(f"{name:>22} {f(s):>12} {f(r):>12} {r / s:7.2f}x")
 print(f"{'peak resident':>22} {sp['peak_rss_bytes'] / gib:10.2f} G {rp['peak_rss_bytes'] / gib:10.2f} G "
       f"{sp['peak_rss_bytes'] / rp['peak_rss_bytes']:7.2f}x")
 print(f"{'images/s':>22} {images / swift['seconds']:12.2f} {images / ref['seconds']:12.2f}")
+print(f"{'segments':>22} {sp['segments']:12d} {rp['segments']:12d}")
+print(f"{'1-min load, mean/max':>22} {sp['load']:7.2f}/{sp['load_max']:4.1f} {rp['load']:7.2f}/{rp['load_max']:4.1f}")
 diff = [(a["name"], a["error"], b["error"]) for a, b in zip(swift["domains"], ref["domains"]) if abs(a["error"] - b["error"]) > 1e-9]
 print(f"mean error: SwiftTTA {swift['meanError']:.2f}%, reference {ref['meanError']:.2f}%; "
       + ("equal domain for domain" if not diff and len(swift["domains"]) == len(ref["domains"])
