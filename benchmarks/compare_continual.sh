@@ -121,27 +121,25 @@ complete() {
     [[ -f $1 ]] && python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; sys.exit(0 if sum(d['samples'] for d in r['domains']) == 15 * $per_domain else 1)" "$1"
 }
 
-swift_ckpt="$out/swift.checkpoint" reference_ckpt="$out/reference.checkpoint"
-if complete "$out/swift_$method.json"; then
-    echo "SwiftTTA: $out/swift_$method.json is complete; kept" >&2
-else
-    resume=(); [[ -f $swift_ckpt ]] && resume=(--resume "$swift_ckpt")
-    echo "SwiftTTA: $tta run --method $method ${resume[*]} (log $out/swift.log)" >&2
-    measured "$out/swift_process.json" "$out/swift.log" "$out/swift.err" \
-        "$tta" run --method "$method" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
-        --batch-size "$batch" --threads "$threads" --output "$out/swift_$method.json" \
-        --checkpoint "$swift_ckpt" --checkpoint-every "$every" "${resume[@]}"
-fi
-if complete "$out/reference_$method.json"; then
-    echo "reference: $out/reference_$method.json is complete; kept" >&2
-else
-    resume=(); [[ -f $reference_ckpt ]] && resume=(--resume "$reference_ckpt")
-    echo "reference: scripts/reference_compare.py --methods $method ${resume[*]} (log $out/reference.log)" >&2
-    measured "$out/reference_process.json" "$out/reference.log" "$out/reference.err" \
-        python3 scripts/reference_compare.py --reference-dir "$reference_dir" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
-        --methods "$method" --batch-size "$batch" --threads "$threads" --json "$out/reference_$method.json" \
-        --checkpoint "$reference_ckpt" --checkpoint-every "$every" "${resume[@]}"
-fi
+# side NAME LABEL COMMAND...: runs one side unless its results file ($out/NAME_<method>.json) is complete,
+# with the checkpoint flags added, resuming from $out/NAME.checkpoint when there is one.
+side() {
+    local name="$1" label="$2"; shift 2
+    local results="$out/${name}_$method.json" ckpt="$out/$name.checkpoint" resume=()
+    if complete "$results"; then
+        echo "$label: $results is complete; kept" >&2
+        return
+    fi
+    [[ -f $ckpt ]] && resume=(--resume "$ckpt")
+    echo "$label: $* ${resume[*]} (log $out/$name.log)" >&2
+    measured "$out/${name}_process.json" "$out/$name.log" "$out/$name.err" "$@" \
+        --checkpoint "$ckpt" --checkpoint-every "$every" "${resume[@]}"
+}
+side swift SwiftTTA "$tta" run --method "$method" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
+    --batch-size "$batch" --threads "$threads" --output "$out/swift_$method.json"
+side reference reference python3 scripts/reference_compare.py --reference-dir "$reference_dir" --data-dir "$data/CIFAR-10-C" \
+    --weights "$data/wrn28_10.safetensors" --methods "$method" --batch-size "$batch" --threads "$threads" \
+    --json "$out/reference_$method.json"
 
 python3 - "$out" "$method" "$per_domain" "$batch" "$threads" <<'EOF' | tee "$out/compare.txt"
 import json, sys
