@@ -529,6 +529,7 @@ def run_roid(model, xs, cfg):
                 out *= (prior + smooth) / (1 + smooth * out.shape[1])
         print(f"  roid: kept {int((~mask).sum())} of {len(x)}")
         outs.append(out)
+        cfg.get("after_batch", lambda: None)()
     return outs
 
 
@@ -678,8 +679,12 @@ CASES["cotta_unmix_tns"] = (with_unmix_tns(run_cotta), {"components": 4, "batch_
 # pass on the batch and on the memory, and the student's on the augmented memory, each move their components.
 CASES["rotta_unmix_tns"] = (with_unmix_tns(run_rotta), {"components": 4, "batch_size_max": 64, "optimizer": "adam", "lr": 1e-3,
                                                         "memory": 12, "frequency": 6, "nu": 0.2, "alpha": 0.05})
+# ROID on UnMix-TNS: two passes, each moving the components: the recorded one on the batch and the augmented
+# one on the images its weighting keeps.
+CASES["roid_unmix_tns"] = (with_unmix_tns(run_roid), {"components": 4, "batch_size_max": 64, "optimizer": "adam", "lr": 1e-3,
+                                                      "weighting": True, "consistency": True, "prior": True, "temperature": 1 / 3})
 CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns", "sar_unmix_tns",
-             "rotta_unmix_tns"}
+             "rotta_unmix_tns", "roid_unmix_tns"}
 
 
 def make_source_batches():

@@ -22,15 +22,17 @@ public enum MethodRegistry {
         let e = singleEntries.first { $0.name == host }!
         return Entry(name: host + unmixSuffix, summary: "\(host) adapting through UnMix-TNS normalisation (per-sample mixed BN statistics)",
                      usesGradients: e.usesGradients, needsSourceData: e.needsSourceData,
-                     // Per-sample statistics: one image normalises itself. LAME's affinity still relates a batch's images.
-                     singleImages: host != "lame")
+                     // Per-sample statistics: one image normalises itself. LAME's affinity still relates a batch's
+                     // images, and ROID weights each image against the others of its batch.
+                     singleImages: host != "lame" && host != "roid")
     }
 
     /// The methods UnMix-TNS normalisation can be put under, as `<host>+unmix_tns`: those whose only use of
     /// BN is to train its affine parameters on batch statistics; LAME, which reads the features of the
-    /// model as normalised; CoTTA, whose teacher and anchor get UnMix-TNS layers of their own (the
-    /// reference also combines it with RoTTA, ROID and NOTE, which SwiftTTA does not yet).
-    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb", "lame", "cotta", "rotta"]
+    /// model as normalised; CoTTA and RoTTA, whose teachers (and CoTTA's anchor) get UnMix-TNS layers of
+    /// their own; ROID, whose repeated recording pass repeats its prediction's statistics (`RepeatablePass`).
+    /// (The reference also combines it with NOTE, which SwiftTTA does not have.)
+    public static let unmixHosts = ["tent", "eta", "eata", "sar", "rdumb", "lame", "cotta", "rotta", "roid"]
     static let unmixSuffix = "+unmix_tns"
 
     /// The single method a registered name runs: `tent` for `tent+unmix_tns`, the name itself otherwise.

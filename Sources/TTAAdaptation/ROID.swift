@@ -61,7 +61,10 @@ public final class ROIDMethod: AdaptationMethod {
         guard let update, let sourceState, let ema = classProbabilities else { throw AdaptationError("roid: step before configure") }
         let n = x.shape[0]
         // The loss needs the augmented pass's logits before the backward of the first pass, and a model
-        // records one forward at a time: this first pass only predicts; it is recorded again below.
+        // records one forward at a time: this first pass only predicts; it is recorded again below
+        // (where per-sample statistics move with each pass, UnMix-TNS's, the recording repeats these).
+        let repeatable = model.batchNorms.compactMap { $0.sampleStatistics as? RepeatablePass }
+        repeatable.forEach { $0.keepNextPass() }
         let logits = timer.measure(.forward) { model.forward(x, .inference) }
         let (probs, c) = (logits.softmaxRows(), logits.shape[1])
         func row(_ t: Tensor, _ i: Int) -> ArraySlice<Float> { t.storage[(i * c)..<((i + 1) * c)] }
@@ -102,6 +105,7 @@ public final class ROIDMethod: AdaptationMethod {
             }
             timer.measure(.backward) { model.backward(augGradient) }
         }
+        repeatable.forEach { $0.repeatKeptPass() }
         _ = timer.measure(.forward) { model.forward(x, .training) }
         update.apply(gradient, model: model, timer: &timer)
         timer.measure(.update) { ensembleWithSource(model.store, source: sourceState, momentum: configuration.roidMomentumSource) }

@@ -169,8 +169,19 @@ public final class UnMixTNSMethod: AdaptationMethod {
     }
 }
 
+/// A sample-statistics provider whose state moves with every forward pass, for a method that predicts on a
+/// batch and then records the same forward again (ROID, whose loss needs the augmented pass's logits before
+/// the first pass's backward, while a model records one forward at a time): `keepNextPass()` before the
+/// prediction, `repeatKeptPass()` before the recording, and the recording gets the prediction's statistics
+/// and slopes without moving the state again, so the state moves once, as in the reference's single pass.
+/// (The input is the same both times: no parameter changes in between.)
+protocol RepeatablePass: AnyObject {
+    func keepNextPass()
+    func repeatKeptPass()
+}
+
 /// One BN layer's UnMix-TNS components and their update (see `UnMixTNSMethod`).
-public final class UnMixTNSLayer: SampleStatisticsProvider {
+public final class UnMixTNSLayer: SampleStatisticsProvider, RepeatablePass {
     public let k: Int, c: Int
     /// The source running statistics the components start from.
     public let sourceMean: [Float], sourceVariance: [Float]
@@ -183,6 +194,9 @@ public final class UnMixTNSLayer: SampleStatisticsProvider {
     /// this layer, as PyTorch's deep copies of a model whose BNs were replaced before the method copied it.
     public private(set) var replicas: [UnMixTNSLayer] = []
     let bnMomentum: Float, batchSizeMax: Int, configuredBatchSize: Int?
+    /// `RepeatablePass`: keep the next pass's statistics; give the kept ones to the next pass.
+    private var keepsNext = false, repeatsNext = false
+    private var kept: SampleStatistics?
     /// α = ½ of the initialisation.
     static let spread: Float = 0.5
 
@@ -228,12 +242,21 @@ public final class UnMixTNSLayer: SampleStatisticsProvider {
     var family: [UnMixTNSLayer] { [self] + replicas.flatMap(\.family) }
 
     public func statistics(_ x: Tensor, layer: BatchNorm2d) -> SampleStatistics {
+        if repeatsNext, let kept, kept.mean.count == x.shape[0] * c {
+            (repeatsNext, self.kept) = (false, nil)
+            return kept
+        }
+        repeatsNext = false
         let (m, v) = Self.instanceStatistics(x)
         let p = assignments(m)
         let out = mixture(m, v, assignments: p)
         update(m, v, assignments: p, batchSize: x.shape[0])
+        if keepsNext { (keepsNext, kept) = (false, out) }
         return out
     }
+
+    func keepNextPass() { keepsNext = true }
+    func repeatKeptPass() { repeatsNext = kept != nil }
 
     /// Instance mean `m` and biased variance `v` of every row (sample, channel) over H·W, in Double.
     static func instanceStatistics(_ x: Tensor) -> (mean: [Double], variance: [Double]) {

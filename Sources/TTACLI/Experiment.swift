@@ -363,10 +363,12 @@ final class Experiment {
            let name = o.methods.first(where: { MethodRegistry.entry($0)?.singleImages == false }) {
             let combinations = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) != $0.name }
             let single = MethodRegistry.entries.filter { $0.singleImages && $0.name != "source" && MethodRegistry.baseName($0.name) == $0.name }
-                .map(\.name) + ["<method>+unmix_tns" + combinations.filter { !$0.singleImages }.map { " but \($0.name)" }.joined()]
-            let why = MethodRegistry.baseName(name) == "lame"
-                ? "relates the images of each batch through their affinity, which one image does not have"
-                : "normalises with the statistics of the test batch, which one image does not give (the reference has the same limit)"
+                .map(\.name) + ["<method>+unmix_tns but " + combinations.filter { !$0.singleImages }.map(\.name).joined(separator: " and ")]
+            let why = switch (MethodRegistry.baseName(name), name == MethodRegistry.baseName(name)) {
+            case ("lame", _): "relates the images of each batch through their affinity, which one image does not have"
+            case ("roid", false): "weights each image against the others of its batch, which one image does not have"
+            default: "normalises with the statistics of the test batch, which one image does not give (the reference has the same limit)"
+            }
             throw CLIError.usage("--batch-size 1: \(name) \(why). Give --window-length N to adapt on a sliding window of the last N images "
                                  + "(the reference's TEST.WINDOW_LENGTH, e.g. 64), or use a method made for single images: \(single.joined(separator: ", ")); "
                                  + "--window-length 1 runs \(name) on single images anyway")

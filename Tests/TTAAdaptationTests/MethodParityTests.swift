@@ -26,7 +26,7 @@ func confidentFixtureModel() throws -> any ImageClassifier {
 
 /// Cases run on `confidentFixtureModel()` (the `CONFIDENT` set of the script).
 let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns",
-                                    "sar_unmix_tns", "rotta_unmix_tns"]
+                                    "sar_unmix_tns", "rotta_unmix_tns", "roid_unmix_tns"]
 
 /// Sets every BN's running statistics to those of `images` (one pass with momentum 1: batch mean and
 /// unbiased variance), as `run_rotta` does before RoTTA so that its eval-mode teacher predicts diverse classes.
@@ -99,6 +99,10 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         // The stream's batch size sets the components' momentum, also on the memory passes (6 or 12 images).
         c.unmixComponents = 4; c.batchSize = 8; c.rottaMemorySize = 12; c.rottaUpdateFrequency = 6; c.rottaNu = 0.2
         return ("rotta+unmix_tns", c)
+    case "roid_unmix_tns":
+        // The configured batch size sets the momentum of the augmented pass on the kept images too.
+        c.unmixComponents = 4; c.batchSize = 8
+        return ("roid+unmix_tns", c)
     case "roid_plain_sgd":
         c.optimizer = .sgd; c.lr = 0.01; c.roidWeighting = false; c.roidConsistency = false
         return ("roid", c)
@@ -112,13 +116,13 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 /// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`,
 /// `run_unmix_tns`; `with_unmix_tns(run_tent)`, `(run_eata)` and `(run_sar)` for TENT, ETA and SAR on UnMix-TNS,
 /// whose trained parameters are compared after every batch too; `with_unmix_tns(run_lame)` and `(run_cotta)`
-/// for LAME and CoTTA on UnMix-TNS, `with_unmix_tns(run_rotta)` for RoTTA on UnMix-TNS, whose trained
-/// parameters are compared too).
+/// for LAME and CoTTA on UnMix-TNS, `with_unmix_tns(run_rotta)` and `(run_roid)` for RoTTA and ROID on
+/// UnMix-TNS, whose trained parameters are compared too).
 @Suite struct MethodParityTests {
     @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
                       "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery",
                       "rdumb", "rotta", "roid", "roid_plain_sgd", "unmix_tns", "tent_unmix_tns", "eta_unmix_tns", "sar_unmix_tns",
-                      "lame_unmix_tns", "cotta_unmix_tns", "rotta_unmix_tns"])
+                      "lame_unmix_tns", "cotta_unmix_tns", "rotta_unmix_tns", "roid_unmix_tns"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)

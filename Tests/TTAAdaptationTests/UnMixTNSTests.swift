@@ -77,6 +77,28 @@ private final class FrozenAssignments: SampleStatisticsProvider {
         #expect(layer.means != before)
     }
 
+    /// A repeated pass (ROID's recording of the pass it predicted with) gets the kept pass's statistics and
+    /// slopes bit for bit and leaves the components where that pass put them; the pass after it computes
+    /// and moves again, and a repeat with nothing kept computes as usual.
+    @Test func repeatedPassReusesTheKeptStatistics() throws {
+        let (_, bn, layer) = unmixLayer()
+        let x = Tensor(shape: [4, 3, 3, 3], storage: randomFloats(108, seed: 24, scale: 1.5))
+        layer.keepNextPass()
+        let first = layer.statistics(x, layer: bn)
+        let moved = layer.means
+        layer.repeatKeptPass()
+        let again = layer.statistics(x, layer: bn)
+        #expect(again.mean == first.mean && again.variance == first.variance && again.meanByMean == first.meanByMean
+                && again.varianceByMean == first.varianceByMean)
+        #expect(layer.means == moved)
+        let third = layer.statistics(x, layer: bn)
+        #expect(third.mean != first.mean && layer.means != moved)
+        let before = layer.means
+        layer.repeatKeptPass()   // nothing kept: an ordinary pass
+        _ = layer.statistics(x, layer: bn)
+        #expect(layer.means != before)
+    }
+
     /// Every `<host>+unmix_tns` name builds UnMix-TNS around its host; other combinations are refused by name.
     @Test func combinationsAreBuiltAroundTheirHost() throws {
         let c = MethodConfiguration.defaults(for: .cifar)
@@ -84,11 +106,11 @@ private final class FrozenAssignments: SampleStatisticsProvider {
             let m = try #require(try MethodRegistry.make(host + "+unmix_tns", configuration: c) as? UnMixTNSMethod)
             #expect(m.name == host + "+unmix_tns" && m.host?.name == host && MethodRegistry.baseName(m.name) == host)
             #expect(MethodRegistry.entry(m.name)?.usesGradients == (host != "lame"))
-            #expect(MethodRegistry.entry(m.name)?.singleImages == (host != "lame"))
+            #expect(MethodRegistry.entry(m.name)?.singleImages == (host != "lame" && host != "roid"))
         }
         #expect(MethodRegistry.entry("eata+unmix_tns")?.needsSourceData == true)
-        #expect(throws: AdaptationError("unknown method 'roid+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb, lame, cotta, rotta (as <method>+unmix_tns)")) {
-            try MethodRegistry.make("roid+unmix_tns", configuration: c)
+        #expect(throws: AdaptationError("unknown method 'rmt+unmix_tns'; UnMix-TNS combines with tent, eta, eata, sar, rdumb, lame, cotta, rotta, roid (as <method>+unmix_tns)")) {
+            try MethodRegistry.make("rmt+unmix_tns", configuration: c)
         }
     }
 

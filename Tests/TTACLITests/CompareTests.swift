@@ -140,8 +140,8 @@ import TTAAdaptation
         let json = try JSONDecoder().decode(ResultsFile.self, from: Data(r.out.utf8))
         #expect(json.runs.map(\.method) == ["tent", "tent+unmix_tns", "eta+unmix_tns"])
         #expect(json.runs[1].domains.allSatisfy { $0.error.isFinite })
-        let bad = tta(["run"] + tiny.dataOptions + ["--method", "roid+unmix_tns"])
-        #expect(bad.code == 64 && bad.err.contains("invalid value 'roid+unmix_tns' for '--method'"), "\(bad.err)")
+        let bad = tta(["run"] + tiny.dataOptions + ["--method", "rmt+unmix_tns"])
+        #expect(bad.code == 64 && bad.err.contains("invalid value 'rmt+unmix_tns' for '--method'"), "\(bad.err)")
         let zero = tta(["run"] + tiny.dataOptions + ["--method", "tent+unmix_tns", "--unmix-components", "0"])
         #expect(zero.code == 64 && zero.err.contains("--unmix-components"), "\(zero.err)")
     }

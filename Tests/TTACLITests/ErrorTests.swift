@@ -95,12 +95,17 @@ import TTATensor
         expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "norm_alpha,roid", "--batch-size", "1"]),
                     "--batch-size 1: roid normalises with the statistics of the test batch, which one image does not give (the reference has the same limit). "
                     + "Give --window-length N to adapt on a sliding window of the last N images (the reference's TEST.WINDOW_LENGTH, e.g. 64), "
-                    + "or use a method made for single images: norm_alpha, norm_ema, rotta, unmix_tns, <method>+unmix_tns but lame+unmix_tns; --window-length 1 runs roid on single images anyway", code: 64)
+                    + "or use a method made for single images: norm_alpha, norm_ema, rotta, unmix_tns, <method>+unmix_tns but lame+unmix_tns and roid+unmix_tns; --window-length 1 runs roid on single images anyway", code: 64)
         expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "lame+unmix_tns", "--batch-size", "1"]),
                     "--batch-size 1: lame+unmix_tns relates the images of each batch through their affinity, which one image does not have. "
                     + "Give --window-length N to adapt on a sliding window of the last N images (the reference's TEST.WINDOW_LENGTH, e.g. 64), "
-                    + "or use a method made for single images: norm_alpha, norm_ema, rotta, unmix_tns, <method>+unmix_tns but lame+unmix_tns; "
+                    + "or use a method made for single images: norm_alpha, norm_ema, rotta, unmix_tns, <method>+unmix_tns but lame+unmix_tns and roid+unmix_tns; "
                     + "--window-length 1 runs lame+unmix_tns on single images anyway", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "roid+unmix_tns", "--batch-size", "1"]),
+                    "--batch-size 1: roid+unmix_tns weights each image against the others of its batch, which one image does not have. "
+                    + "Give --window-length N to adapt on a sliding window of the last N images (the reference's TEST.WINDOW_LENGTH, e.g. 64), "
+                    + "or use a method made for single images: norm_alpha, norm_ema, rotta, unmix_tns, <method>+unmix_tns but lame+unmix_tns and roid+unmix_tns; "
+                    + "--window-length 1 runs roid+unmix_tns on single images anyway", code: 64)
         expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "tent", "--batch-size", "4", "--window-length", "8"]),
                     "--window-length: a sliding window of 8 images is for single-image streams (batch size 1); the batch size is 4", code: 64)
         expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "eata", "--source-data", tiny.dataFolder.path]),

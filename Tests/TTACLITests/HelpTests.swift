@@ -50,7 +50,7 @@ import Testing
         #expect(r.out.contains("--lame-affinity rbf --lame-neighbours 5 --lame-force-symmetry false\n"))
         #expect(r.out.contains("  unmix_tns    per-sample BN statistics mixed from K running components, no training (UnMix-TNS)\n"
                                + "               --unmix-components 16 --unmix-batch-size-max 64\n"))
-        #expect(r.out.contains("  <method>+unmix_tns: tent, eta, eata, sar, rdumb, lame, cotta, rotta adapting through UnMix-TNS normalisation\n"))
+        #expect(r.out.contains("  <method>+unmix_tns: tent, eta, eata, sar, rdumb, lame, cotta, rotta, roid adapting through UnMix-TNS normalisation\n"))
         for section in ["METHODS", "MODELS (--model)", "DATASETS (--dataset)", "SETTINGS (--setting)", "ORDERS (--order)"] {
             #expect(r.out.contains(section))
         }
