@@ -3,6 +3,21 @@ import Foundation
 import Glibc
 #endif
 
+/// The CPU time the process has used (user and system, all threads; `getrusage`).
+public enum ProcessTime {
+    public static var cpuSeconds: Double {
+        var u = rusage()
+        #if canImport(Glibc)
+        let who = __rusage_who_t(RUSAGE_SELF.rawValue)
+        #else
+        let who = RUSAGE_SELF
+        #endif
+        guard getrusage(who, &u) == 0 else { return 0 }
+        func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return s(u.ru_utime) + s(u.ru_stime)
+    }
+}
+
 /// Process memory, read from `/proc/self/status` on Linux, and the C heap's policy for freed blocks.
 public enum ProcessMemory {
     /// Peak resident set size (`VmHWM`) in bytes, or 0 where unavailable.

@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 import TTAAdaptation
 import TTATensor
@@ -49,7 +48,10 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
     ///
     /// The larger probe starts at twice the smaller plus 2 and doubles while a step takes less than
     /// `stepBudget` seconds, so that cheap methods are measured far from the small probe (the slope's
-    /// error shrinks with the distance) and expensive ones stay cheap to probe. A batch size the larger
+    /// error shrinks with the distance) and expensive ones stay cheap to probe. The seconds are CPU
+    /// seconds per kernel thread, not the wall clock: on a busy machine the wall clock would stop the
+    /// doubling early and leave the slope to a short baseline (measured: 152-212 MiB estimated for one
+    /// 157 MiB run while another process kept both cores busy). A batch size the larger
     /// probe reaches is measured directly. Returns nil where the platform reports no resident memory.
     public static func probe(_ adaptor: Adaptor, batch: Tensor, batchSize: Int, threads: Int,
                              stepBudget: Double = 0.25) throws -> MemoryEstimate? {
@@ -69,9 +71,9 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
             ProcessMemory.trimHeap()
             let before = ProcessMemory.residentBytes
             ProcessMemory.resetPeak()
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let cpu0 = ProcessTime.cpuSeconds
             _ = try adaptor.adapt(x)
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            let seconds = (ProcessTime.cpuSeconds - cpu0) / Double(max(1, threads))
             return (max(0, ProcessMemory.peakResidentBytes - before), seconds)
         }
         let b1 = min(smallProbeBatch(threads: threads), max(1, batchSize - 1))
