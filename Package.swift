@@ -4,7 +4,7 @@ import Foundation
 
 // Build switches (documented in README.md):
 //   TTA_TARGET_CPU         which CPU the code is compiled for. Unset or `auto`: on an x86-64 Linux host whose
-//                          /proc/cpuinfo lists AVX2 and FMA, `haswell` (the x86-64-v3 feature level: any CPU
+//                          /proc/cpuinfo lists the x86-64-v3 flags (AVX2, FMA, ...), `haswell` (the x86-64-v3 feature level: any CPU
 //                          since Haswell or Zen), which enables the FMA kernel path; anywhere else the portable
 //                          baseline. `portable` forces the baseline (plain SIMD multiply-add; any x86-64 or
 //                          arm64). Any other value (e.g. `native`) is passed to `-target-cpu` as is. A binary
@@ -34,7 +34,7 @@ if let cpu = targetCPU {
 }
 if Context.environment["TTA_CHECKS"] == "1" { common.append(.define("TTA_CHECKS")) }
 // Kernels are compiled without bounds/overflow checks in release: they work on raw buffers behind
-// checked entry points, and `-O` makes the register-tiled loops spill (see Docs/Kernels.md).
+// checked entry points, and `-O` makes the register-tiled loops spill.
 let kernelSettings = common + [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
 
 let package = Package(

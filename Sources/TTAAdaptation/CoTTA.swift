@@ -65,10 +65,10 @@ public final class CoTTAMethod: AdaptationMethod {
             let wantAugmented = augmenting && conf < Double(configuration.confidenceThreshold)
             let standard = !wantAugmented || alwaysAugment ? teacher.forward(x, .inference) : nil
             guard let augment, augmenting, wantAugmented || alwaysAugment else { return standard! }
-            var sum = Tensor(shape: [x.shape[0], 0])
-            for a in 0..<configuration.augmentations {
+            var sum = teacher.forward(augment(x, &rng), .inference)
+            for _ in 1..<configuration.augmentations {
                 let out = teacher.forward(augment(x, &rng), .inference)
-                if a == 0 { sum = out } else { for i in 0..<sum.count { sum.storage[i] += out.storage[i] } }
+                for i in 0..<sum.count { sum.storage[i] += out.storage[i] }
             }
             guard wantAugmented else { return standard! }
             let inv = 1 / Float(configuration.augmentations)

@@ -362,8 +362,9 @@ final class Experiment {
         if batchSize == 1 && o.windowLength == nil,
            let name = o.methods.first(where: { MethodRegistry.entry($0)?.singleImages == false }) {
             let combinations = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) != $0.name }
+            let refused = combinations.filter { !$0.singleImages }.map(\.name)
             let single = MethodRegistry.entries.filter { $0.singleImages && $0.name != "source" && MethodRegistry.baseName($0.name) == $0.name }
-                .map(\.name) + ["<method>+unmix_tns but " + combinations.filter { !$0.singleImages }.map(\.name).joined(separator: " and ")]
+                .map(\.name) + ["<method>+unmix_tns" + (refused.isEmpty ? "" : " but " + refused.joined(separator: " and "))]
             let why = switch (MethodRegistry.baseName(name), name == MethodRegistry.baseName(name)) {
             case ("lame", _): "relates the images of each batch through their affinity, which one image does not have"
             case ("roid", false): "weights each image against the others of its batch, which one image does not have"

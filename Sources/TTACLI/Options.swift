@@ -188,7 +188,7 @@ let optionTable: [OptionSpec] = [
                help: "Reset the model before every batch.", group: .stream, commands: experiment),
     // Hyper-parameters
     OptionSpec(name: "optimizer", kind: .choice(OptimizerChoice.allCases.map(\.rawValue)), defaultText: cifarDefaults.optimizer.rawValue,
-               help: "Optimizer of the gradient-based methods (tent, cotta).", group: .hyper, commands: adapting),
+               help: "Optimizer of the gradient-based methods (tent, cotta, eta, eata, rdumb, rotta, roid, rmt; sar always takes SGD with SAM).", group: .hyper, commands: adapting),
     OptionSpec(name: "lr", kind: .number(.nonNegative), defaultText: text(cifarDefaults.lr),
                help: "Learning rate.", group: .hyper, commands: adapting),
     OptionSpec(name: "steps", kind: .int(min: 1), defaultText: "\(cifarDefaults.steps)",
@@ -268,7 +268,7 @@ let optionTable: [OptionSpec] = [
                help: "unmix_tns and <method>+unmix_tns: mixture components K per BN layer (the reference takes 128 for mixed domains).",
                group: .hyper, commands: adapting),
     OptionSpec(name: "unmix-batch-size-max", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixBatchSizeMax)",
-               help: "unmix_tns: the batch size at which the components' momentum is the BN momentum 0.1 (16 in the reference's ImageNet runs).",
+               help: "unmix_tns and the +unmix_tns combinations: the batch size at which the components' momentum is the BN momentum 0.1 (16 in the reference's ImageNet runs).",
                group: .hyper, commands: adapting),
     // Input and output of predict
     OptionSpec(name: "input", kind: .text(placeholder: "images.npy"), defaultText: nil,

@@ -4,7 +4,7 @@ import TTATensor
 
 /// Which statistics a `BatchNorm2d` normalises with, and whether it updates its running buffers.
 ///
-/// PyTorch semantics (see `Docs/CONVENTIONS.md`): batch variance is biased for normalisation and
+/// PyTorch semantics (`torch.nn.BatchNorm2d`): batch variance is biased for normalisation and
 /// unbiased (×M/(M−1), M = N·H·W) for the running update; `running = (1 − m)·running + m·batch`.
 public enum BatchNormMode: Sendable, Equatable {
     /// `eval()`: the running mean and variance (the source model; `source`, BN-0).
