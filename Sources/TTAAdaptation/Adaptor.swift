@@ -6,7 +6,8 @@ import TTATensor
 ///
 /// ```swift
 /// let model = try ModelZoo.load(SafeTensorsFile.read(weightsURL))
-/// let adaptor = try Adaptor(model: model, method: MethodRegistry.make("tent"), seed: 1)
+/// let config = MethodConfiguration.defaults(for: .cifar)
+/// let adaptor = try Adaptor(model: model, method: MethodRegistry.make("tent", configuration: config), seed: 1)
 /// for batch in myBatches {                 // (N, C, H, W) floats in [0, 1]
 ///     let logits = try adaptor.adapt(batch) // prediction first, then the update
 ///     use(logits.argmaxRows())
@@ -162,7 +163,7 @@ public final class Adaptor {
         let r = try process(x)
         lastOutcome = r.outcome
         guard let out = r.output else {
-            throw AdaptationError("batch \(batchesSinceReset + 1) contains NaN or infinity; it was not used and the model is unchanged")
+            throw AdaptationError("the batch contains NaN or infinity; it was not used and the model is unchanged")
         }
         return out
     }

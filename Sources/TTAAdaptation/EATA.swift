@@ -47,7 +47,7 @@ public final class EATAMethod: AdaptationMethod {
     /// Moving average `m` of the probabilities of the samples used for updates.
     public private(set) var meanProbabilities: [Double]?
     /// Samples that passed the reliability filter, and both filters, since the last reset
-    /// (the reference's `num_samples_update_1` / `_2`).
+    /// (the reference's `num_samples_update_1` / `_2`, which its reset does not clear; these are diagnostics).
     public private(set) var reliableSampleCount = 0, updateSampleCount = 0
 
     private let wantsFisher: Bool

@@ -33,7 +33,8 @@ public func entropyMinimizationStep(_ x: Tensor, model: any ImageClassifier, upd
 }
 
 /// Mean teacher: `θ′ ← m·θ′ + (1 − m)·θ` over every parameter (not the BN buffers), as
-/// `update_ema_variables` in CoTTA/RMT iterates `model.parameters()`.
+/// the reference's `ema_update_model` (`utils/misc.py`, `update_all=True` in CoTTA and RMT) iterates
+/// `model.parameters()`.
 public func updateMeanTeacher(_ teacher: ParameterStore, from student: ParameterStore, momentum m: Float) {
     precondition(teacher.totalCount == student.totalCount, "updateMeanTeacher: models differ")
     let t = teacher.allValuesMutable.baseAddress!, s = student.allValues.baseAddress!

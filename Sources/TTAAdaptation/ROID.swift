@@ -23,7 +23,8 @@ import TTATensor
 /// The weights are normalised over the batch, so a batch of one image (or one whose samples all have the
 /// same weight) has none: with the weighting on, such a batch is predicted (the model's logits, no prior
 /// correction) without adapting and counted in `skippedBatches`, where the reference would turn the model
-/// into NaN. A stream of single images is refused up front by the CLI, which names the fallbacks.
+/// into NaN. At batch size 1 the CLI refuses it up front (`run` and `compare` unless `--window-length`
+/// is given, `predict` always) and names the fallbacks.
 public final class ROIDMethod: AdaptationMethod {
     public let name = "roid"
     public let steps: Int

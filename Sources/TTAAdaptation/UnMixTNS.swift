@@ -14,11 +14,13 @@ import TTATensor
 /// BN gets UnMix-TNS statistics, and the host's gradients flow through them (`SampleStatistics`): through
 /// the instance statistics `m_b`, `v_b` in the mixtures, not through the assignments `p_bk` (computed
 /// under `no_grad` in the reference) nor the components. Every forward pass of the host updates the
-/// components as it normalises (two per step for SAR, one per step for the others), before the
-/// optimizer step, as the reference layer does in `forward`. A host that copies the model (CoTTA's teacher
+/// components as it normalises, before the optimizer step, as the reference layer does in `forward`:
+/// one per step for TENT, ETA, EATA and RDumb, two for SAR (and for ROID: its pass on the batch and
+/// its augmented pass on the kept images; its second recording of the batch repeats the first pass's
+/// statistics, `RepeatablePass`); RoTTA's student moves them only at its memory updates. A host that copies the model (CoTTA's teacher
 /// and anchor) gets UnMix-TNS installed first, so that each copy has layers of its own, as the reference's
 /// deep copies of the replaced model do: they share the initial draws, move with their own forward passes
-/// (the teacher's 1 + N augmented passes per batch, the anchor's one), are not averaged into the teacher
+/// (the teacher's plain pass or its N augmented ones, the anchor's one), are not averaged into the teacher
 /// (the reference's EMA goes over parameters, not buffers) and are restored with the student's on a reset.
 /// When the host restores the source model by
 /// itself (SAR's model recovery, RDumb's periodic reset: the reference reloads the whole state dict, the
@@ -33,7 +35,8 @@ import TTATensor
 /// `M_k += η·mean_b p_bk (m_b − M_k)`, `V_k += η·mean_b p_bk (v_b − V_k)`, with
 /// `η = 1 − (1 − 0.1)^(B/B_max)` (B the batch size, `B_max` = `unmixBatchSizeMax`).
 ///
-/// Works at any batch size, 1 included (the statistics are per sample), alone and under a host. A model
+/// Works at any batch size, 1 included (the statistics are per sample), alone and under a host, but for
+/// the hosts whose batches relate their images (`lame`, `roid`: `MethodRegistry`'s `singleImages`). A model
 /// without BatchNorm layers (a ViT) is refused. EATA's Fisher information is computed when the host is
 /// configured, before UnMix-TNS is installed (with BN batch statistics): the reference has no EATA, and
 /// its components are drawn at the first batch.

@@ -153,6 +153,21 @@ func checkModelName(_ name: String) throws {
     throw CLIError.invalidValue(option: "model", value: name, expected: ModelZoo.modelNamesHelp)
 }
 
+/// Why method `name` cannot adapt on one image at a time (nil when it can), and the methods that can:
+/// the `--batch-size 1` refusals of `run`, `compare` and `predict`.
+func singleImageRefusal(_ name: String) -> (why: String, alternatives: String)? {
+    guard MethodRegistry.entry(name)?.singleImages == false else { return nil }
+    let refused = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) != $0.name && !$0.singleImages }.map(\.name)
+    let single = MethodRegistry.entries.filter { $0.singleImages && $0.name != "source" && MethodRegistry.baseName($0.name) == $0.name }
+        .map(\.name) + ["<method>+unmix_tns" + (refused.isEmpty ? "" : " but " + refused.joined(separator: " and "))]
+    let why = switch (MethodRegistry.baseName(name), name == MethodRegistry.baseName(name)) {
+    case ("lame", _): "relates the images of each batch through their affinity, which one image does not have"
+    case ("roid", false): "weights each image against the others of its batch, which one image does not have"
+    default: "normalises with the statistics of the test batch, which one image does not give (the reference has the same limit)"
+    }
+    return (why, single.joined(separator: ", "))
+}
+
 /// `--normalize`: `none`, `imagenet` (torchvision's mean/std), `half` (0.5/0.5), or `m,m,m:s,s,s`.
 func parseNormalization(_ text: String) throws -> (mean: [Float], std: [Float])? {
     switch text {
@@ -188,7 +203,7 @@ struct LoadedWeights {
         self.modelName = modelName
     }
 
-    /// A freshly loaded model. `expect` gives the classes and channels the data needs (checked for `auto`).
+    /// A freshly loaded model. `numClasses` and `inputChannels` are what the data needs (checked for `auto`).
     func makeModel(numClasses: Int?, inputChannels: Int?) throws -> any ImageClassifier {
         let model: any ImageClassifier
         if modelName == "auto" {
@@ -360,18 +375,9 @@ final class Experiment {
         }
         let batchSize = o.batchSize ?? (dataset == .fmnist ? embeddedBatchSize : dataset.isImageFolder ? imageNetBatchSize : standardBatchSize)
         if batchSize == 1 && o.windowLength == nil,
-           let name = o.methods.first(where: { MethodRegistry.entry($0)?.singleImages == false }) {
-            let combinations = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) != $0.name }
-            let refused = combinations.filter { !$0.singleImages }.map(\.name)
-            let single = MethodRegistry.entries.filter { $0.singleImages && $0.name != "source" && MethodRegistry.baseName($0.name) == $0.name }
-                .map(\.name) + ["<method>+unmix_tns" + (refused.isEmpty ? "" : " but " + refused.joined(separator: " and "))]
-            let why = switch (MethodRegistry.baseName(name), name == MethodRegistry.baseName(name)) {
-            case ("lame", _): "relates the images of each batch through their affinity, which one image does not have"
-            case ("roid", false): "weights each image against the others of its batch, which one image does not have"
-            default: "normalises with the statistics of the test batch, which one image does not give (the reference has the same limit)"
-            }
-            throw CLIError.usage("--batch-size 1: \(name) \(why). Give --window-length N to adapt on a sliding window of the last N images "
-                                 + "(the reference's TEST.WINDOW_LENGTH, e.g. 64), or use a method made for single images: \(single.joined(separator: ", ")); "
+           let (name, refusal) = o.methods.lazy.compactMap({ m in singleImageRefusal(m).map { (m, $0) } }).first {
+            throw CLIError.usage("--batch-size 1: \(name) \(refusal.why). Give --window-length N to adapt on a sliding window of the last N images "
+                                 + "(the reference's TEST.WINDOW_LENGTH, e.g. 64), or use a method made for single images: \(refusal.alternatives); "
                                  + "--window-length 1 runs \(name) on single images anyway")
         }
         // The configured batch size (the reference's TEST.BATCH_SIZE): ROID divides its loss by it and UnMix-TNS
@@ -401,8 +407,8 @@ final class Experiment {
 
         // 6. The source data, for the methods that need it, checked against the benchmark.
         let source = try o.methods.contains { MethodRegistry.entry($0)?.needsSourceData == true }
-            ? SourcePlan(o, benchmark: benchmark, numClasses: benchmark.numClasses, batchSize: batchSize, weights: weights.url,
-                         environment: console.environment)
+            ? SourcePlan(o, benchmark: benchmark, numClasses: benchmark.numClasses,
+                         batchSize: batchSize > 1 ? batchSize : o.windowLength ?? 1, weights: weights.url, environment: console.environment)
             : nil
         for m in methods {
             do { _ = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
@@ -444,7 +450,7 @@ final class Experiment {
                                     model: model, methods: methods, runConfiguration: config, identity: identity, resume: resume,
                                     source: source)
 
-        // 9. Each method's peak memory, measured on two small probe batches; refused when it will not fit.
+        // 9. Each method's peak memory, measured in probe steps on a throwaway adaptor; refused when it will not fit.
         if case .limit(let limit) = memoryLimit {
             try experiment.estimateMemory(limit: limit)
         }
@@ -605,8 +611,9 @@ func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Co
 
 /// `--source-data` read and checked against the benchmark, and how each method takes from it: a random
 /// selection of `--source-samples` images (default: 2000 for eata, as `SOURCE.NUM_SAMPLES` in the
-/// reference's EATA configs; all for rmt), drawn with `--seed`, in batches of `--batch-size`. RMT's
-/// prototypes and warm-up are cached under `--cache-dir`.
+/// reference's EATA configs; all for rmt), drawn with `--seed`, in batches of `--batch-size`, or of
+/// `--window-length` on a single-image stream (the reference's `batch_size_src`: RMT's replay and warm-up
+/// batches, EATA's Fisher batches). RMT's prototypes and warm-up are cached under `--cache-dir`.
 struct SourcePlan {
     let data: SourceDataset
     let samples: Int?
@@ -615,7 +622,8 @@ struct SourcePlan {
     let numClasses: Int
     let path: String
     let cache: DiskPreparationCache?
-    /// Every eata built from this plan: the first one configured computes the Fisher information, and
+    /// Every eata built from this plan (`eata` itself; under UnMix-TNS it is computed again): the first one
+    /// configured computes the Fisher information, and
     /// the later builds (the memory probe's, the run's) take it instead of computing it again.
     private final class Built { var eata: [EATAMethod] = [] }
     private let built = Built()

@@ -36,7 +36,9 @@ struct ListCommand: Command {
     static func defaults(of entry: MethodRegistry.Entry, numClasses: Int = 10) -> String {
         let c = MethodConfiguration.defaults(for: .cifar, method: entry.name, numClasses: numClasses)
         var names: [String] = []
-        if entry.usesGradients {
+        if MethodRegistry.baseName(entry.name) == "sar" {
+            names += ["lr", "momentum", "steps"]   // SAM over SGD whatever --optimizer says, as the reference
+        } else if entry.usesGradients {
             names += ["optimizer", "lr"] + (c.optimizer == .adam ? ["beta1"] : ["momentum", "nesterov"]) + ["weight-decay", "steps"]
         }
         names += methodParameters[entry.name] ?? []
@@ -85,6 +87,8 @@ struct ListCommand: Command {
         lines += ["", "MODELS (--model)",
                   "  " + pad("auto", 29) + "inferred from the keys and shapes of --weights (the default)",
                   "  " + pad("wideresnet-<depth>-<widen>", 29) + "RobustBench WideResNet, depth 6n+4 (e.g. wideresnet-28-10)",
+                  "  " + pad("resnet50", 29) + "torchvision ResNet-50 (also resnet101, resnet152, resnext50_32x4d, wide_resnet50_2)",
+                  "  " + pad("resnext-29-4x32", 29) + "RobustBench's AugMix ResNeXt-29 (resnext-<9n+2>-<cardinality>x<width>)",
                   "  " + pad("vit-b-16", 29) + "timm vit_base_patch16_224 (224×224 inputs, mean/std 0.5 applied inside)"]
         if let url = try? Embedded.modelFile(environment: console.environment),
            let file = try? SafeTensorsFile.read(url), let model = try? ModelZoo.infer(file) {

@@ -39,6 +39,10 @@ struct PredictCommand: Command {
         seed = a.seed("seed") ?? 1
         arguments = a
         try checkModelName(model)
+        if batchSize == 1, let refusal = singleImageRefusal(method) {
+            throw CLIError.usage("--batch-size 1: \(method) \(refusal.why). Give a larger --batch-size ('tta run --window-length N' adapts "
+                                 + "on a sliding window of single images), or use a method made for single images: \(refusal.alternatives)")
+        }
     }
 
     func run(console: Console) throws -> Int32 {

@@ -4,11 +4,14 @@ import TTATensor
 
 /// A run's peak memory, estimated before it starts.
 ///
-/// The estimate is measured, not modelled: the method runs two probe steps on small batches
-/// (`probeBatchSizes`, real images from the stream) and the peak resident memory each adds above the
-/// current resident size is fitted with a line in the batch size, then read at the run's batch size.
-/// The probe leaves no trace: the model and the method are reset and the random generator and
-/// timers are put back, so a run with an estimate gives the same numbers as one without.
+/// The estimate is measured, not modelled: after a warm-up step, the method runs a step on a small batch
+/// (`smallProbeBatch`) and one on a larger batch (doubled while steps are cheap, see `probe`), of real
+/// images from the stream; the peak resident memory each adds above the current resident size is fitted
+/// with a line in the batch size, then read at the run's batch size. Afterwards the model and the method
+/// are reset and the random generator and timers put back, but what a method's reset keeps (as in the
+/// reference: UnMix-TNS's drawn components, RMT's place in its source data, RDumb's update count)
+/// survives the probe, as do the adaptor's counters and window: probe a throwaway adaptor, as `tta`
+/// does, when the run must give the same numbers as one without an estimate.
 ///
 /// While it probes, the heap releases freed blocks (`ProcessMemory.HeapPolicy.releaseFreed`), so each
 /// probe's peak is its own. Afterwards it keeps them (`.keepFreed`), so the run reuses freed activation

@@ -12,8 +12,9 @@ public enum MethodFactory {
     public static func make(_ name: String, configuration: MethodConfiguration, imageSize: Int,
                             sourceBatches: [Tensor] = [], sourceLabels: [[Int]] = [], cache: PreparationCache? = nil,
                             sourceSeed: UInt64 = 0) throws -> any AdaptationMethod {
-        // ROID's consistency loss uses the variant without blur and noise, on a reflect-padded canvas.
-        let aug = name == "roid" ? CoTTAAugmentation.roid(imageSize: imageSize) : CoTTAAugmentation(imageSize: imageSize)
+        // ROID's consistency loss (also under UnMix-TNS) uses the variant without blur and noise, on a
+        // reflect-padded canvas.
+        let aug = MethodRegistry.baseName(name) == "roid" ? CoTTAAugmentation.roid(imageSize: imageSize) : CoTTAAugmentation(imageSize: imageSize)
         let augment: BatchAugmentation = { x, g in aug(x, using: &g) }
         return try MethodRegistry.make(name, configuration: configuration, augment: augment, sourceBatches: sourceBatches,
                                        sourceLabels: sourceLabels, cache: cache, sourceSeed: sourceSeed)

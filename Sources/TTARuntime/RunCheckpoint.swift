@@ -13,7 +13,8 @@ import TTATensor
 /// (model values and counters, method state, random generator).
 ///
 /// File format: a safetensors file. Tensors: `adaptor.model`, the model's whole value arena as one flat
-/// F32 tensor (in `ParameterStore` order), and `method.<key>` for each of the method state's tensors.
+/// F32 tensor (in `ParameterStore` order), `method.<key>` for each of the method state's tensors, and
+/// `adaptor.window`, the sliding window's images, when the run has one.
 /// Metadata key `swifttta.checkpoint`: a JSON object with everything else (`Header`), numbers kept
 /// exactly. It is written atomically (`writeAtomically`).
 public struct RunCheckpoint: Sendable {

@@ -106,6 +106,14 @@ import TTATensor
                     + "Give --window-length N to adapt on a sliding window of the last N images (the reference's TEST.WINDOW_LENGTH, e.g. 64), "
                     + "or use a method made for single images: norm_alpha, norm_ema, rotta, unmix_tns, <method>+unmix_tns but lame+unmix_tns and roid+unmix_tns; "
                     + "--window-length 1 runs roid+unmix_tns on single images anyway", code: 64)
+        // predict has no sliding window: the same methods are refused at --batch-size 1, before any file is read
+        // (they used to run, ROID skipping every batch without a word).
+        expectError(tta(["predict", "--weights", "w", "--input", "i", "--output", "o", "--method", "roid", "--batch-size", "1"]),
+                    "--batch-size 1: roid normalises with the statistics of the test batch, which one image does not give (the reference has the same limit). "
+                    + "Give a larger --batch-size ('tta run --window-length N' adapts on a sliding window of single images), "
+                    + "or use a method made for single images: norm_alpha, norm_ema, rotta, unmix_tns, <method>+unmix_tns but lame+unmix_tns and roid+unmix_tns", code: 64)
+        #expect(tta(["predict", "--weights", "w", "--input", "i", "--output", "o", "--method", "unmix_tns", "--batch-size", "1"]).err
+                    .contains("--input: no such file"))
         expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "tent", "--batch-size", "4", "--window-length", "8"]),
                     "--window-length: a sliding window of 8 images is for single-image streams (batch size 1); the batch size is 4", code: 64)
         expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "eata", "--source-data", tiny.dataFolder.path]),

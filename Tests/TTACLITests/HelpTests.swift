@@ -48,6 +48,9 @@ import Testing
         #expect(r.out.contains("  norm_alpha   BN with (1-α)·source + α·batch statistics (α-BN)\n               --bn-alpha 0.1\n"))
         #expect(r.out.contains("--rotta-memory-size 64 --rotta-update-frequency 64 --rotta-nu 0.001"))
         #expect(r.out.contains("--lame-affinity rbf --lame-neighbours 5 --lame-force-symmetry false\n"))
+        // SAR takes SGD with SAM whatever --optimizer says (as the reference): no optimizer settings it ignores.
+        #expect(r.out.contains("(SAR)\n               --lr 0.001 --momentum 0.9 --steps 1 --entropy-margin "))
+        #expect(r.out.contains("\n  resnet50 ") && r.out.contains("\n  resnext-29-4x32 "))
         #expect(r.out.contains("  unmix_tns    per-sample BN statistics mixed from K running components, no training (UnMix-TNS)\n"
                                + "               --unmix-components 16 --unmix-batch-size-max 64\n"))
         #expect(r.out.contains("  <method>+unmix_tns: tent, eta, eata, sar, rdumb, lame, cotta, rotta, roid adapting through UnMix-TNS normalisation\n"))

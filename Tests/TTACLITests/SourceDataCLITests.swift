@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TTAAdaptation
 import TTAData
 import TTATensor
 @testable import TTACLI
@@ -84,6 +85,32 @@ import TTATensor
         #expect(refused.err.contains("--source-data \(source): the 5 source images drawn have no image of class ")
                 && refused.err.hasSuffix("rmt needs every class for its prototypes (raise --source-samples)\n"), "\(refused.err)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: cache).count == 4)   // refused before any work
+    }
+
+    /// Source batches are `--batch-size` images, or `--window-length` on a single-image stream, as the
+    /// reference's `batch_size_src` (RMT's replay and warm-up, `warmup-samples / batch` steps; EATA's
+    /// Fisher batches). At batch size 1 they used to be single images: 50,000 warm-up steps of one image.
+    @Test func singleImageStreamsTakeSourceBatchesOfTheWindowLength() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let source = try writeSource(tiny)
+        func plan(batch: String, window: String?) throws -> (SourcePlan, RMTMethod) {
+            var args = tiny.dataOptions + ["--methods", "rmt", "--source-data", source, "--warmup-samples", "8",
+                                           "--memory-limit", "none", "--cache-dir", tiny.folder.path("cache")]
+            args[args.firstIndex(of: "--batch-size")! + 1] = batch
+            if let window { args += ["--window-length", window] }
+            let o = ExperimentOptions(try Parser.parse(args, command: .compare), command: .compare)
+            let e = try Experiment.prepare(o, console: Console(out: { _ in }, err: { _ in }))
+            let plan = try #require(e.source)
+            let rmt = try #require(try plan.makeMethod("rmt", e.methods[0].configuration, imageSize: 16) as? RMTMethod)
+            return (plan, rmt)
+        }
+        let (windowed, windowedRMT) = try plan(batch: "1", window: "4")
+        #expect(windowed.batchSize == 4 && windowedRMT.source.batchSize == 4 && windowedRMT.warmupSteps == 2)
+        let (batched, batchedRMT) = try plan(batch: "3", window: nil)
+        #expect(batched.batchSize == 3 && batchedRMT.source.batchSize == 3 && batchedRMT.warmupSteps == 2)
+        let (single, singleRMT) = try plan(batch: "1", window: "1")
+        #expect(single.batchSize == 1 && singleRMT.warmupSteps == 8)
     }
 
     @Test func sourceDataThatDoesNotFitIsRefusedBeforeAnyWork() throws {
