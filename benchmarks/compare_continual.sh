@@ -23,8 +23,10 @@
 # norm_alpha, tent and cotta). Run the same command again with the same --out and it goes on: a side with a
 # complete results file is kept, the other resumes from its checkpoint. Each side's time (its results
 # file's seconds, which a resumed run carries on from the checkpoint) then adds up the segments' work; the
-# process records (<side>_process.json) hold one entry per segment: wall clock, peak resident memory and
-# the 1-minute load average sampled every minute, so that a disturbed segment shows.
+# process records (<side>_process.json) hold one entry per segment: the commit it ran from, wall clock, peak
+# resident memory and the 1-minute load average sampled every minute, so that a disturbed segment shows.
+# The checkpoints store only what the method changed (TENT: the BN parameters and the optimizer, well under
+# 1 MB each), so the folder can be carried to another machine and resumed there.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,7 +50,7 @@ while [[ $# -gt 0 ]]; do
         --checkpoint-every) every="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare_continual.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -66,6 +68,10 @@ if [[ ! -f $data/CIFAR-10-C/labels.npy || ! -f $data/wrn28_10.safetensors ]]; th
     python3 scripts/make_timing_benchmark.py --out "$data" --per-domain "$per_domain" --reference-dir "$reference_dir" >&2
 fi
 
+# The commit the segments run from (a long run resumed in several sessions may span more than one).
+TTA_COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- Sources Package.swift scripts 2>/dev/null || echo +changes)"
+export TTA_COMMIT
+
 # Runs a command, appends its stdout and stderr to the log files named, and appends a segment record to the
 # JSON list in the file named: wall clock, peak resident set (VmHWM of the command's process, and at the end
 # the larger of that and getrusage's children maximum: /usr/bin/time need not be installed), and the 1-minute
@@ -78,7 +84,7 @@ import json, os, resource, subprocess, sys, threading, time
 target, stdout, stderr, cmd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 segments = json.load(open(target)) if os.path.exists(target) else []
 start = time.time()
-segment = {"command": cmd, "exit": None, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+segment = {"command": cmd, "commit": os.environ.get("TTA_COMMIT"), "exit": None, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
            "wall_seconds": 0.0, "peak_rss_bytes": 0, "load_average_1min": [round(os.getloadavg()[0], 2)]}
 segments.append(segment)
 lock = threading.Lock()

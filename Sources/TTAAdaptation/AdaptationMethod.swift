@@ -178,8 +178,10 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
     /// The reference defaults: CIFAR10-C/CIFAR100-C (`Adam 1e-3`, CoTTA rst 0.01, ap 0.92 on CIFAR-10
     /// and 0.72 on CIFAR-100; EATA ε 0.4 on CIFAR-10 and 0.1 on CIFAR-100, β 1) or ImageNet-C (`SGD`
     /// Nesterov; TENT, EATA and SAR 2.5e-4, CoTTA 0.01, rst 0.001, ap 0.1; EATA ε 0.05, β 2000).
-    /// SAR builds its own SGD (momentum 0.9, no Nesterov) with `lr`, as the reference does.
+    /// SAR builds its own SGD (momentum 0.9, no Nesterov) with `lr`, as the reference does. A combination
+    /// such as `cotta+unmix_tns` takes its host method's defaults.
     public static func defaults(for family: Family, method: String = "", numClasses: Int = 10) -> MethodConfiguration {
+        let method = MethodRegistry.baseName(method)
         switch family {
         case .cifar:
             var c = MethodConfiguration(optimizer: .adam, lr: 1e-3, restoreProbability: 0.01,

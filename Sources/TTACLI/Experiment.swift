@@ -503,9 +503,12 @@ final class Experiment {
         var runs = resume?.finishedRuns ?? []
         let every = max(1, stream.batchCount / 250)
         let checkpointURL = options.checkpoint.map { URL(fileURLWithPath: $0) }
-        func saveCheckpoint(methodIndex: Int, _ inProgress: (progress: RunProgress, adaptor: Adaptor.State)?) throws {
+        // The model in progress is stored against its adaptor's source state: a TENT checkpoint holds the BN
+        // parameters, not the whole network.
+        func saveCheckpoint(methodIndex: Int, _ inProgress: (progress: RunProgress, adaptor: Adaptor.State)?, source: Adaptor?) throws {
             guard let checkpointURL, let identity else { return }
-            try RunCheckpoint(identity: identity, finishedRuns: runs, methodIndex: methodIndex, inProgress: inProgress).write(to: checkpointURL)
+            try RunCheckpoint(identity: identity, finishedRuns: runs, methodIndex: methodIndex, inProgress: inProgress)
+                .write(to: checkpointURL, source: source)
         }
         for (i, m) in methods.enumerated() where i >= runs.count {
             let model: any ImageClassifier
@@ -522,9 +525,16 @@ final class Experiment {
                 let adaptor = try Adaptor(model: model, method: method, seed: options.seed, windowLength: stream.configuration.windowLength)
                 stream.restart()
                 progress.beginMethod(m.name, index: i, of: methods.count)
-                let resumeState = resume?.methodIndex == i ? resume?.inProgress : nil
+                let resumeState: (progress: RunProgress, adaptor: Adaptor.State)?
+                if let resume, resume.methodIndex == i {
+                    do { resumeState = try resume.resumeState(for: adaptor) } catch let e as RuntimeError {
+                        throw CLIError.failed("--resume \(options.resume ?? ""): \(e.message)")
+                    }
+                } else {
+                    resumeState = nil
+                }
                 let checkpointing = checkpointURL.map { _ in
-                    BenchmarkRunner.Checkpointing(every: options.checkpointEvery) { try saveCheckpoint(methodIndex: i, ($0, $1)) }
+                    BenchmarkRunner.Checkpointing(every: options.checkpointEvery) { try saveCheckpoint(methodIndex: i, ($0, $1), source: adaptor) }
                 }
                 result = try BenchmarkRunner.run(method: m.name, adaptor: adaptor, stream: stream, configuration: m.configuration,
                                                  runningErrorEvery: every, collapse: options.collapse, resume: resumeState,
@@ -538,7 +548,7 @@ final class Experiment {
             progress.endMethod(result)
             if !result.completed { return (runs + [result], true) }
             runs.append(result)
-            do { try saveCheckpoint(methodIndex: i + 1, nil) } catch { throw CLIError.wrap(error) }
+            do { try saveCheckpoint(methodIndex: i + 1, nil, source: nil) } catch { throw CLIError.wrap(error) }
         }
         return (runs, false)
     }

@@ -12,13 +12,20 @@ import TTATensor
 /// progress, and for that method the runner's progress (`RunProgress`) and the adaptor's state
 /// (model values and counters, method state, random generator).
 ///
-/// File format: a safetensors file. Tensors: `adaptor.model`, the model's whole value arena as one flat
-/// F32 tensor (in `ParameterStore` order), `method.<key>` for each of the method state's tensors, and
-/// `adaptor.window`, the sliding window's images, when the run has one.
+/// File format: a safetensors file. Tensors: the model, `method.<key>` for each of the method state's
+/// tensors, and `adaptor.window`, the sliding window's images, when the run has one. The model is stored
+/// one of two ways:
+/// - against the source (`encoded(source:)`, what `tta` writes): `adaptor.model.<name>` for each
+///   parameter or buffer, under its PyTorch name, whose values differ from the adaptor's source state,
+///   which a resumed run rebuilds from the same weights (the identity checks them); the header lists
+///   their names. A TENT checkpoint of a WRN-28-10 is then its BN parameters: about 0.2 MB, not 146 MB.
+/// - whole (`encoded()`): `adaptor.model`, the model's value arena as one flat F32 tensor, in
+///   `ParameterStore` order; the only form of format version 1.
 /// Metadata key `swifttta.checkpoint`: a JSON object with everything else (`Header`), numbers kept
 /// exactly. It is written atomically (`writeAtomically`).
 public struct RunCheckpoint: Sendable {
-    public static let formatVersion = 1
+    /// 2: the model may be stored against the source; version 1 (whole model only) is still read.
+    public static let formatVersion = 2
     static let metadataKey = "swifttta.checkpoint"
 
     /// What must be the same to resume: the benchmark, stream, model weights, methods and their
@@ -69,7 +76,11 @@ public struct RunCheckpoint: Sendable {
     /// The method in progress (an index into `identity.methods`); `methods.count` when all are done.
     public var methodIndex: Int
     /// The runner's progress and the adaptor's state in the method in progress; nil when it has not started.
+    /// Read from a file that stores the model against the source, its model values are empty and
+    /// `changedModelEntries` holds what differs: resume with `resumeState(for:)`, which handles both.
     public var inProgress: (progress: RunProgress, adaptor: Adaptor.State)?
+    /// The model entries, by name, that differ from the source state, when the file stored the model that way.
+    public private(set) var changedModelEntries: [String: [Float]]?
 
     public init(identity: Identity, finishedRuns: [RunResult], methodIndex: Int,
                 inProgress: (progress: RunProgress, adaptor: Adaptor.State)?) {
@@ -90,14 +101,28 @@ public struct RunCheckpoint: Sendable {
         var batchesSinceReset: Int?
         /// The sliding window's next slot (the window's images are the tensor `adaptor.window`).
         var windowPointer: Int?
+        /// The model stored against the source: the names of the entries stored (`adaptor.model.<name>`);
+        /// nil for a whole model (`adaptor.model`).
+        var changedModelEntries: [String]?
     }
 
-    /// The file image.
-    public func encoded() throws -> Data {
+    /// The file image, with the whole model.
+    public func encoded() throws -> Data { try encoded(source: nil) }
+
+    /// The file image, with the model stored against `source`'s source state when given: only the entries
+    /// whose values differ from it (bit for bit). `source` is the adaptor the run in progress uses (or one
+    /// built the same way); `resumeState(for:)` then needs such an adaptor too.
+    public func encoded(source: Adaptor?) throws -> Data {
         var tensors: [(name: String, tensor: Tensor)] = []
         var header = Header(formatVersion: Self.formatVersion, identity: identity, finishedRuns: finishedRuns, methodIndex: methodIndex)
         if let (progress, a) = inProgress {
-            tensors.append((name: "adaptor.model", tensor: Tensor(shape: [a.model.values.count], storage: a.model.values)))
+            if let source, source.sourceSnapshot.values.count == a.model.values.count {
+                let changed = Self.changedEntries(a.model.values, from: source.sourceSnapshot.values, entries: source.model.store.entries)
+                for (e, values) in changed { tensors.append((name: "adaptor.model.\(e.name)", tensor: Tensor(shape: e.shape, storage: values))) }
+                header.changedModelEntries = changed.map(\.entry.name)
+            } else {
+                tensors.append((name: "adaptor.model", tensor: Tensor(shape: [a.model.values.count], storage: a.model.values)))
+            }
             for (key, values) in a.method.tensors { tensors.append((name: "method.\(key)", tensor: Tensor(shape: [values.count], storage: values))) }
             header.progress = progress
             header.modelCounters = a.model.counters
@@ -116,9 +141,42 @@ public struct RunCheckpoint: Sendable {
         return try SafeTensorsFile.encode(tensors, metadata: [Self.metadataKey: json], name: "checkpoint")
     }
 
-    /// Writes the checkpoint to `url` atomically.
-    public func write(to url: URL) throws {
-        try writeAtomically(try encoded(), to: url)
+    /// Writes the checkpoint to `url` atomically, the model stored against `source` when given (`encoded(source:)`).
+    public func write(to url: URL, source: Adaptor? = nil) throws {
+        try writeAtomically(try encoded(source: source), to: url)
+    }
+
+    /// The entries of `entries` whose values in `values` differ, bit for bit, from those in `base`.
+    static func changedEntries(_ values: [Float], from base: [Float], entries: [ParameterStore.Entry])
+        -> [(entry: ParameterStore.Entry, values: [Float])] {
+        values.withUnsafeBytes { v in
+            base.withUnsafeBytes { b in
+                entries.compactMap { e in
+                    let bytes = e.offset * MemoryLayout<Float>.stride..<(e.offset + e.count) * MemoryLayout<Float>.stride
+                    guard !v[bytes].elementsEqual(b[bytes]) else { return nil }
+                    return (entry: e, values: Array(values[e.offset..<e.offset + e.count]))
+                }
+            }
+        }
+    }
+
+    /// The progress and adaptor state to resume the method in progress with on `adaptor`, built as the run
+    /// that wrote the checkpoint built it (same weights, method and settings); nil when the method had not
+    /// started. A model stored against the source is written over `adaptor`'s source state.
+    public func resumeState(for adaptor: Adaptor) throws -> (progress: RunProgress, adaptor: Adaptor.State)? {
+        guard let (progress, saved) = inProgress else { return nil }
+        var state = saved
+        guard let changed = changedModelEntries else { return (progress, state) }
+        var values = adaptor.sourceSnapshot.values
+        let store = adaptor.model.store
+        for (name, v) in changed.sorted(by: { $0.key < $1.key }) {
+            guard let e = store.entry(named: name), e.count == v.count else {
+                throw RuntimeError("the checkpoint's model entry '\(name)' (\(v.count) values) is not one of \(adaptor.model.architecture)'s")
+            }
+            values.replaceSubrange(e.offset..<e.offset + e.count, with: v)
+        }
+        state.model = ParameterStore.Snapshot(values: values, counters: state.model.counters)
+        return (progress, state)
     }
 
     /// Reads a checkpoint; errors name the file and what is wrong.
@@ -135,16 +193,20 @@ public struct RunCheckpoint: Sendable {
         do { header = try d.decode(Header.self, from: Data(json.utf8)) } catch {
             throw fail("its metadata does not decode (\(error))")
         }
-        guard header.formatVersion == formatVersion else {
-            throw fail("format version \(header.formatVersion); this SwiftTTA reads version \(formatVersion)")
+        guard (1...formatVersion).contains(header.formatVersion) else {
+            throw fail("format version \(header.formatVersion); this SwiftTTA reads versions 1 to \(formatVersion)")
         }
         guard (0...header.identity.methods.count).contains(header.methodIndex), header.finishedRuns.count == header.methodIndex else {
             throw fail("method index \(header.methodIndex) does not fit \(header.finishedRuns.count) finished runs of \(header.identity.methods.count) methods")
         }
         var inProgress: (RunProgress, Adaptor.State)?
+        var changedModel: [String: [Float]]?
         if let progress = header.progress {
+            let changedNames = header.changedModelEntries
             guard let counters = header.modelCounters, let numbers = header.methodNumbers, let rngText = header.rngState,
-                  let rng = UInt64(rngText), let batches = header.batchesSinceReset, file.contains("adaptor.model") else {
+                  let rng = UInt64(rngText), let batches = header.batchesSinceReset,
+                  file.contains("adaptor.model") != (changedNames != nil),
+                  (changedNames ?? []).allSatisfy({ file.contains("adaptor.model.\($0)") }) else {
                 throw fail("the adaptor state is incomplete")
             }
             do {
@@ -153,13 +215,20 @@ public struct RunCheckpoint: Sendable {
                 for name in file.names where name.hasPrefix("method.") {
                     method.tensors[String(name.dropFirst("method.".count))] = try file.tensor(name).storage
                 }
-                let model = ParameterStore.Snapshot(values: try file.tensor("adaptor.model").storage, counters: counters)
+                if let changedNames {
+                    changedModel = try Dictionary(changedNames.map { ($0, try file.tensor("adaptor.model.\($0)").storage) },
+                                                  uniquingKeysWith: { a, _ in a })
+                }
+                let model = ParameterStore.Snapshot(values: changedNames == nil ? try file.tensor("adaptor.model").storage : [],
+                                                    counters: counters)
                 let window = file.contains("adaptor.window") ? try file.tensor("adaptor.window") : nil
                 inProgress = (progress, Adaptor.State(model: model, method: method, rng: SeededGenerator(seed: rng), batchesSinceReset: batches,
                                                       window: window, windowPointer: header.windowPointer ?? 0))
             } catch let e as DataError { throw fail(e.description) }
         }
-        return RunCheckpoint(identity: header.identity, finishedRuns: header.finishedRuns, methodIndex: header.methodIndex,
-                             inProgress: inProgress)
+        var checkpoint = RunCheckpoint(identity: header.identity, finishedRuns: header.finishedRuns, methodIndex: header.methodIndex,
+                                       inProgress: inProgress)
+        checkpoint.changedModelEntries = changedModel
+        return checkpoint
     }
 }

@@ -114,6 +114,22 @@ private final class FrozenAssignments: SampleStatisticsProvider {
         }
     }
 
+    /// A combination takes its host's reference defaults: on ImageNet-C, CoTTA's SGD at 0.01
+    /// (cfgs/imagenet_c/cotta.yaml) and RoTTA's Adam at 1e-3 (cfgs/imagenet_c/rotta.yaml), not TENT's 2.5e-4.
+    @Test func combinationsTakeTheirHostsDefaults() {
+        for host in MethodRegistry.unmixHosts {
+            for family in [MethodConfiguration.Family.cifar, .imagenet] {
+                #expect(MethodConfiguration.defaults(for: family, method: host + "+unmix_tns", numClasses: 100)
+                        == MethodConfiguration.defaults(for: family, method: host, numClasses: 100), "\(host) on \(family)")
+            }
+        }
+        let cotta = MethodConfiguration.defaults(for: .imagenet, method: "cotta+unmix_tns", numClasses: 1000)
+        #expect(cotta.optimizer == .sgd && cotta.lr == 0.01)
+        let rotta = MethodConfiguration.defaults(for: .imagenet, method: "rotta+unmix_tns", numClasses: 1000)
+        #expect(rotta.optimizer == .adam && rotta.lr == 1e-3)
+        #expect(MethodConfiguration.defaults(for: .imagenet, method: "tent+unmix_tns", numClasses: 1000).lr == 2.5e-4)
+    }
+
     /// A model without BatchNorm layers is refused, alone and under a host, naming the method to run instead.
     @Test func modelsWithoutBatchNormAreRefused() throws {
         let vit = VisionTransformer(ViTConfiguration(imageSize: 8, patchSize: 4, dim: 8, depth: 1, heads: 2, numClasses: 3))

@@ -190,8 +190,9 @@ func twoAdaptorsAfterOneBatch(_ method: String) throws -> (guarded: Adaptor, pla
         }
     }
 
-    /// A run checkpointed after batch 4 (through the file format), resumed by new objects, ends with the
-    /// same result (times aside) and the same adaptor state, bit for bit, as the uninterrupted run.
+    /// A run checkpointed after batch 4 (through the file format, with the model whole and stored against
+    /// the source), resumed by new objects, ends with the same result (times aside) and the same adaptor
+    /// state, bit for bit, as the uninterrupted run.
     @Test(arguments: MethodRegistry.names)
     func resumedRunIsBitIdentical(_ method: String) throws {
         let tiny = try TinyBenchmark()
@@ -204,23 +205,63 @@ func twoAdaptorsAfterOneBatch(_ method: String) throws -> (guarded: Adaptor, pla
         let identity = RunCheckpoint.Identity(dataset: "tiny", model: "wrn-10-1", weightsFingerprint: "-", dataFingerprint: "-",
                                               stream: try tiny.stream(.continual).configuration, methods: [method],
                                               methodConfigurations: [config], seed: 5, collapse: collapse)
-        var saved: Data?
+        var saved: [Data] = []
         var batches = 0
+        let interrupted = try makeAdaptor(method)
         let first = try BenchmarkRunner.run(
-            method: method, adaptor: try makeAdaptor(method), stream: try tiny.stream(.continual), configuration: config,
+            method: method, adaptor: interrupted, stream: try tiny.stream(.continual), configuration: config,
             runningErrorEvery: 2, collapse: collapse,
             checkpointing: .init(every: 2) { p, s in
-                if p.batches == 4 { saved = try RunCheckpoint(identity: identity, finishedRuns: [], methodIndex: 0, inProgress: (p, s)).encoded() }
+                guard p.batches == 4 else { return }
+                let checkpoint = RunCheckpoint(identity: identity, finishedRuns: [], methodIndex: 0, inProgress: (p, s))
+                saved = [try checkpoint.encoded(), try checkpoint.encoded(source: interrupted)]
             },
             progress: { if case .batch = $0.kind { batches += 1 } }, shouldStop: { batches >= 5 })
-        #expect(!first.completed)
+        #expect(!first.completed && saved.count == 2)
+        for (form, data) in zip(["whole", "against the source"], saved) {
+            let checkpoint = try RunCheckpoint.read(try writeTemporary(data, tiny))
+            #expect(checkpoint.identity == identity && checkpoint.methodIndex == 0)
+            #expect((checkpoint.changedModelEntries == nil) == (form == "whole"))
+            let resumed = try makeAdaptor(method)
+            let rest = try BenchmarkRunner.run(method: method, adaptor: resumed, stream: try tiny.stream(.continual), configuration: config,
+                                               runningErrorEvery: 2, collapse: collapse, resume: try checkpoint.resumeState(for: resumed))
+            #expect(rest.withoutMeasurements == full.withoutMeasurements, "\(form)")
+            #expect(sameBits(resumed.captureState(), whole.captureState()), "\(form)")
+        }
+    }
+
+    /// Stored against the source, a TENT checkpoint holds the BN affine parameters TENT trains (what differs
+    /// from the source state), under their PyTorch names, and no other model entry; an entry the model does
+    /// not have is refused on resume, naming it.
+    @Test func checkpointAgainstTheSourceHoldsWhatChanged() throws {
+        let tiny = try TinyBenchmark()
+        let config = busyConfiguration("tent")
+        let adaptor = try makeAdaptor("tent")
+        let identity = RunCheckpoint.Identity(dataset: "tiny", model: "wrn-10-1", weightsFingerprint: "-", dataFingerprint: "-",
+                                              stream: try tiny.stream(.continual).configuration, methods: ["tent"],
+                                              methodConfigurations: [config], seed: 5, collapse: CollapsePolicy())
+        var saved: Data?
+        _ = try BenchmarkRunner.run(method: "tent", adaptor: adaptor, stream: try tiny.stream(.continual), configuration: config,
+                                    runningErrorEvery: 2, collapse: CollapsePolicy(),
+                                    checkpointing: .init(every: 2) { p, s in
+                                        if p.batches == 2 {
+                                            saved = try RunCheckpoint(identity: identity, finishedRuns: [], methodIndex: 0, inProgress: (p, s))
+                                                .encoded(source: adaptor)
+                                        }
+                                    })
         let checkpoint = try RunCheckpoint.read(try writeTemporary(try #require(saved), tiny))
-        #expect(checkpoint.identity == identity && checkpoint.methodIndex == 0)
-        let resumed = try makeAdaptor(method)
-        let rest = try BenchmarkRunner.run(method: method, adaptor: resumed, stream: try tiny.stream(.continual), configuration: config,
-                                           runningErrorEvery: 2, collapse: collapse, resume: checkpoint.inProgress)
-        #expect(rest.withoutMeasurements == full.withoutMeasurements)
-        #expect(sameBits(resumed.captureState(), whole.captureState()))
+        let changed = try #require(checkpoint.changedModelEntries)
+        let store = adaptor.model.store
+        let affine = store.entries.filter(\.isNormAffine).map(\.name)
+        #expect(!affine.isEmpty && Set(changed.keys) == Set(affine), "\(changed.keys.sorted())")
+        #expect(changed.keys.contains("bn1.weight"))
+        let first = try #require(changed.keys.min())
+        let firstValues = try #require(changed[first])
+        let vit = VisionTransformer(ViTConfiguration(imageSize: 8, patchSize: 4, dim: 8, depth: 1, heads: 2, numClasses: 4))
+        let other = try makeAdaptor("tent", model: vit)
+        #expect(throws: RuntimeError("the checkpoint's model entry '\(first)' (\(firstValues.count) values) is not one of \(vit.architecture)'s")) {
+            try checkpoint.resumeState(for: other)
+        }
     }
 
     /// A checkpoint names the first setting that differs from the run it is asked to continue.
