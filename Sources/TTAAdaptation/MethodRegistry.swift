@@ -15,6 +15,9 @@ public enum MethodRegistry {
         /// statistics of the test batch alone (source, α-BN, BN-EMA, RoTTA's robust BN, UnMix-TNS). The
         /// others need several images per step: at batch size 1 they want a sliding window.
         public var singleImages = false
+        /// The optimizer it builds itself whatever `--optimizer` says, and the optimizer settings it reads
+        /// (SAR: SGD with sharpness-aware minimisation, as the reference); nil: the configured optimizer.
+        public var ownOptimizer: (description: String, settings: [String])?
     }
 
     /// The registered methods: the single ones, then the UnMix-TNS combinations (`<host>+unmix_tns`).
@@ -24,7 +27,7 @@ public enum MethodRegistry {
                      usesGradients: e.usesGradients, needsSourceData: e.needsSourceData,
                      // Per-sample statistics: one image normalises itself. LAME's affinity still relates a batch's
                      // images, and ROID weights each image against the others of its batch.
-                     singleImages: host != "lame" && host != "roid")
+                     singleImages: host != "lame" && host != "roid", ownOptimizer: e.ownOptimizer)
     }
 
     /// The methods UnMix-TNS normalisation can be put under, as `<host>+unmix_tns`: those whose only use of
@@ -51,7 +54,8 @@ public enum MethodRegistry {
         Entry(name: "eta", summary: "entropy minimisation on reliable, non-redundant samples, reweighted (ETA)", usesGradients: true),
         Entry(name: "eata", summary: "ETA plus a Fisher penalty towards the source parameters; needs source data (EATA)", usesGradients: true,
               needsSourceData: true),
-        Entry(name: "sar", summary: "sharpness-aware reliable entropy minimisation with model recovery (SAR)", usesGradients: true),
+        Entry(name: "sar", summary: "sharpness-aware reliable entropy minimisation with model recovery (SAR)", usesGradients: true,
+              ownOptimizer: (description: "SGD with SAM", settings: ["lr", "momentum", "steps"])),
         Entry(name: "rdumb", summary: "ETA, reset to the source every 1000 updates (RDumb)", usesGradients: true),
         Entry(name: "rotta", summary: "robust BN, category-balanced memory, mean teacher trained on the memory (RoTTA)", usesGradients: true,
               singleImages: true),

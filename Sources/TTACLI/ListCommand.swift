@@ -36,8 +36,8 @@ struct ListCommand: Command {
     static func defaults(of entry: MethodRegistry.Entry, numClasses: Int = 10) -> String {
         let c = MethodConfiguration.defaults(for: .cifar, method: entry.name, numClasses: numClasses)
         var names: [String] = []
-        if MethodRegistry.baseName(entry.name) == "sar" {
-            names += ["lr", "momentum", "steps"]   // SAM over SGD whatever --optimizer says, as the reference
+        if let own = entry.ownOptimizer {
+            names += own.settings
         } else if entry.usesGradients {
             names += ["optimizer", "lr"] + (c.optimizer == .adam ? ["beta1"] : ["momentum", "nesterov"]) + ["weight-decay", "steps"]
         }

@@ -100,6 +100,14 @@ struct OptionSpec: Sendable {
 private let experiment: Set<CommandName> = [.compare, .run]
 private let adapting: Set<CommandName> = [.compare, .run, .predict]
 
+/// `--optimizer`'s help: the methods it applies to and those that build their own, from the registry.
+private let optimizerHelp: String = {
+    let single = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) == $0.name && $0.usesGradients }
+    let own = single.compactMap { e in e.ownOptimizer.map { "\(e.name) always takes \($0.description)" } }
+    return "Optimizer of the gradient-based methods (" + single.filter { $0.ownOptimizer == nil }.map(\.name).joined(separator: ", ")
+        + (own.isEmpty ? "" : "; " + own.joined(separator: ", ")) + ")."
+}()
+
 /// The reference defaults that the help shows (`MethodConfiguration.defaults(for: .cifar)`).
 private let cifarDefaults = MethodConfiguration.defaults(for: .cifar, numClasses: 10)
 private func text(_ x: Float) -> String { formatNumber(Double(x)) }
@@ -188,7 +196,7 @@ let optionTable: [OptionSpec] = [
                help: "Reset the model before every batch.", group: .stream, commands: experiment),
     // Hyper-parameters
     OptionSpec(name: "optimizer", kind: .choice(OptimizerChoice.allCases.map(\.rawValue)), defaultText: cifarDefaults.optimizer.rawValue,
-               help: "Optimizer of the gradient-based methods (tent, cotta, eta, eata, rdumb, rotta, roid, rmt; sar always takes SGD with SAM).", group: .hyper, commands: adapting),
+               help: optimizerHelp, group: .hyper, commands: adapting),
     OptionSpec(name: "lr", kind: .number(.nonNegative), defaultText: text(cifarDefaults.lr),
                help: "Learning rate.", group: .hyper, commands: adapting),
     OptionSpec(name: "steps", kind: .int(min: 1), defaultText: "\(cifarDefaults.steps)",

@@ -31,6 +31,9 @@ import Testing
         }
         #expect(tta(["predict", "--help"]).out.contains("(default: source)"))
         #expect(tta(["run", "--help"]).out.contains("(default: tent)"))
+        // --optimizer names the methods it applies to, and SAR's own SGD with SAM, from the registry.
+        let words = out.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(words.contains("Optimizer of the gradient-based methods (tent, cotta, eta, eata, rdumb, rotta, roid, rmt; sar always takes SGD with SAM)."))
     }
 
     @Test func topLevel() {
