@@ -23,8 +23,10 @@
 # norm_alpha, tent and cotta). Run the same command again with the same --out and it goes on: a side with a
 # complete results file is kept, the other resumes from its checkpoint. Each side's time (its results
 # file's seconds, which a resumed run carries on from the checkpoint) then adds up the segments' work; the
-# process records (<side>_process.json) hold one entry per segment: the commit it ran from, wall clock, peak
-# resident memory and the 1-minute load average sampled every minute, so that a disturbed segment shows.
+# process records (<side>_process.json) hold one entry per segment: the checkout's commit, the SHA-256 of the
+# program (the tta binary; reference_compare.py), the CPU model and numpy's 1024^3 float32 GEMM speed at its
+# start (a long run may span machines: compare.txt prints each side's range), wall clock, peak resident memory
+# and the 1-minute load average sampled every minute, so that a disturbed segment shows.
 # The checkpoints store only what the method changed (TENT: the BN parameters and the optimizer, well under
 # 1 MB each), so the folder can be carried to another machine and resumed there.
 set -euo pipefail
@@ -50,7 +52,7 @@ while [[ $# -gt 0 ]]; do
         --checkpoint-every) every="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
         --out) out="$2"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "compare_continual.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -83,8 +85,16 @@ measured() {
 import json, os, resource, subprocess, sys, threading, time
 target, stdout, stderr, cmd = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 segments = json.load(open(target)) if os.path.exists(target) else []
+# The machine's speed at the segment's start (a long run may span machines): numpy's float32 GEMM at 1024^3 on
+# all cores, best of 5, and the CPU's model name.
+import numpy as np
+a = np.random.default_rng(0).standard_normal((1024, 1024), dtype=np.float32)
+calibration = 0.0
+for _ in range(5):
+    t0 = time.perf_counter(); a @ a; calibration = max(calibration, 2 * 1024 ** 3 / (time.perf_counter() - t0) / 1e9)
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 start = time.time()
-segment = {"command": cmd, "commit": os.environ.get("TTA_COMMIT"), "exit": None, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+segment = {"command": cmd, "commit": os.environ.get("TTA_COMMIT"), "program_sha256": os.environ.get("TTA_PROGRAM"), "cpu": cpu, "numpy_sgemm_gflops": round(calibration, 1), "exit": None, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
            "wall_seconds": 0.0, "peak_rss_bytes": 0, "load_average_1min": [round(os.getloadavg()[0], 2)]}
 segments.append(segment)
 lock = threading.Lock()
@@ -127,10 +137,10 @@ complete() {
     [[ -f $1 ]] && python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; sys.exit(0 if sum(d['samples'] for d in r['domains']) == 15 * $per_domain else 1)" "$1"
 }
 
-# side NAME LABEL COMMAND...: runs one side unless its results file ($out/NAME_<method>.json) is complete,
+# side NAME LABEL PROGRAM COMMAND...: runs one side unless its results file ($out/NAME_<method>.json) is complete,
 # with the checkpoint flags added, resuming from $out/NAME.checkpoint when there is one.
 side() {
-    local name="$1" label="$2"; shift 2
+    local name="$1" label="$2" program="$3"; shift 3
     local results="$out/${name}_$method.json" ckpt="$out/$name.checkpoint" resume=()
     if complete "$results"; then
         echo "$label: $results is complete; kept" >&2
@@ -138,12 +148,12 @@ side() {
     fi
     [[ -f $ckpt ]] && resume=(--resume "$ckpt")
     echo "$label: $* ${resume[*]} (log $out/$name.log)" >&2
-    measured "$out/${name}_process.json" "$out/$name.log" "$out/$name.err" "$@" \
+    TTA_PROGRAM="$(sha256sum "$program" | cut -c1-16)" measured "$out/${name}_process.json" "$out/$name.log" "$out/$name.err" "$@" \
         --checkpoint "$ckpt" --checkpoint-every "$every" "${resume[@]}"
 }
-side swift SwiftTTA "$tta" run --method "$method" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
+side swift SwiftTTA "$tta" "$tta" run --method "$method" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
     --batch-size "$batch" --threads "$threads" --output "$out/swift_$method.json"
-side reference reference python3 scripts/reference_compare.py --reference-dir "$reference_dir" --data-dir "$data/CIFAR-10-C" \
+side reference reference scripts/reference_compare.py python3 scripts/reference_compare.py --reference-dir "$reference_dir" --data-dir "$data/CIFAR-10-C" \
     --weights "$data/wrn28_10.safetensors" --methods "$method" --batch-size "$batch" --threads "$threads" \
     --json "$out/reference_$method.json"
 
@@ -157,7 +167,8 @@ def total(side):
     ss = segments[side]
     loads = [l for s in ss for l in s["load_average_1min"]]
     return {"wall_seconds": sum(s["wall_seconds"] for s in ss), "peak_rss_bytes": max(s["peak_rss_bytes"] for s in ss),
-            "segments": len(ss), "load": sum(loads) / len(loads), "load_max": max(loads)}
+            "segments": len(ss), "load": sum(loads) / len(loads), "load_max": max(loads),
+            "calibration": [s["numpy_sgemm_gflops"] for s in ss if s.get("numpy_sgemm_gflops")]}
 sp, rp = total("swift"), total("reference")
 images = sum(d["samples"] for d in swift["domains"])
 print(f"continual CIFAR-10-C layout, {len(swift['domains'])} domains x {per_domain} images ({images:,} in all), "
@@ -175,6 +186,9 @@ print(f"{'peak resident':>22} {sp['peak_rss_bytes'] / gib:10.2f} G {rp['peak_rss
 print(f"{'images/s':>22} {images / swift['seconds']:12.2f} {images / ref['seconds']:12.2f}")
 print(f"{'segments':>22} {sp['segments']:12d} {rp['segments']:12d}")
 print(f"{'1-min load, mean/max':>22} {sp['load']:7.2f}/{sp['load_max']:4.1f} {rp['load']:7.2f}/{rp['load_max']:4.1f}")
+def span(c):
+    return f"{min(c):.0f}-{max(c):.0f}" if c else "-"
+print(f"{'numpy GFLOP/s, segments':>22} {span(sp['calibration']):>12} {span(rp['calibration']):>12}   (the machine's speed at each segment's start)")
 diff = [(a["name"], a["error"], b["error"]) for a, b in zip(swift["domains"], ref["domains"]) if abs(a["error"] - b["error"]) > 1e-9]
 print(f"mean error: SwiftTTA {swift['meanError']:.2f}%, reference {ref['meanError']:.2f}%; "
       + ("equal domain for domain" if not diff and len(swift["domains"]) == len(ref["domains"])

@@ -334,7 +334,7 @@ def run_method(method, args, conf, registry, cls_dir, labels, log):
         state = {"method": method, "identity": run_identity(args), "domain": i_dom, "batch": batch,
                  "correct": correct, "n": n, "domains": domains, "seconds": clock(), "rng": rng_states(),
                  "state_dict_changed": {k: v for k, v in model.state_dict().items()
-                                        if k not in initial_state or not torch.equal(v, initial_state[k])},
+                                        if k not in initial_state or not same_bits(v, initial_state[k])},
                  "optimizer": model.optimizer.state_dict() if getattr(model, "optimizer", None) is not None else None}
         tmp = args.checkpoint + ".tmp"
         torch.save(state, tmp)
@@ -346,7 +346,9 @@ def run_method(method, args, conf, registry, cls_dir, labels, log):
             continue
         resuming = ckpt is not None and i_dom == ckpt["domain"]
         if resuming:
-            changed = ckpt.get("state_dict_changed", ckpt.get("state_dict", {}))   # "state_dict": whole (older files)
+            changed = ckpt.get("state_dict_changed", ckpt.get("state_dict"))   # "state_dict": whole (older files)
+            if changed is None:
+                sys.exit(f"--resume {args.resume}: the checkpoint holds no model state (state_dict_changed)")
             unknown = sorted(set(changed) - set(initial_state))
             if unknown:
                 sys.exit(f"--resume {args.resume}: the checkpoint holds state {unknown[:3]} that {method} does not have")
@@ -390,6 +392,12 @@ def run_method(method, args, conf, registry, cls_dir, labels, log):
     mean = float(np.mean([d["error"] for d in domains]))  # plain mean over domains, in percent
     return {"method": method, "setting": cfg.SETTING, "meanError": mean, "domains": domains,
             "seconds": round(clock(), 2), "referenceClass": type(model).__name__, "finalState": state_digest(model)}
+
+
+def same_bits(a, b):
+    """Whether two tensors hold the same bytes (torch.equal takes -0.0 for 0.0; a resumed run must not)."""
+    return a.dtype == b.dtype and a.shape == b.shape and \
+        a.detach().contiguous().cpu().numpy().tobytes() == b.detach().contiguous().cpu().numpy().tobytes()
 
 
 def state_digest(module):

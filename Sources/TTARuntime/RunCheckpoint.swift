@@ -24,7 +24,7 @@ import TTATensor
 /// Metadata key `swifttta.checkpoint`: a JSON object with everything else (`Header`), numbers kept
 /// exactly. It is written atomically (`writeAtomically`).
 public struct RunCheckpoint: Sendable {
-    /// 2: the model may be stored against the source; version 1 (whole model only) is still read.
+    /// 2: the model stored against the source; a whole model is written as version 1, which any version reads.
     public static let formatVersion = 2
     static let metadataKey = "swifttta.checkpoint"
 
@@ -77,10 +77,11 @@ public struct RunCheckpoint: Sendable {
     public var methodIndex: Int
     /// The runner's progress and the adaptor's state in the method in progress; nil when it has not started.
     /// Read from a file that stores the model against the source, its model values are empty and
-    /// `changedModelEntries` holds what differs: resume with `resumeState(for:)`, which handles both.
+    /// `changedModelEntries` holds what differs: resume with `resumeState(for:)`, which handles both (and
+    /// `encoded` writes such a checkpoint back as it was read).
     public var inProgress: (progress: RunProgress, adaptor: Adaptor.State)?
     /// The model entries, by name, that differ from the source state, when the file stored the model that way.
-    public private(set) var changedModelEntries: [String: [Float]]?
+    public private(set) var changedModelEntries: [String: Tensor]?
 
     public init(identity: Identity, finishedRuns: [RunResult], methodIndex: Int,
                 inProgress: (progress: RunProgress, adaptor: Adaptor.State)?) {
@@ -111,15 +112,23 @@ public struct RunCheckpoint: Sendable {
 
     /// The file image, with the model stored against `source`'s source state when given: only the entries
     /// whose values differ from it (bit for bit). `source` is the adaptor the run in progress uses (or one
-    /// built the same way); `resumeState(for:)` then needs such an adaptor too.
+    /// built the same way); `resumeState(for:)` then needs such an adaptor too. A checkpoint read from such
+    /// a file is written back in that form.
     public func encoded(source: Adaptor?) throws -> Data {
         var tensors: [(name: String, tensor: Tensor)] = []
-        var header = Header(formatVersion: Self.formatVersion, identity: identity, finishedRuns: finishedRuns, methodIndex: methodIndex)
+        var header = Header(formatVersion: 1, identity: identity, finishedRuns: finishedRuns, methodIndex: methodIndex)
         if let (progress, a) = inProgress {
-            if let source, source.sourceSnapshot.values.count == a.model.values.count {
-                let changed = Self.changedEntries(a.model.values, from: source.sourceSnapshot.values, entries: source.model.store.entries)
-                for (e, values) in changed { tensors.append((name: "adaptor.model.\(e.name)", tensor: Tensor(shape: e.shape, storage: values))) }
-                header.changedModelEntries = changed.map(\.entry.name)
+            var changed: [(name: String, tensor: Tensor)]?
+            if let read = changedModelEntries, a.model.values.isEmpty {
+                changed = read.sorted { $0.key < $1.key }.map { (name: $0.key, tensor: $0.value) }
+            } else if let source, source.sourceSnapshot.values.count == a.model.values.count {
+                changed = Self.changedEntries(a.model.values, from: source.sourceSnapshot.values, entries: source.model.store.entries)
+                    .map { (name: $0.entry.name, tensor: Tensor(shape: $0.entry.shape, storage: $0.values)) }
+            }
+            if let changed {
+                for (name, t) in changed { tensors.append((name: "adaptor.model.\(name)", tensor: t)) }
+                header.changedModelEntries = changed.map(\.name)
+                header.formatVersion = Self.formatVersion
             } else {
                 tensors.append((name: "adaptor.model", tensor: Tensor(shape: [a.model.values.count], storage: a.model.values)))
             }
@@ -169,11 +178,11 @@ public struct RunCheckpoint: Sendable {
         guard let changed = changedModelEntries else { return (progress, state) }
         var values = adaptor.sourceSnapshot.values
         let store = adaptor.model.store
-        for (name, v) in changed.sorted(by: { $0.key < $1.key }) {
-            guard let e = store.entry(named: name), e.count == v.count else {
-                throw RuntimeError("the checkpoint's model entry '\(name)' (\(v.count) values) is not one of \(adaptor.model.architecture)'s")
+        for (name, t) in changed.sorted(by: { $0.key < $1.key }) {
+            guard let e = store.entry(named: name), e.shape == t.shape else {
+                throw RuntimeError("the checkpoint's model entry '\(name)' (shape \(t.shape)) is not one of \(adaptor.model.architecture)'s")
             }
-            values.replaceSubrange(e.offset..<e.offset + e.count, with: v)
+            values.replaceSubrange(e.offset..<e.offset + e.count, with: t.storage)
         }
         state.model = ParameterStore.Snapshot(values: values, counters: state.model.counters)
         return (progress, state)
@@ -200,14 +209,28 @@ public struct RunCheckpoint: Sendable {
             throw fail("method index \(header.methodIndex) does not fit \(header.finishedRuns.count) finished runs of \(header.identity.methods.count) methods")
         }
         var inProgress: (RunProgress, Adaptor.State)?
-        var changedModel: [String: [Float]]?
+        var changedModel: [String: Tensor]?
         if let progress = header.progress {
             let changedNames = header.changedModelEntries
             guard let counters = header.modelCounters, let numbers = header.methodNumbers, let rngText = header.rngState,
-                  let rng = UInt64(rngText), let batches = header.batchesSinceReset,
-                  file.contains("adaptor.model") != (changedNames != nil),
-                  (changedNames ?? []).allSatisfy({ file.contains("adaptor.model.\($0)") }) else {
+                  let rng = UInt64(rngText), let batches = header.batchesSinceReset else {
                 throw fail("the adaptor state is incomplete")
+            }
+            // The model: whole (`adaptor.model`), or the entries the header lists (`adaptor.model.<name>`), one form only.
+            let stored = file.names.filter { $0.hasPrefix("adaptor.model.") }.map { String($0.dropFirst("adaptor.model.".count)) }
+            if let changedNames {
+                if file.contains("adaptor.model") { throw fail("it holds both a whole model (adaptor.model) and changed model entries") }
+                if let twice = Dictionary(changedNames.map { ($0, 1) }, uniquingKeysWith: +).first(where: { $0.value > 1 })?.key {
+                    throw fail("model entry '\(twice)' is listed twice")
+                }
+                if let missing = changedNames.first(where: { !file.contains("adaptor.model.\($0)") }) {
+                    throw fail("model entry 'adaptor.model.\(missing)', listed in its metadata, is missing")
+                }
+            } else if !file.contains("adaptor.model") {
+                throw fail("the adaptor state is incomplete (no model)")
+            }
+            if let unlisted = stored.first(where: { !(changedNames ?? []).contains($0) }) {
+                throw fail("tensor 'adaptor.model.\(unlisted)' is not listed in its metadata")
             }
             do {
                 var method = MethodState()
@@ -216,8 +239,7 @@ public struct RunCheckpoint: Sendable {
                     method.tensors[String(name.dropFirst("method.".count))] = try file.tensor(name).storage
                 }
                 if let changedNames {
-                    changedModel = try Dictionary(changedNames.map { ($0, try file.tensor("adaptor.model.\($0)").storage) },
-                                                  uniquingKeysWith: { a, _ in a })
+                    changedModel = try Dictionary(uniqueKeysWithValues: changedNames.map { ($0, try file.tensor("adaptor.model.\($0)")) })
                 }
                 let model = ParameterStore.Snapshot(values: changedNames == nil ? try file.tensor("adaptor.model").storage : [],
                                                     counters: counters)

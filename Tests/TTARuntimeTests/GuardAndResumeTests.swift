@@ -259,8 +259,38 @@ func twoAdaptorsAfterOneBatch(_ method: String) throws -> (guarded: Adaptor, pla
         let firstValues = try #require(changed[first])
         let vit = VisionTransformer(ViTConfiguration(imageSize: 8, patchSize: 4, dim: 8, depth: 1, heads: 2, numClasses: 4))
         let other = try makeAdaptor("tent", model: vit)
-        #expect(throws: RuntimeError("the checkpoint's model entry '\(first)' (\(firstValues.count) values) is not one of \(vit.architecture)'s")) {
+        #expect(throws: RuntimeError("the checkpoint's model entry '\(first)' (shape \(firstValues.shape)) is not one of \(vit.architecture)'s")) {
             try checkpoint.resumeState(for: other)
+        }
+
+        // Read back and written again, it keeps its form and resumes to the same state.
+        let again = try RunCheckpoint.read(try writeTemporary(try checkpoint.encoded(), tiny))
+        let fresh = try makeAdaptor("tent")
+        let before = try #require(try checkpoint.resumeState(for: fresh))
+        let after = try #require(try again.resumeState(for: fresh))
+        #expect(again.changedModelEntries?.keys.sorted() == changed.keys.sorted() && sameBits(before.adaptor, after.adaptor))
+
+        // Hostile variants of the file are refused, naming the file and the entry.
+        let file = try SafeTensorsFile.read(try writeTemporary(try #require(saved), tiny))
+        let tensors = try file.names.map { (name: $0, tensor: try file.tensor($0)) }
+        let metadata = try #require(file.metadata["swifttta.checkpoint"])
+        func variant(_ tensors: [(name: String, tensor: Tensor)], listing: (inout [String]) -> Void = { _ in }) throws -> URL {
+            var header = try #require(try JSONSerialization.jsonObject(with: Data(metadata.utf8)) as? [String: Any])
+            var names = try #require(header["changedModelEntries"] as? [String])
+            listing(&names)
+            header["changedModelEntries"] = names
+            let json = String(decoding: try JSONSerialization.data(withJSONObject: header), as: UTF8.self)
+            return try writeTemporary(try SafeTensorsFile.encode(tensors, metadata: ["swifttta.checkpoint": json]), tiny)
+        }
+        let cases: [(URL, String)] = [
+            (try variant(tensors.filter { $0.name != "adaptor.model.\(first)" }), "model entry 'adaptor.model.\(first)', listed in its metadata, is missing"),
+            (try variant(tensors, listing: { $0.removeAll { $0 == first } }), "tensor 'adaptor.model.\(first)' is not listed in its metadata"),
+            (try variant(tensors, listing: { $0.append(first) }), "model entry '\(first)' is listed twice"),
+            (try variant(tensors + [(name: "adaptor.model", tensor: Tensor(shape: [1], storage: [0]))]),
+             "it holds both a whole model (adaptor.model) and changed model entries"),
+        ]
+        for (url, message) in cases {
+            #expect(throws: RuntimeError("\(url.path) is not a usable SwiftTTA checkpoint: \(message)")) { try RunCheckpoint.read(url) }
         }
     }
 
