@@ -29,6 +29,10 @@ public protocol AdaptationMethod: AnyObject {
     /// Sets BN modes and the trainable selection, and builds any teacher/anchor copies and optimizers.
     /// Called once, before the adaptor takes the source snapshot.
     func configure(_ model: any ImageClassifier) throws
+    /// Whether `configure` copies the model (a mean teacher, an anchor: `ImageClassifier.copy()`). A method
+    /// that changes the model's layers before the host is configured (`UnMixTNSMethod`) reads it, so that the
+    /// copies get the changed layers too. Default: false.
+    var copiesTheModel: Bool { get }
     /// Predicts on `x` and adapts. Returns the method's output for the batch (logits, or what the
     /// reference returns, e.g. CoTTA's teacher logits), computed before this step's update.
     func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor
@@ -47,6 +51,8 @@ public protocol AdaptationMethod: AnyObject {
 }
 
 extension AdaptationMethod {
+    public var copiesTheModel: Bool { false }
+
     public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
         model.forward(x, .inference)
     }

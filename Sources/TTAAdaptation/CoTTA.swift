@@ -15,6 +15,8 @@ public typealias BatchAugmentation = @Sendable (Tensor, inout SeededGenerator) -
 /// Output: `t`, computed before the update. All three models use batch-statistics BN.
 public final class CoTTAMethod: AdaptationMethod {
     public let name = "cotta"
+    /// The teacher and anchor: copies of the model.
+    public var copiesTheModel: Bool { true }
     public let steps: Int
     public let configuration: MethodConfiguration
     /// Draws one augmentation of a batch (CoTTA's pipeline; one parameter draw shared by the batch).

@@ -22,6 +22,8 @@ import TTATensor
 /// because the contrastive term couples the two views and a model keeps one recorded forward at a time.
 public final class RMTMethod: AdaptationMethod {
     public let name = "rmt"
+    /// The teacher: copies of the model.
+    public var copiesTheModel: Bool { true }
     public let steps: Int
     public let configuration: MethodConfiguration
     /// CoTTA's augmentation, drawn once per batch (nil: the augmented view is `x` itself).

@@ -21,6 +21,8 @@ import TTATensor
 /// Works at any batch size, 1 included (the update's batch is the memory).
 public final class RoTTAMethod: AdaptationMethod {
     public let name = "rotta"
+    /// The teacher: copies of the model.
+    public var copiesTheModel: Bool { true }
     public let steps: Int
     public let configuration: MethodConfiguration
     /// The strong augmentation of the memory batch (CoTTA's pipeline in the reference); nil uses the images as they are.

@@ -17,7 +17,7 @@ import TTATensor
 /// components as it normalises, before the optimizer step, as the reference layer does in `forward`:
 /// one per step for TENT, ETA, EATA and RDumb, two for SAR (and for ROID: its pass on the batch and
 /// its augmented pass on the kept images; its second recording of the batch repeats the first pass's
-/// statistics, `RepeatablePass`); RoTTA's student moves them only at its memory updates. A host that copies the model (CoTTA's teacher
+/// statistics, `RepeatablePass`); RoTTA's student moves them only at its memory updates. A host that copies the model (`copiesTheModel`: CoTTA's teacher
 /// and anchor) gets UnMix-TNS installed first, so that each copy has layers of its own, as the reference's
 /// deep copies of the replaced model do: they share the initial draws, move with their own forward passes
 /// (the teacher's plain pass or its N augmented ones, the anchor's one), are not averaged into the teacher
@@ -76,7 +76,7 @@ public final class UnMixTNSMethod: AdaptationMethod {
                 return layer
             }
         }
-        if let host, Self.hostsCopyingTheModel.contains(host.name) {
+        if let host, host.copiesTheModel {
             // The copies the host makes (teacher, anchor) get UnMix-TNS layers of their own.
             install()
             try host.configure(model)
@@ -89,9 +89,6 @@ public final class UnMixTNSMethod: AdaptationMethod {
             install()
         }
     }
-
-    /// Hosts that copy the model in `configure` (CoTTA's teacher and anchor, RoTTA's teacher): UnMix-TNS goes in first.
-    static let hostsCopyingTheModel: Set<String> = ["cotta", "rotta"]
 
     /// The host's prediction (CoTTA's: its teacher's), for the sliding window between updates.
     public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {

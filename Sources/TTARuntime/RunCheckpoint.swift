@@ -229,7 +229,8 @@ public struct RunCheckpoint: Sendable {
             } else if !file.contains("adaptor.model") {
                 throw fail("the adaptor state is incomplete (no model)")
             }
-            if let unlisted = stored.first(where: { !(changedNames ?? []).contains($0) }) {
+            let listed = Set(changedNames ?? [])
+            if let unlisted = stored.first(where: { !listed.contains($0) }) {
                 throw fail("tensor 'adaptor.model.\(unlisted)' is not listed in its metadata")
             }
             do {

@@ -17,6 +17,25 @@ private final class FrozenAssignments: SampleStatisticsProvider {
     func copy() -> any SampleStatisticsProvider { FrozenAssignments(layer, p: p) }
 }
 
+/// Counts the copies `ImageClassifier.copy()` makes of a model's BN providers; installed before a host's
+/// `configure`, it tells whether the host copied the model. Not asked for statistics: no host computes
+/// any in `configure` here.
+private final class CopyCounter: SampleStatisticsProvider {
+    final class Count { var copies = 0 }
+    let count: Count
+    init(_ count: Count) { self.count = count }
+    func statistics(_ x: Tensor, layer: BatchNorm2d) -> SampleStatistics {
+        Issue.record("\(layer.name): statistics asked for in configure")
+        let zeros = [Float](repeating: 0, count: layer.features)
+        return SampleStatistics(mean: zeros, variance: zeros, instanceMean: zeros, meanByMean: zeros, varianceByMean: zeros,
+                                varianceByVariance: zeros)
+    }
+    func copy() -> any SampleStatisticsProvider {
+        count.copies += 1
+        return CopyCounter(count)
+    }
+}
+
 /// The backward pass through UnMix-TNS normalisation, and the method on top of gradient-based hosts.
 @Suite struct UnMixTNSTests {
     /// One BN layer (3 channels) with 3 UnMix-TNS components drawn around its running statistics.
@@ -179,6 +198,21 @@ private final class FrozenAssignments: SampleStatisticsProvider {
         #expect((plain.method as! UnMixTNSMethod).layers.allSatisfy { $0.means != $0.initial?.means })
     }
 
+    /// Each host says whether its `configure` copies the model (`copiesTheModel`): UnMix-TNS goes in
+    /// before such a host, so that its copies carry layers of their own. Checked by counting the copies.
+    @Test func hostsSayWhetherTheyCopyTheModel() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.fisherAlpha = 0  // EATA without source data
+        for name in MethodRegistry.unmixHosts {
+            let host = try MethodRegistry.make(name, configuration: c)
+            let model = try methodFixtureModel(), count = CopyCounter.Count()
+            for bn in model.batchNorms { bn.sampleStatistics = CopyCounter(count) }
+            try host.configure(model)
+            #expect(host.copiesTheModel == (count.copies > 0), "\(name): \(count.copies) BN copies, copiesTheModel \(host.copiesTheModel)")
+        }
+        #expect(try MethodRegistry.make("cotta", configuration: c).copiesTheModel)
+    }
+
     /// CoTTA's teacher and anchor get UnMix-TNS layers of their own: the same draws as the student's,
     /// moved by their own passes (the teacher's 1 + 2 augmented, the anchor's one), back to the draws on a reset.
     @Test func cottaCopiesCarryTheirOwnLayers() throws {
@@ -201,7 +235,7 @@ private final class FrozenAssignments: SampleStatisticsProvider {
             }
         }
         // The teacher ran three passes, the anchor one: their components differ.
-        #expect(unmix.layers.allSatisfy { $0.replicas[0].means != $0.replicas[1].means })
+        #expect(unmix.layers.allSatisfy { $0.replicas.count == 2 && $0.replicas[0].means != $0.replicas[1].means })
         adaptor.reset()
         #expect(unmix.layers.allSatisfy { $0.family.allSatisfy { $0.means == $0.initial?.means } })
     }
