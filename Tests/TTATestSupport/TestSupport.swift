@@ -15,12 +15,16 @@ public func fixture(_ name: String) throws -> SafeTensorsFile {
 }
 
 /// The largest absolute difference divided by the largest magnitude of `expected`: the error measure
-/// every parity test bounds (≤ 1e-4 against PyTorch).
+/// every parity test bounds (≤ 1e-4 against PyTorch). Equal infinities match; any other non-finite
+/// value, NaN included, is an infinite error.
 public func relativeError(_ actual: [Float], _ expected: [Float]) -> Double {
     precondition(actual.count == expected.count)
     var maxDiff = 0.0, scale = 0.0
     for (a, e) in zip(actual, expected) {
-        if !a.isFinite || !e.isFinite { return a == e ? maxDiff : .infinity }
+        if !a.isFinite || !e.isFinite {
+            if a == e { continue }
+            return .infinity
+        }
         maxDiff = max(maxDiff, abs(Double(a) - Double(e)))
         scale = max(scale, abs(Double(e)))
     }
@@ -46,16 +50,23 @@ public func expectClose(_ actual: [Float], _ expected: [Float], tolerance: Doubl
                 tolerance: tolerance, label, sourceLocation: sourceLocation)
 }
 
-/// A central finite-difference check of `analytic`, the gradient of `f` at `x`, on `samples`
-/// coordinates chosen by a seeded generator. `f` is evaluated in float32 and summed in Double;
-/// returns the worst error relative to the largest analytic gradient magnitude.
+/// A central finite-difference check of `analytic`, the gradient of `f` at `x`, on `samples` distinct
+/// coordinates chosen by a seeded generator (every coordinate when `samples ≥ x.count`). `f` is
+/// evaluated in float32 and summed in Double; returns the worst error relative to the largest analytic
+/// gradient magnitude.
 public func finiteDifferenceError(at x: [Float], analytic: [Float], samples: Int = 24, step h: Float = 1e-2,
                                   seed: UInt64 = 42, _ f: ([Float]) -> Double) -> Double {
+    precondition(analytic.count == x.count)
     var g = SeededGenerator(seed: seed)
     var worst = 0.0
     let scale = max(analytic.map { abs(Double($0)) }.max() ?? 0, 1e-6)
-    for _ in 0..<min(samples, x.count) {
-        let i = Int(g.next() % UInt64(x.count))
+    // The first `samples` entries of a seeded Fisher-Yates shuffle of the indices: no coordinate twice.
+    var indices = Array(0..<x.count)
+    let count = min(samples, x.count)
+    for j in 0..<count {
+        indices.swapAt(j, j + Int(g.next() % UInt64(x.count - j)))
+    }
+    for i in indices.prefix(count) {
         var xp = x, xm = x
         xp[i] += h; xm[i] -= h
         let numeric = (f(xp) - f(xm)) / Double(2 * h)
