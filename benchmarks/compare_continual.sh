@@ -24,7 +24,8 @@
 # complete results file is kept, the other resumes from its checkpoint. Each side's time (its results
 # file's seconds, which a resumed run carries on from the checkpoint) then adds up the segments' work; the
 # process records (<side>_process.json) hold one entry per segment: the checkout's commit, the SHA-256 of the
-# program (the tta binary; reference_compare.py), the CPU model and numpy's 1024^3 float32 GEMM speed at its
+# program (the tta binary; reference_compare.py), what ran it (the Swift toolchain; Python, torch and a digest
+# of the reference checkout's Python files), the CPU model and numpy's 1024^3 float32 GEMM speed at its
 # start (a long run may span machines: compare.txt prints each side's range), wall clock, peak resident memory
 # and the 1-minute load average sampled every minute, so that a disturbed segment shows.
 # The checkpoints store only what the method changed (TENT: the BN parameters and the optimizer, well under
@@ -94,7 +95,7 @@ for _ in range(5):
     t0 = time.perf_counter(); a @ a; calibration = max(calibration, 2 * 1024 ** 3 / (time.perf_counter() - t0) / 1e9)
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 start = time.time()
-segment = {"command": cmd, "commit": os.environ.get("TTA_COMMIT"), "program_sha256": os.environ.get("TTA_PROGRAM"), "cpu": cpu, "numpy_sgemm_gflops": round(calibration, 1), "exit": None, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
+segment = {"command": cmd, "commit": os.environ.get("TTA_COMMIT"), "program_sha256": os.environ.get("TTA_PROGRAM"), "runtime": os.environ.get("TTA_RUNTIME"), "cpu": cpu, "numpy_sgemm_gflops": round(calibration, 1), "exit": None, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
            "wall_seconds": 0.0, "peak_rss_bytes": 0, "load_average_1min": [round(os.getloadavg()[0], 2)]}
 segments.append(segment)
 lock = threading.Lock()
@@ -137,6 +138,26 @@ complete() {
     [[ -f $1 ]] && python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['runs'][0]; sys.exit(0 if sum(d['samples'] for d in r['domains']) == 15 * $per_domain else 1)" "$1"
 }
 
+# What runs each side, for its segment records: a long run may span machines, whose torch (say) may differ.
+runtime() {
+    case "$1" in
+        swift) swift --version 2>/dev/null | head -1 ;;
+        reference) python3 - "$reference_dir" <<'EOF'
+import hashlib, os, platform, sys, torch
+root = os.path.join(sys.argv[1], "classification")
+h = hashlib.sha256()
+for d, dirs, files in sorted(os.walk(root)):
+    dirs.sort()
+    for f in sorted(files):
+        if f.endswith(".py"):
+            path = os.path.join(d, f)
+            h.update(os.path.relpath(path, root).encode()); h.update(open(path, "rb").read())
+print(f"Python {platform.python_version()}, torch {torch.__version__}, reference classification/*.py sha256 {h.hexdigest()[:16]}")
+EOF
+        ;;
+    esac
+}
+
 # side NAME LABEL PROGRAM COMMAND...: runs one side unless its results file ($out/NAME_<method>.json) is complete,
 # with the checkpoint flags added, resuming from $out/NAME.checkpoint when there is one.
 side() {
@@ -148,7 +169,7 @@ side() {
     fi
     [[ -f $ckpt ]] && resume=(--resume "$ckpt")
     echo "$label: $* ${resume[*]} (log $out/$name.log)" >&2
-    TTA_PROGRAM="$(sha256sum "$program" | cut -c1-16)" measured "$out/${name}_process.json" "$out/$name.log" "$out/$name.err" "$@" \
+    TTA_PROGRAM="$(sha256sum "$program" | cut -c1-16)" TTA_RUNTIME="$(runtime "$name")" measured "$out/${name}_process.json" "$out/$name.log" "$out/$name.err" "$@" \
         --checkpoint "$ckpt" --checkpoint-every "$every" "${resume[@]}"
 }
 side swift SwiftTTA "$tta" "$tta" run --method "$method" --data-dir "$data/CIFAR-10-C" --weights "$data/wrn28_10.safetensors" \
@@ -168,7 +189,9 @@ def total(side):
     loads = [l for s in ss for l in s["load_average_1min"]]
     return {"wall_seconds": sum(s["wall_seconds"] for s in ss), "peak_rss_bytes": max(s["peak_rss_bytes"] for s in ss),
             "segments": len(ss), "load": sum(loads) / len(loads), "load_max": max(loads),
-            "calibration": [s["numpy_sgemm_gflops"] for s in ss if s.get("numpy_sgemm_gflops")]}
+            "calibration": [s["numpy_sgemm_gflops"] for s in ss if s.get("numpy_sgemm_gflops")],
+            "programs": sorted({s["program_sha256"] for s in ss if s.get("program_sha256")}),
+            "runtimes": sorted({s["runtime"] for s in ss if s.get("runtime")})}
 sp, rp = total("swift"), total("reference")
 images = sum(d["samples"] for d in swift["domains"])
 print(f"continual CIFAR-10-C layout, {len(swift['domains'])} domains x {per_domain} images ({images:,} in all), "
@@ -189,6 +212,9 @@ print(f"{'1-min load, mean/max':>22} {sp['load']:7.2f}/{sp['load_max']:4.1f} {rp
 def span(c):
     return f"{min(c):.0f}-{max(c):.0f}" if c else "-"
 print(f"{'numpy GFLOP/s, segments':>22} {span(sp['calibration']):>12} {span(rp['calibration']):>12}   (the machine's speed at each segment's start)")
+for side, t in (("SwiftTTA", sp), ("reference", rp)):
+    print(f"{side} ran as {', '.join(t['programs']) or '-'} under {'; '.join(t['runtimes']) or '-'}"
+          + ("" if len(t["programs"]) <= 1 and len(t["runtimes"]) <= 1 else "  (differs across segments)"))
 diff = [(a["name"], a["error"], b["error"]) for a, b in zip(swift["domains"], ref["domains"]) if abs(a["error"] - b["error"]) > 1e-9]
 print(f"mean error: SwiftTTA {swift['meanError']:.2f}%, reference {ref['meanError']:.2f}%; "
       + ("equal domain for domain" if not diff and len(swift["domains"]) == len(ref["domains"])
