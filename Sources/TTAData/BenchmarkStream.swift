@@ -414,7 +414,12 @@ public final class BenchmarkStream {
                             message: "must be > 0 for the Dirichlet ordering, got \(delta)")
         }
         guard n > 0 else { return [] }
-        let k = (labels.max() ?? 0) + 1
+        // A class index at or beyond the sample count could not fill its chunk (and would overflow below).
+        if let label = labels.first(where: { !(0..<n).contains($0) }) {
+            throw DataError(file: "stream configuration", key: "labels", keyKind: "argument",
+                            message: "the Dirichlet ordering takes class indices 0..<\(n) (the domain's sample count), got \(label)")
+        }
+        let k = labels.max()! + 1
         let minChunk = dirichletMinChunkSize
         guard n >= minChunk * k else {
             throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
@@ -433,7 +438,11 @@ public final class BenchmarkStream {
                 shuffle(&idx, &g)
                 var logp = (0..<k).map { _ in logGamma(shape: delta, &g) }
                 for j in 0..<k where !(Double(chunkSize[j]) < cap) { logp[j] = -.infinity }
-                let mx = logp.max()!  // finite: some chunk is below N/K while samples remain
+                // Finite while some chunk is below N/K, unless δ is so small that log(U)/δ overflows for every chunk.
+                guard let mx = logp.max(), mx.isFinite else {
+                    throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
+                                    message: "δ \(delta) is too small for the Dirichlet draw in double precision (log U / δ overflows); use a δ of at least 1e-300, or 0 for no correlation")
+                }
                 var p = logp.map { $0 == -.infinity ? 0 : Foundation.exp($0 - mx) }
                 let sum = p.reduce(0, +)
                 for j in 0..<k { p[j] /= sum }

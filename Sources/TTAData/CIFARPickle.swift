@@ -104,13 +104,21 @@ public enum CIFARPickle {
         }
     }
 
+    /// The deepest nesting of tuples, lists and dicts a pickle may build (an empty container is one
+    /// level). The CIFAR batches need only a few; a hostile file could otherwise nest a million deep
+    /// in a million bytes, and freeing or walking such a value overflows the stack.
+    static let maxNestingDepth = 100
+
     private struct Parser {
         let bytes: [UInt8]
         let name: String
         var pos = 0
         var stack: [Value] = []
+        /// The nesting depth of each `stack` entry (0 for a scalar or numpy object, 1 + the deepest item
+        /// for a tuple, list or dict), kept in step with `stack` by `push` and `pop`.
+        var depths: [Int] = []
         var marks: [Int] = []
-        var memo: [Int: Value] = [:]
+        var memo: [Int: (value: Value, depth: Int)] = [:]
 
         init(bytes: [UInt8], name: String) { (self.bytes, self.name) = (bytes, name) }
 
@@ -118,8 +126,15 @@ public enum CIFARPickle {
             DataError(file: name, message: "not a CIFAR python batch pickle: \(message) (byte \(offset ?? pos))")
         }
 
+        /// The next `n` bytes. `n` comes from the file (up to 2⁶⁴ − 1 for BINBYTES8, which reads back
+        /// negative here), so it is compared with what remains, never added to `pos`.
         mutating func take(_ n: Int) throws -> ArraySlice<UInt8> {
-            guard n >= 0, pos + n <= bytes.count else { throw fail("truncated: needed \(n) more bytes") }
+            guard n >= 0 else {
+                throw fail("a length field holds \(UInt(bitPattern: n)), more than any file holds; expected at most the \(bytes.count - pos) bytes that remain")
+            }
+            guard n <= bytes.count - pos else {
+                throw fail("truncated: needed \(n) more bytes, but only \(bytes.count - pos) remain")
+            }
             defer { pos += n }
             return bytes[pos..<(pos + n)]
         }
@@ -128,15 +143,36 @@ public enum CIFARPickle {
             try take(n).reversed().reduce(0) { $0 << 8 | Int($1) }
         }
 
-        mutating func pop() throws -> Value {
-            guard let v = stack.popLast() else { throw fail("stack underflow") }
-            return v
+        mutating func push(_ v: Value, depth: Int = 0) {
+            stack.append(v)
+            depths.append(depth)
         }
 
-        mutating func popMark() throws -> [Value] {
+        mutating func pop() throws -> (value: Value, depth: Int) {
+            guard let v = stack.popLast(), let d = depths.popLast() else { throw fail("stack underflow") }
+            return (v, d)
+        }
+
+        /// The top of the stack with its depth (what BINPUT and MEMOIZE store).
+        var top: (value: Value, depth: Int)? {
+            guard let v = stack.last, let d = depths.last else { return nil }
+            return (v, d)
+        }
+
+        mutating func popMark() throws -> (values: [Value], depths: [Int]) {
             guard let m = marks.popLast(), m <= stack.count else { throw fail("no mark") }
-            defer { stack.removeSubrange(m...) }
-            return Array(stack[m...])
+            defer { stack.removeSubrange(m...); depths.removeSubrange(m...) }
+            return (Array(stack[m...]), Array(depths[m...]))
+        }
+
+        /// The depth of a tuple, list or dict holding items of depths `itemDepths`; refused past
+        /// `maxNestingDepth`.
+        func containerDepth(_ itemDepths: [Int], at: Int) throws -> Int {
+            let depth = (itemDepths.max() ?? 0) + 1
+            guard depth <= CIFARPickle.maxNestingDepth else {
+                throw fail("tuples, lists and dicts nested deeper than \(CIFARPickle.maxNestingDepth) levels are refused (CIFAR batches need only a few)", at: at)
+            }
+            return depth
         }
 
         mutating func line() throws -> String {
@@ -164,15 +200,15 @@ public enum CIFARPickle {
                     guard stack.count == 1, marks.isEmpty else { throw fail("stack not a single object at STOP", at: at) }
                     return stack[0]
                 case 0x28: marks.append(stack.count)                              // MARK
-                case 0x7D: stack.append(.dict(keys: [], values: []))                                // EMPTY_DICT
-                case 0x5D: stack.append(.list([]))                                // EMPTY_LIST
-                case 0x29: stack.append(.tuple([]))                               // EMPTY_TUPLE
-                case 0x4E: stack.append(.none)                                    // NONE
-                case 0x88: stack.append(.bool(true))                              // NEWTRUE
-                case 0x89: stack.append(.bool(false))                             // NEWFALSE
-                case 0x4B: stack.append(.int(try uint(1)))                        // BININT1
-                case 0x4D: stack.append(.int(try uint(2)))                        // BININT2
-                case 0x4A: stack.append(.int(Int(Int32(truncatingIfNeeded: try uint(4)))))   // BININT
+                case 0x7D: push(.dict(keys: [], values: []), depth: 1)            // EMPTY_DICT
+                case 0x5D: push(.list([]), depth: 1)                              // EMPTY_LIST
+                case 0x29: push(.tuple([]), depth: 1)                             // EMPTY_TUPLE
+                case 0x4E: push(.none)                                            // NONE
+                case 0x88: push(.bool(true))                                      // NEWTRUE
+                case 0x89: push(.bool(false))                                     // NEWFALSE
+                case 0x4B: push(.int(try uint(1)))                                // BININT1
+                case 0x4D: push(.int(try uint(2)))                                // BININT2
+                case 0x4A: push(.int(Int(Int32(truncatingIfNeeded: try uint(4)))))   // BININT
                 case 0x8A:                                                         // LONG1
                     let n = try uint(1)
                     guard n <= 8 else { throw fail("integer of \(n) bytes is too large", at: at) }
@@ -180,54 +216,62 @@ public enum CIFARPickle {
                     var v = 0
                     for (i, b) in raw.enumerated() { v |= Int(b) << (8 * i) }
                     if n > 0 && n < 8 && raw.last! & 0x80 != 0 { v -= 1 << (8 * n) }
-                    stack.append(.int(v))
+                    push(.int(v))
                 case 0x47:                                                         // BINFLOAT
-                    stack.append(.float(Double(bitPattern: try take(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })))
-                case 0x55: stack.append(.bytes(Array(try take(try uint(1)))))     // SHORT_BINSTRING (Python 2 str)
+                    push(.float(Double(bitPattern: try take(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) })))
+                case 0x55: push(.bytes(Array(try take(try uint(1)))))             // SHORT_BINSTRING (Python 2 str)
                 case 0x54:                                                         // BINSTRING
                     let n = Int(Int32(truncatingIfNeeded: try uint(4)))
                     guard n >= 0, n < limit else { throw fail("negative string length", at: at) }
-                    stack.append(.bytes(Array(try take(n))))
-                case 0x43: stack.append(.bytes(Array(try take(try uint(1)))))     // SHORT_BINBYTES
-                case 0x42: stack.append(.bytes(Array(try take(try uint(4)))))     // BINBYTES
-                case 0x8E: stack.append(.bytes(Array(try take(try uint(8)))))     // BINBYTES8
-                case 0x8C: stack.append(.text(try text(try uint(1))))             // SHORT_BINUNICODE
-                case 0x58: stack.append(.text(try text(try uint(4))))             // BINUNICODE
-                case 0x71: memo[try uint(1)] = stack.last                         // BINPUT
-                case 0x72: memo[try uint(4)] = stack.last                         // LONG_BINPUT
-                case 0x94: memo[memo.count] = stack.last                          // MEMOIZE
+                    push(.bytes(Array(try take(n))))
+                case 0x43: push(.bytes(Array(try take(try uint(1)))))             // SHORT_BINBYTES
+                case 0x42: push(.bytes(Array(try take(try uint(4)))))             // BINBYTES
+                case 0x8E: push(.bytes(Array(try take(try uint(8)))))             // BINBYTES8
+                case 0x8C: push(.text(try text(try uint(1))))                     // SHORT_BINUNICODE
+                case 0x58: push(.text(try text(try uint(4))))                     // BINUNICODE
+                case 0x71: memo[try uint(1)] = top                                // BINPUT
+                case 0x72: memo[try uint(4)] = top                                // LONG_BINPUT
+                case 0x94: memo[memo.count] = top                                 // MEMOIZE
                 case 0x68, 0x6A:                                                   // BINGET, LONG_BINGET
                     let key = try uint(op == 0x68 ? 1 : 4)
-                    guard let v = memo[key] else { throw fail("memo \(key) is not set", at: at) }
-                    stack.append(v)
+                    guard let entry = memo[key] else { throw fail("memo \(key) is not set", at: at) }
+                    push(entry.value, depth: entry.depth)
                 case 0x85, 0x86, 0x87:                                             // TUPLE1/2/3
                     let n = Int(op - 0x84)
                     guard stack.count >= n else { throw fail("stack underflow", at: at) }
+                    let depth = try containerDepth(Array(depths.suffix(n)), at: at)
                     let items = Array(stack.suffix(n))
                     stack.removeLast(n)
-                    stack.append(.tuple(items))
-                case 0x74: stack.append(.tuple(try popMark()))                    // TUPLE
+                    depths.removeLast(n)
+                    push(.tuple(items), depth: depth)
+                case 0x74:                                                         // TUPLE
+                    let (items, itemDepths) = try popMark()
+                    push(.tuple(items), depth: try containerDepth(itemDepths, at: at))
                 case 0x61:                                                         // APPEND
                     let v = try pop()
-                    try appendToList([v], at: at)
-                case 0x65: try appendToList(try popMark(), at: at)                // APPENDS
+                    try appendToList([v.value], depths: [v.depth], at: at)
+                case 0x65:                                                         // APPENDS
+                    let (items, itemDepths) = try popMark()
+                    try appendToList(items, depths: itemDepths, at: at)
                 case 0x73:                                                         // SETITEM
                     let v = try pop(), k = try pop()
-                    try setItems([k, v], at: at)
-                case 0x75: try setItems(try popMark(), at: at)                    // SETITEMS
+                    try setItems([k.value, v.value], depths: [k.depth, v.depth], at: at)
+                case 0x75:                                                         // SETITEMS
+                    let (items, itemDepths) = try popMark()
+                    try setItems(items, depths: itemDepths, at: at)
                 case 0x63:                                                         // GLOBAL
                     let module = try line(), attr = try line()
-                    stack.append(try global(module, attr, at: at))
+                    push(try global(module, attr, at: at))
                 case 0x93:                                                         // STACK_GLOBAL
-                    let attr = try pop(), module = try pop()
+                    let attr = try pop().value, module = try pop().value
                     guard case .text(let a) = attr, case .text(let m) = module else { throw fail("STACK_GLOBAL needs two strings", at: at) }
-                    stack.append(try global(m, a, at: at))
+                    push(try global(m, a, at: at))
                 case 0x52:                                                         // REDUCE
-                    let args = try pop(), callable = try pop()
-                    stack.append(try reduce(callable, args, at: at))
+                    let args = try pop().value, callable = try pop().value
+                    push(try reduce(callable, args, at: at))                      // a numpy object or bytes
                 case 0x62:                                                         // BUILD
-                    let state = try pop(), object = try pop()
-                    stack.append(try build(object, state, at: at))
+                    let state = try pop().value, object = try pop().value
+                    push(try build(object, state, at: at))                        // a dtype or an array
                 default:
                     throw fail(String(format: "opcode 0x%02X is not used by CIFAR batches and is refused", op), at: at)
                 }
@@ -237,19 +281,23 @@ public enum CIFARPickle {
             throw fail("no STOP opcode")
         }
 
-        mutating func appendToList(_ items: [Value], at: Int) throws {
-            guard case .list(var l) = try pop() else { throw fail("APPEND to something that is not a list", at: at) }
+        mutating func appendToList(_ items: [Value], depths itemDepths: [Int], at: Int) throws {
+            let listDepth = depths.last ?? 0
+            guard case .list(var l) = try pop().value else { throw fail("APPEND to something that is not a list", at: at) }
+            let depth = try max(listDepth, containerDepth(itemDepths, at: at))
             l += items
-            stack.append(.list(l))
+            push(.list(l), depth: depth)
         }
 
-        mutating func setItems(_ kv: [Value], at: Int) throws {
-            guard kv.count % 2 == 0, case .dict(var keys, var values) = try pop() else { throw fail("SETITEM(S) on something that is not a dict", at: at) }
+        mutating func setItems(_ kv: [Value], depths itemDepths: [Int], at: Int) throws {
+            let dictDepth = depths.last ?? 0
+            guard kv.count % 2 == 0, case .dict(var keys, var values) = try pop().value else { throw fail("SETITEM(S) on something that is not a dict", at: at) }
+            let depth = try max(dictDepth, containerDepth(itemDepths, at: at))
             for i in stride(from: 0, to: kv.count, by: 2) {
                 guard kv[i].keyText != nil else { throw fail("dict key is not a string", at: at) }
                 keys.append(kv[i]); values.append(kv[i + 1])
             }
-            stack.append(.dict(keys: keys, values: values))
+            push(.dict(keys: keys, values: values), depth: depth)
         }
 
         func global(_ module: String, _ attr: String, at: Int) throws -> Value {

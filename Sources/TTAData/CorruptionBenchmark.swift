@@ -25,6 +25,10 @@ public struct CorruptionBenchmark: Sendable {
     /// The number of severity levels (1...5) every file holds.
     public static let severityCount = 5
 
+    /// The most classes a benchmark may have (ImageNet-21k has 21,841); labels and `numClasses`
+    /// beyond it are refused as corrupt.
+    public static let maxClasses = 100_000
+
     /// The folder holding `labels.npy` (the resolved one when a parent directory was given).
     public let folder: URL
     /// The corruptions this benchmark opened (those requested, or every `.npy` but `labels.npy`
@@ -55,8 +59,8 @@ public struct CorruptionBenchmark: Sendable {
     ///     If `directory/folderName` exists it is used; otherwise `directory` must hold `labels.npy`.
     ///   - corruptions: the corruption files to open (each must exist); nil opens every `.npy` file
     ///     in the folder except `labels.npy` (hidden files such as `._x.npy` are skipped).
-    ///   - numClasses: the class count; nil means the largest label + 1. Labels must lie in
-    ///     `0..<numClasses`.
+    ///   - numClasses: the class count (at most `maxClasses`); nil means the largest label + 1. Labels
+    ///     must lie in `0..<numClasses` (`0..<maxClasses` when nil).
     /// - Throws: `DataError` naming the folder or file at fault.
     public init(directory: URL, folderName: String? = nil, corruptions: [String]? = nil, numClasses: Int? = nil) throws {
         let fm = FileManager.default
@@ -133,8 +137,15 @@ public struct CorruptionBenchmark: Sendable {
         if let numClasses, numClasses < 1 {
             throw DataError(file: labelsURL.path, message: "numClasses must be at least 1, got \(numClasses)")
         }
-        if let bad = labels.firstIndex(where: { $0 < 0 || (numClasses != nil && $0 >= numClasses!) }) {
-            let range = numClasses.map { "0..<\($0) (numClasses \($0))" } ?? "non-negative"
+        if let numClasses, numClasses > Self.maxClasses {
+            throw DataError(file: labelsURL.path, message: "numClasses must be at most \(Self.maxClasses), got \(numClasses)")
+        }
+        // Without numClasses the class count is the largest label + 1, so labels are bounded too (a label
+        // of Int64.max would overflow that + 1, and a huge one would size per-class arrays).
+        let classBound = numClasses ?? Self.maxClasses
+        if let bad = labels.firstIndex(where: { $0 < 0 || $0 >= classBound }) {
+            let range = numClasses.map { "0..<\($0) (numClasses \($0))" }
+                ?? "non-negative class indices below \(Self.maxClasses) (at most \(Self.maxClasses) classes)"
             throw DataError(file: labelsURL.path, message: "label \(labels[bad]) at row \(bad) is out of range; expected \(range)")
         }
         let k = labels.count / Self.severityCount

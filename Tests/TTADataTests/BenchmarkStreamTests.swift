@@ -430,6 +430,16 @@ struct BenchmarkStreamTests {
         let small = try BenchmarkStream.dirichletOrder(labels: labels, delta: 0.01, seed: 3).map { labels[$0] }
         let changes = zip(small, small.dropFirst()).filter { $0 != $1 }.count
         #expect(changes < 40, "δ 0.01 gives \(changes) label changes")
+        // A δ so small that log(U)/δ overflows for every chunk is an error naming the option, not a trap.
+        let error = #expect(throws: DataError.self) { try BenchmarkStream.dirichletOrder(labels: labels, delta: 1e-320, seed: 11) }
+        #expect(error.map { "\($0)".contains("dirichletDelta") && "\($0)".contains("too small for the Dirichlet draw") } == true)
+        // Class indices outside 0..<n are refused by name (Int.max would overflow the class count).
+        for bad in [Int.max, -1, 400] {
+            #expect(throws: DataError(file: "stream configuration", key: "labels", keyKind: "argument",
+                                      message: "the Dirichlet ordering takes class indices 0..<400 (the domain's sample count), got \(bad)")) {
+                try BenchmarkStream.dirichletOrder(labels: [bad] + labels.dropFirst(), delta: 0.1, seed: 11)
+            }
+        }
     }
 
     @Test func correlatedWithDirichletInAStream() throws {
