@@ -140,17 +140,14 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
 
 /// Checks a `--model` name the way `ModelZoo.make` will, before any file is opened.
 func checkModelName(_ name: String) throws {
-    let parts = name.lowercased().split(separator: "-")
-    if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
-       d >= 10, (d - 4) % 6 == 0, w >= 1 {
-        // One class and one channel: the smallest head, so only the depth and width can make it too big.
-        if let count = WideResNet.parameterCount(depth: d, widenFactor: w, numClasses: 1, inputChannels: 1),
-           count <= WideResNet.maxParameterCount { return }
-        throw CLIError.invalidValue(option: "model", value: name,
-                                    expected: "a model of at most \(WideResNet.maxParameterCount) parameters (wideresnet-28-10 has 36479194)")
+    guard ModelZoo.recognizes(name) else {
+        throw CLIError.invalidValue(option: "model", value: name, expected: ModelZoo.modelNamesHelp)
     }
-    guard !ModelZoo.recognizes(name) else { return }
-    throw CLIError.invalidValue(option: "model", value: name, expected: ModelZoo.modelNamesHelp)
+    // Checked for one class and one channel: the smallest head, so only the depth and width can make it too big
+    // (blocks per stage, then parameters: `ModelZoo.maxBlocks`, `ModelZoo.maxParameterCount`).
+    if let expected = ModelZoo.sizeRefusal(name) {
+        throw CLIError.invalidValue(option: "model", value: name, expected: expected)
+    }
 }
 
 /// Why method `name` cannot adapt on one image at a time (nil when it can), and the methods that can:

@@ -58,50 +58,103 @@ public enum ModelZoo {
     /// Names accepted by `--model` (besides `auto`).
     public static let names = ["wideresnet-<depth>-<widen>", "resnet50", "resnext-29-4x32", "vit-b-16", "auto"]
 
-    /// Builds the model named `name` (`wideresnet-28-10`, …) for `numClasses` classes.
-    public static func make(_ name: String, numClasses: Int, inputChannels: Int = 3) throws -> any ImageClassifier {
+    /// Larger models are refused before anything is allocated, whatever the architecture (the WideResNet limit;
+    /// ResNet-152 has 60 million parameters, ViT-B/16 87 million, WRN-28-10 36.5 million).
+    public static let maxParameterCount = WideResNet.maxParameterCount
+
+    /// The most residual blocks a model may have in one stage (and transformer blocks a ViT may have): ResNet-152
+    /// has 36 in its third layer, ViT-G 48. Deeper models are refused before anything is allocated.
+    public static let maxBlocks = 1_000
+
+    /// A model `make` builds by name: its size, computed without building it, and how to build it.
+    private struct Blueprint {
+        /// Blocks in the deepest stage (a ViT's transformer blocks).
+        let blocks: Int
+        /// The trainable parameters, nil when the count does not fit in an Int (asked only once `blocks` is within its limit).
+        let parameterCount: () -> Int?
+        let build: () -> any ImageClassifier
+    }
+
+    /// The blueprint of the model named `name` for `numClasses` classes and `inputChannels` input channels, or nil
+    /// when `name` names no model `make` builds (including shapes that cannot be built, like `resnext-29-4x32-s1`).
+    private static func blueprint(_ name: String, numClasses: Int, inputChannels: Int) -> Blueprint? {
         let parts = name.lowercased().split(separator: "-")
         if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
            d >= 10, (d - 4) % 6 == 0, w >= 1 {
-            guard numClasses >= 1, inputChannels >= 1 else {
-                throw DataError(file: "--model", key: name, keyKind: "model",
-                                message: "needs at least 1 class and 1 input channel, got \(numClasses) and \(inputChannels)")
-            }
-            let count = WideResNet.parameterCount(depth: d, widenFactor: w, numClasses: numClasses, inputChannels: inputChannels)
-            guard let count, count <= WideResNet.maxParameterCount else {
-                throw DataError(file: "--model", key: name, keyKind: "model",
-                                message: "has \(count.map(String.init) ?? "more than Int.max") parameters, more than the limit of \(WideResNet.maxParameterCount)")
-            }
-            return WideResNet(depth: d, widenFactor: w, numClasses: numClasses, inputChannels: inputChannels)
+            return Blueprint(blocks: (d - 4) / 6,
+                             parameterCount: { WideResNet.parameterCount(depth: d, widenFactor: w, numClasses: numClasses, inputChannels: inputChannels) },
+                             build: { WideResNet(depth: d, widenFactor: w, numClasses: numClasses, inputChannels: inputChannels) })
         }
         if ["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) {
             var c = ViTConfiguration.base16(numClasses: numClasses)
             c.inputChannels = inputChannels
-            return VisionTransformer(c)
+            let configuration = c
+            return Blueprint(blocks: configuration.depth, parameterCount: { configuration.parameterCount },
+                             build: { VisionTransformer(configuration) })
         }
         if let c = ResNet.configuration(named: name) {
-            return ResNet(blocks: c.blocks, baseWidth: c.base, groups: c.groups, widthPerGroup: c.widthPerGroup,
-                          numClasses: numClasses, inputChannels: inputChannels)
+            return Blueprint(blocks: c.blocks.max() ?? 0,
+                             parameterCount: { ResNet.parameterCount(blocks: c.blocks, baseWidth: c.base, groups: c.groups, widthPerGroup: c.widthPerGroup,
+                                                                     numClasses: numClasses, inputChannels: inputChannels) },
+                             build: { ResNet(blocks: c.blocks, baseWidth: c.base, groups: c.groups, widthPerGroup: c.widthPerGroup,
+                                             numClasses: numClasses, inputChannels: inputChannels) })
         }
         if let c = ResNeXt.configuration(named: name) {
-            return ResNeXt(depth: c.depth, cardinality: c.cardinality, baseWidth: c.baseWidth, stemWidth: c.stem,
-                           numClasses: numClasses, inputChannels: inputChannels)
+            return Blueprint(blocks: (c.depth - 2) / 9,
+                             parameterCount: { ResNeXt.parameterCount(depth: c.depth, cardinality: c.cardinality, baseWidth: c.baseWidth, stemWidth: c.stem,
+                                                                      numClasses: numClasses, inputChannels: inputChannels) },
+                             build: { ResNeXt(depth: c.depth, cardinality: c.cardinality, baseWidth: c.baseWidth, stemWidth: c.stem,
+                                              numClasses: numClasses, inputChannels: inputChannels) })
         }
-        throw DataError(file: "--model", key: name, keyKind: "model", message: "unknown model; expected \(modelNamesHelp)")
+        return nil
+    }
+
+    /// Why `blueprint` is over the size limits: the `make` error's message and what `--model` expects instead; nil within them.
+    private static func sizeProblem(_ blueprint: Blueprint) -> (message: String, expected: String)? {
+        if blueprint.blocks > maxBlocks {
+            return ("has \(blueprint.blocks) blocks in one stage, more than the limit of \(maxBlocks)",
+                    "a model of at most \(maxBlocks) blocks per stage (resnet152 has 36)")
+        }
+        let count = blueprint.parameterCount()
+        guard let count, count <= maxParameterCount else {
+            return ("has \(count.map(String.init) ?? "more than Int.max") parameters, more than the limit of \(maxParameterCount)",
+                    "a model of at most \(maxParameterCount) parameters (wideresnet-28-10 has 36479194)")
+        }
+        return nil
+    }
+
+    /// Builds the model named `name` (`wideresnet-28-10`, …) for `numClasses` classes. Throws, before anything is
+    /// allocated, for an unknown name, fewer than 1 class or input channel, or a model over `maxBlocks` or
+    /// `maxParameterCount`: a `DataError` naming `--model`.
+    public static func make(_ name: String, numClasses: Int, inputChannels: Int = 3) throws -> any ImageClassifier {
+        guard let plan = blueprint(name, numClasses: numClasses, inputChannels: inputChannels) else {
+            throw DataError(file: "--model", key: name, keyKind: "model", message: "unknown model; expected \(modelNamesHelp)")
+        }
+        guard numClasses >= 1, inputChannels >= 1 else {
+            throw DataError(file: "--model", key: name, keyKind: "model",
+                            message: "needs at least 1 class and 1 input channel, got \(numClasses) and \(inputChannels)")
+        }
+        if let problem = sizeProblem(plan) {
+            throw DataError(file: "--model", key: name, keyKind: "model", message: problem.message)
+        }
+        return plan.build()
     }
 
     /// What `--model` accepts, for error messages.
     public static let modelNamesHelp = "wideresnet-<depth>-<widen> with depth 6n+4 (e.g. wideresnet-28-10), resnet50 (also resnet101, "
-        + "resnet152, resnext50_32x4d, wide_resnet50_2, or resnet-<b1>.<b2>.<b3>.<b4>-w<base>[-g<groups>x<width>]), "
-        + "resnext-<9n+2>-<cardinality>x<width>[-s<stem>] (e.g. resnext-29-4x32, RobustBench's AugMix ResNeXt), "
+        + "resnet152, resnext50_32x4d, wide_resnet50_2, or resnet-<b1>.<b2>.<b3>.<b4>-w<base>[-g<groups>x<width>] with base·width ≥ 64), "
+        + "resnext-<9n+2>-<cardinality>x<width>[-s<stem>] with stem·width ≥ 64 (e.g. resnext-29-4x32, RobustBench's AugMix ResNeXt), "
         + "vit-b-16 (timm vit_base_patch16_224) or auto"
 
-    /// True when `make` would accept `name` (checked without building the model).
+    /// True when `make` would accept `name` (checked without building the model; the size limits aside, see `sizeRefusal`).
     public static func recognizes(_ name: String) -> Bool {
-        let parts = name.lowercased().split(separator: "-")
-        if parts.count == 3, parts[0] == "wideresnet" || parts[0] == "wrn", let d = Int(parts[1]), let w = Int(parts[2]),
-           d >= 10, (d - 4) % 6 == 0, w >= 1 { return true }
-        return name == "auto" || ["vit-b-16", "vit_base_patch16_224"].contains(name.lowercased()) || ResNet.configuration(named: name) != nil || ResNeXt.configuration(named: name) != nil
+        name == "auto" || blueprint(name, numClasses: 1, inputChannels: 1) != nil
+    }
+
+    /// For a name `recognizes`, what `--model` expects instead when the model is over the size limits whatever its
+    /// head (checked for 1 class and 1 input channel, without building it); nil when it is within them.
+    public static func sizeRefusal(_ name: String) -> String? {
+        blueprint(name, numClasses: 1, inputChannels: 1).flatMap(sizeProblem)?.expected
     }
 
     /// Infers the architecture from a state dict's keys and shapes (`--model auto`) and loads it.
@@ -180,7 +233,14 @@ public enum ModelZoo {
                             message: "expected 1 + g² tokens of a square g×g grid of square patches, found \(pos[1]) tokens and patch \(proj[2])×\(proj[3])")
         }
         var depth = 0
-        while shape("blocks.\(depth).norm1.weight") != nil { depth += 1 }
+        while depth <= maxBlocks, shape("blocks.\(depth).norm1.weight") != nil { depth += 1 }
+        guard depth >= 1 else {
+            throw DataError(file: file.name, key: "blocks.0.norm1.weight", message: "missing; a ViT checkpoint needs at least one block (blocks.0.*)")
+        }
+        guard depth <= maxBlocks else {
+            throw DataError(file: file.name, key: "blocks.\(maxBlocks).norm1.weight",
+                            message: "one block too many: a ViT may have at most \(maxBlocks) blocks")
+        }
         let heads: Int
         if let text = file.metadata["num_heads"] {
             guard let h = Int(text), h >= 1, dim % h == 0 else {
@@ -195,7 +255,56 @@ public enum ModelZoo {
             }
             heads = dim / 64
         }
-        return VisionTransformer(ViTConfiguration(imageSize: grid * patch, patchSize: patch, dim: dim, depth: depth, heads: heads,
-                                                  mlpHidden: fc1[0], numClasses: head[0], inputChannels: proj[1]))
+        let (imageSize, overflow) = grid.multipliedReportingOverflow(by: patch)
+        let c = ViTConfiguration(imageSize: imageSize, patchSize: patch, dim: dim, depth: depth, heads: heads,
+                                 mlpHidden: fc1[0], numClasses: head[0], inputChannels: proj[1])
+        // The model is built (its parameters allocated) before the weights are checked, and its size comes from
+        // these shapes: within the limit, and the tensors that dominate it in the file with the shapes it needs.
+        let count = overflow ? nil : c.parameterCount
+        guard let count, count <= maxParameterCount else {
+            throw DataError(file: file.name, key: "cls_token",
+                            message: "with patch_embed.proj.weight \(shapeString(proj)), pos_embed \(shapeString(pos)), blocks.0.mlp.fc1.weight "
+                                + "\(shapeString(fc1)), head.weight \(shapeString(head)) and \(depth) blocks, describes a ViT of "
+                                + "\(count.map(String.init) ?? "more than Int.max") parameters, more than the limit of \(maxParameterCount)")
+        }
+        let architecture = c.architecture
+        try expectShape(shape, file: file.name, "cls_token", [1, 1, dim], architecture: architecture)
+        try expectShape(shape, file: file.name, "patch_embed.proj.weight", [dim, c.inputChannels, patch, patch], architecture: architecture)
+        try expectShape(shape, file: file.name, "pos_embed", [1, c.tokens, dim], architecture: architecture)
+        for i in 0..<depth {
+            try expectShape(shape, file: file.name, "blocks.\(i).attn.qkv.weight", [3 * dim, dim], architecture: architecture)
+            try expectShape(shape, file: file.name, "blocks.\(i).attn.proj.weight", [dim, dim], architecture: architecture)
+            try expectShape(shape, file: file.name, "blocks.\(i).mlp.fc1.weight", [c.mlpHidden, dim], architecture: architecture)
+            try expectShape(shape, file: file.name, "blocks.\(i).mlp.fc2.weight", [dim, c.mlpHidden], architecture: architecture)
+        }
+        try expectShape(shape, file: file.name, "head.weight", [c.numClasses, dim], architecture: architecture)
+        return VisionTransformer(c)
+    }
+}
+
+/// The shape of `key` in a checkpoint whose architecture is being inferred: it must be there (`model` says which
+/// checkpoint needs it, for the message) with `rank` dimensions, each at least 1.
+func requireShape(_ shape: (String) -> [Int]?, file: String, _ key: String, rank: Int, of model: String) throws -> [Int] {
+    guard let s = shape(key) else {
+        throw DataError(file: file, key: key, message: "missing; \(model) checkpoint needs it")
+    }
+    guard s.count == rank, s.allSatisfy({ $0 >= 1 }) else {
+        throw DataError(file: file, key: key,
+                        message: "expected a \(rank)-D tensor with every dimension at least 1 for \(model), found shape \(shapeString(s))")
+    }
+    return s
+}
+
+/// Throws unless the checkpoint holds `key` with shape `expected`. A model inferred from a checkpoint is built (its
+/// parameters allocated) before the weights are checked, and its size comes from a few shapes: checking first that the
+/// file holds the tensors that dominate it means a small file cannot ask for a huge model. Any real checkpoint passes,
+/// as loading needs them all.
+func expectShape(_ shape: (String) -> [Int]?, file: String, _ key: String, _ expected: [Int], architecture: String) throws {
+    guard let found = shape(key) else {
+        throw DataError(file: file, key: key, message: "missing; a \(architecture) needs it with shape \(shapeString(expected))")
+    }
+    guard found == expected, !found.contains(0) else {
+        throw DataError(file: file, key: key,
+                        message: "has shape \(shapeString(found)); a \(architecture) needs \(shapeString(expected)) (no zero dimension)")
     }
 }

@@ -11,6 +11,10 @@ public protocol ImageClassifier: AnyObject {
     var numClasses: Int { get }
     /// Every BatchNorm2d, in registration order (methods set their modes).
     var batchNorms: [BatchNorm2d] { get }
+    /// How many times the feature map is halved before the last BatchNorm2d, by stride-2 layers that each
+    /// map a side `s` to `⌊(s − 1)/2⌋ + 1` (3×3 or 7×7 convolutions with same-padding, 1×1 shortcuts, the
+    /// 3×3 max-pool): the smallest map a BN sees (`batchNormValuesPerImage`). 0 without BatchNorm.
+    var batchNormHalvings: Int { get }
     /// The `(height, width)` the model requires (a ViT's, fixed by its position embedding); nil when any size works.
     var requiredImageSize: (height: Int, width: Int)? { get }
     /// Per-channel `(mean, std)` applied to [0, 1] inputs inside `forward`, when the checkpoint expects it.
@@ -70,6 +74,16 @@ extension LinearHeadClassifier {
 
 extension ImageClassifier {
     public var requiredImageSize: (height: Int, width: Int)? { nil }
+
+    /// The values per channel that one `height × width` image gives the BatchNorm2d with the smallest
+    /// feature map: batch statistics need more than one in all (PyTorch: "Expected more than 1 value per
+    /// channel when training"). nil for a model without BatchNorm.
+    public func batchNormValuesPerImage(height: Int, width: Int) -> Int? {
+        guard !batchNorms.isEmpty else { return nil }
+        var (h, w) = (height, width)
+        for _ in 0..<batchNormHalvings { (h, w) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1) }
+        return h * w
+    }
 
     /// Gives `copy`, a fresh model of the same shape, this model's values, input normalisation, BN
     /// modes and momenta, and copies of its BNs' per-sample statistics providers: everything but the structure.

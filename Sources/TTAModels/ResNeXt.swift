@@ -21,13 +21,15 @@ public final class ResNeXt: LinearHeadClassifier {
     public let depth, cardinality, baseWidth, stemWidth, numClasses, inputChannels: Int
     public var inputNormalization: (mean: [Float], std: [Float])? = ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
     public let batchNorms: [BatchNorm2d]
+    /// The first blocks of stages 2 and 3: a quarter of the input's side at stage 3.
+    public var batchNormHalvings: Int { 2 }
     let trunk: BottleneckTrunk
     let classifier: Linear
     public var classifierLayer: Linear { classifier }
 
     /// `resnext-29-4x32` (RobustBench's stem of 64) or `resnext-<depth>-<cardinality>x<baseWidth>-s<stem>`.
     public var architecture: String {
-        "resnext-\(depth)-\(cardinality)x\(baseWidth)" + (stemWidth == 64 ? "" : "-s\(stemWidth)")
+        Self.architectureName(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stemWidth)
     }
 
     public init(depth: Int, cardinality: Int, baseWidth: Int, stemWidth: Int = 64, numClasses: Int, inputChannels: Int = 3) {
@@ -73,7 +75,23 @@ public final class ResNeXt: LinearHeadClassifier {
 }
 
 extension ResNeXt {
-    /// The configuration a `--model` name describes (`resnext-29-4x32`, `resnext-11-4x32-s8`), or nil.
+    /// The `architecture` of a ResNeXt of this shape, without building it.
+    static func architectureName(depth: Int, cardinality: Int, baseWidth: Int, stemWidth: Int) -> String {
+        "resnext-\(depth)-\(cardinality)x\(baseWidth)" + (stemWidth == 64 ? "" : "-s\(stemWidth)")
+    }
+
+    /// The trainable parameters (`store.parameterCount`) of the ResNeXt these arguments build, computed without
+    /// building it; nil when the count does not fit in an Int or the arguments describe no ResNeXt.
+    public static func parameterCount(depth: Int, cardinality: Int, baseWidth: Int, stemWidth: Int = 64,
+                                      numClasses: Int, inputChannels: Int = 3) -> Int? {
+        guard depth >= 11, (depth - 2) % 9 == 0 else { return nil }
+        return bottleneckParameterCount(stem: stemWidth, stemKernel: 3, blocks: Array(repeating: (depth - 2) / 9, count: 3),
+                                        groups: cardinality, widthPerGroup: baseWidth, numClasses: numClasses, inputChannels: inputChannels)
+    }
+
+    /// The configuration a `--model` name describes (`resnext-29-4x32`, `resnext-11-4x32-s8`), or nil. Nil too when
+    /// a stage would have no channel per group (`⌊planes · baseWidth / 64⌋ = 0`, e.g. `resnext-29-4x32-s1`): the model
+    /// cannot be built. The size limits are `ModelZoo.make`'s.
     static func configuration(named name: String) -> (depth: Int, cardinality: Int, baseWidth: Int, stem: Int)? {
         let parts = name.lowercased().split(separator: "-").map(String.init)
         guard (3...4).contains(parts.count), parts[0] == "resnext", let depth = Int(parts[1]), depth >= 11, (depth - 2) % 9 == 0 else { return nil }
@@ -84,21 +102,54 @@ extension ResNeXt {
             guard parts[3].hasPrefix("s"), let s = Int(parts[3].dropFirst()), s >= 1 else { return nil }
             stem = s
         }
+        guard everyStageHasChannels(stem: stem, stages: 3, widthPerGroup: cw[1]) else { return nil }
         return (depth, cw[0], cw[1], stem)
     }
 
     /// The ResNeXt a state dict describes (keys `conv_1_3x3.weight`, `stage_1.0.conv_conv.weight`, `classifier.weight`),
     /// or nil when it has none of them.
+    ///
+    /// The model is built from these shapes before the weights are checked, so they are validated first (ranks,
+    /// positive dimensions, whole groups, the size limits of `ModelZoo`) and every convolution weight must be in the
+    /// file with the shape the inferred model gives it: a small file cannot ask for a huge model.
     static func infer(_ shape: (String) -> [Int]?, file: String) throws -> ResNeXt? {
-        guard let c1 = shape("conv_1_3x3.weight"), c1.count == 4, let fc = shape("classifier.weight"), fc.count == 2,
-              let reduce = shape("stage_1.0.conv_reduce.weight"), let cc = shape("stage_1.0.conv_conv.weight"), cc.count == 4 else { return nil }
-        let n = (0...).prefix { shape("stage_1.\($0).conv_reduce.weight") != nil }.count
-        let stem = c1[0], width = reduce[0]
-        guard cc[1] >= 1, width % cc[1] == 0 else {
-            throw DataError(file: file, key: "stage_1.0.conv_conv.weight", message: "shape \(cc) does not divide the block width \(width) into groups")
+        guard shape("conv_1_3x3.weight") != nil, shape("stage_1.0.conv_reduce.weight") != nil else { return nil }
+        let model = "a RobustBench CIFAR ResNeXt"
+        let c1 = try requireShape(shape, file: file, "conv_1_3x3.weight", rank: 4, of: model)
+        let fc = try requireShape(shape, file: file, "classifier.weight", rank: 2, of: model)
+        let reduce = try requireShape(shape, file: file, "stage_1.0.conv_reduce.weight", rank: 4, of: model)
+        let cc = try requireShape(shape, file: file, "stage_1.0.conv_conv.weight", rank: 4, of: model)
+        let (stem, inputChannels, width, classes) = (c1[0], c1[1], reduce[0], fc[0])
+        // RobustBench: width = ⌊planes · baseWidth / 64⌋ · cardinality, and the 3×3 weight is (width, width / cardinality, 3, 3).
+        let (scaled, overflow) = cc[1].multipliedReportingOverflow(by: 64)
+        guard width % cc[1] == 0, !overflow, scaled / stem >= 1, everyStageHasChannels(stem: stem, stages: 3, widthPerGroup: scaled / stem) else {
+            throw DataError(file: file, key: "stage_1.0.conv_conv.weight",
+                            message: "shape \(shapeString(cc)) does not divide the block width \(width) (stage_1.0.conv_reduce.weight) into groups "
+                                + "of at least \(stem)/64 channels (the stem of conv_1_3x3.weight)")
         }
-        let cardinality = width / cc[1]
-        return ResNeXt(depth: 9 * n + 2, cardinality: cardinality, baseWidth: cc[1] * 64 / stem, stemWidth: stem,
-                       numClasses: fc[0], inputChannels: c1[1])
+        let cardinality = width / cc[1], baseWidth = scaled / stem
+        let limit = ModelZoo.maxBlocks
+        let n = (0...limit).prefix { shape("stage_1.\($0).conv_reduce.weight") != nil }.count
+        guard n <= limit else {
+            throw DataError(file: file, key: "stage_1.\(limit).conv_reduce.weight",
+                            message: "one block too many: a ResNeXt may have at most \(limit) blocks per stage")
+        }
+        let depth = 9 * n + 2
+        let architecture = architectureName(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stem)
+        let count = parameterCount(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stem,
+                                   numClasses: classes, inputChannels: inputChannels)
+        guard let count, count <= ModelZoo.maxParameterCount else {
+            throw DataError(file: file, key: "conv_1_3x3.weight",
+                            message: "with stage_1.0.conv_conv.weight \(shapeString(cc)) and classifier.weight \(shapeString(fc)), describes a \(architecture) of "
+                                + "\(count.map(String.init) ?? "more than Int.max") parameters, more than the limit of \(ModelZoo.maxParameterCount)")
+        }
+        try expectShape(shape, file: file, "conv_1_3x3.weight", [stem, inputChannels, 3, 3], architecture: architecture)
+        for (key, expected) in bottleneckConvShapes(stagePrefix: "stage_", names: .resnext, stem: stem, blocks: [n, n, n],
+                                                    groups: cardinality, widthPerGroup: baseWidth) {
+            try expectShape(shape, file: file, key, expected, architecture: architecture)
+        }
+        try expectShape(shape, file: file, "classifier.weight", [classes, 16 * stem], architecture: architecture)
+        return ResNeXt(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stem,
+                       numClasses: classes, inputChannels: inputChannels)
     }
 }

@@ -21,6 +21,8 @@ public final class ResNet: LinearHeadClassifier {
     public let baseWidth, groups, widthPerGroup, numClasses, inputChannels: Int
     public var inputNormalization: (mean: [Float], std: [Float])? = ResNet.imageNetNormalization
     public let batchNorms: [BatchNorm2d]
+    /// `conv1` and the max-pool, then the first blocks of layers 2-4: 1/32 of the input's side at layer 4.
+    public var batchNormHalvings: Int { 5 }
     let trunk: BottleneckTrunk
     let fc: Linear
     public var classifierLayer: Linear { fc }
@@ -37,11 +39,24 @@ public final class ResNet: LinearHeadClassifier {
 
     /// `resnet50` for torchvision's configurations; otherwise `resnet-<b1>.<b2>.<b3>.<b4>-w<base>[-g<groups>x<widthPerGroup>]`.
     public var architecture: String {
-        if baseWidth == 64, let n = Self.named.first(where: { $0.blocks == blocksPerLayer && $0.groups == groups && $0.widthPerGroup == widthPerGroup }) {
+        Self.architectureName(blocks: blocksPerLayer, baseWidth: baseWidth, groups: groups, widthPerGroup: widthPerGroup)
+    }
+
+    /// The `architecture` of a ResNet of this shape, without building it.
+    static func architectureName(blocks: [Int], baseWidth: Int, groups: Int, widthPerGroup: Int) -> String {
+        if baseWidth == 64, let n = named.first(where: { $0.blocks == blocks && $0.groups == groups && $0.widthPerGroup == widthPerGroup }) {
             return n.name
         }
         let g = groups == 1 && widthPerGroup == 64 ? "" : "-g\(groups)x\(widthPerGroup)"
-        return "resnet-" + blocksPerLayer.map(String.init).joined(separator: ".") + "-w\(baseWidth)" + g
+        return "resnet-" + blocks.map(String.init).joined(separator: ".") + "-w\(baseWidth)" + g
+    }
+
+    /// The trainable parameters (`store.parameterCount`) of the ResNet these arguments build, computed without
+    /// building it; nil when the count does not fit in an Int or an argument is not positive.
+    public static func parameterCount(blocks: [Int], baseWidth: Int, groups: Int = 1, widthPerGroup: Int = 64,
+                                      numClasses: Int, inputChannels: Int = 3) -> Int? {
+        bottleneckParameterCount(stem: baseWidth, stemKernel: 7, blocks: blocks, groups: groups, widthPerGroup: widthPerGroup,
+                                 numClasses: numClasses, inputChannels: inputChannels)
     }
 
     public init(blocks: [Int], baseWidth: Int = 64, groups: Int = 1, widthPerGroup: Int = 64, numClasses: Int = 1000, inputChannels: Int = 3) {
@@ -86,6 +101,8 @@ public final class ResNet: LinearHeadClassifier {
 
 extension ResNet {
     /// The configuration a `--model` name describes (`resnet50`, `resnet-1.1.1.1-w8-g2x32`, …), or nil.
+    /// Nil too when a layer would have no channel per group (`⌊planes · widthPerGroup / 64⌋ = 0`): the model
+    /// cannot be built. The size limits are `ModelZoo.make`'s.
     static func configuration(named name: String) -> (blocks: [Int], base: Int, groups: Int, widthPerGroup: Int)? {
         let lower = name.lowercased()
         if let n = named.first(where: { $0.name == lower }) { return (n.blocks, 64, n.groups, n.widthPerGroup) }
@@ -93,28 +110,157 @@ extension ResNet {
         guard (3...4).contains(parts.count), parts[0] == "resnet", parts[2].hasPrefix("w"), let base = Int(parts[2].dropFirst()), base >= 1 else { return nil }
         let blocks = parts[1].split(separator: ".").compactMap { Int($0) }
         guard blocks.count == 4, blocks.allSatisfy({ $0 >= 1 }) else { return nil }
-        guard parts.count == 4 else { return (blocks, base, 1, 64) }
-        let g = parts[3].dropFirst().split(separator: "x").compactMap { Int($0) }
-        guard parts[3].hasPrefix("g"), g.count == 2, g[0] >= 1, g[1] >= 1 else { return nil }
-        return (blocks, base, g[0], g[1])
+        var (groups, widthPerGroup) = (1, 64)
+        if parts.count == 4 {
+            let g = parts[3].dropFirst().split(separator: "x").compactMap { Int($0) }
+            guard parts[3].hasPrefix("g"), g.count == 2, g[0] >= 1, g[1] >= 1 else { return nil }
+            (groups, widthPerGroup) = (g[0], g[1])
+        }
+        guard everyStageHasChannels(stem: base, stages: 4, widthPerGroup: widthPerGroup) else { return nil }
+        return (blocks, base, groups, widthPerGroup)
     }
 
     /// The ResNet a state dict describes (keys `conv1.weight`, `layer1.0.conv3.weight`, `fc.weight`), or nil when
     /// it has no torchvision bottleneck-ResNet keys. `shape` looks a key up.
+    ///
+    /// The model is built from these shapes before the weights are checked, so they are validated first (ranks,
+    /// positive dimensions, whole groups, the size limits of `ModelZoo`) and every convolution weight must be in the
+    /// file with the shape the inferred model gives it: a small file cannot ask for a huge model.
     static func infer(_ shape: (String) -> [Int]?, file: String) throws -> ResNet? {
         guard let c1 = shape("conv1.weight"), c1.count == 4, let fc = shape("fc.weight"), fc.count == 2,
               shape("layer1.0.conv1.weight") != nil else { return nil }
-        guard let c2 = shape("layer1.0.conv2.weight"), c2.count == 4, shape("layer1.0.conv3.weight") != nil else {
+        guard shape("layer1.0.conv2.weight") != nil, shape("layer1.0.conv3.weight") != nil else {
             throw DataError(file: file, key: "layer1.0.conv3.weight",
                             message: "looks like a torchvision ResNet without bottlenecks (resnet18/34); only bottleneck ResNets (resnet50 and up) are supported")
         }
-        let blocks = (1...4).map { layer in (0...).prefix { shape("layer\(layer).\($0).conv1.weight") != nil }.count }
-        let base = c1[0], width = c2[0]
-        guard blocks.allSatisfy({ $0 >= 1 }), c2[1] >= 1, width % c2[1] == 0 else {
-            throw DataError(file: file, key: "layer1.0.conv2.weight", message: "cannot read a bottleneck ResNet from blocks per layer \(blocks) and shape \(c2)")
+        let model = "a torchvision bottleneck ResNet"
+        let stem = try requireShape(shape, file: file, "conv1.weight", rank: 4, of: model)
+        let classes = try requireShape(shape, file: file, "fc.weight", rank: 2, of: model)[0]
+        let c2 = try requireShape(shape, file: file, "layer1.0.conv2.weight", rank: 4, of: model)
+        let (base, inputChannels, width) = (stem[0], stem[1], c2[0])
+        // torchvision: width = ⌊planes · widthPerGroup / 64⌋ · groups, and the 3×3 weight is (width, width / groups, 3, 3).
+        let (scaled, overflow) = c2[1].multipliedReportingOverflow(by: 64)
+        guard width % c2[1] == 0, !overflow, scaled / base >= 1,
+              everyStageHasChannels(stem: base, stages: 4, widthPerGroup: scaled / base) else {
+            throw DataError(file: file, key: "layer1.0.conv2.weight",
+                            message: "shape \(shapeString(c2)) with the \(base)-channel stem of conv1.weight does not describe a bottleneck: "
+                                + "expected (width, width / groups, 3, 3) with whole groups of at least \(base)/64 channels")
         }
-        let groups = width / c2[1]
-        let widthPerGroup = width / groups * 64 / base
-        return ResNet(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup, numClasses: fc[0], inputChannels: c1[1])
+        let groups = width / c2[1], widthPerGroup = scaled / base
+        let limit = ModelZoo.maxBlocks
+        let blocks = (1...4).map { layer in (0...limit).prefix { shape("layer\(layer).\($0).conv1.weight") != nil }.count }
+        for (layer, n) in blocks.enumerated() where n < 1 || n > limit {
+            throw DataError(file: file, key: "layer\(layer + 1).\(min(n, limit)).conv1.weight",
+                            message: n < 1 ? "missing; a bottleneck ResNet has at least one block in each of layer1 to layer4"
+                                : "one block too many: a ResNet may have at most \(limit) blocks per layer")
+        }
+        let architecture = architectureName(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup)
+        let count = parameterCount(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup,
+                                   numClasses: classes, inputChannels: inputChannels)
+        guard let count, count <= ModelZoo.maxParameterCount else {
+            throw DataError(file: file, key: "conv1.weight",
+                            message: "with layer1.0.conv2.weight \(shapeString(c2)) and fc.weight \(shapeString(fc)), describes a \(architecture) of "
+                                + "\(count.map(String.init) ?? "more than Int.max") parameters, more than the limit of \(ModelZoo.maxParameterCount)")
+        }
+        try expectShape(shape, file: file, "conv1.weight", [base, inputChannels, 7, 7], architecture: architecture)
+        for (key, expected) in bottleneckConvShapes(stagePrefix: "layer", names: .torchvision, stem: base, blocks: blocks,
+                                                    groups: groups, widthPerGroup: widthPerGroup) {
+            try expectShape(shape, file: file, key, expected, architecture: architecture)
+        }
+        try expectShape(shape, file: file, "fc.weight", [classes, 32 * base], architecture: architecture)
+        return ResNet(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup, numClasses: classes, inputChannels: inputChannels)
     }
+}
+
+// MARK: - Sizes without building (shared with ResNeXt and the ViT)
+
+/// Sums products of factors without trapping: the parameter counts computed before a model is built.
+struct ParameterTally {
+    private(set) var total = 0
+    private(set) var overflowed = false
+
+    /// Adds the product of `factors`.
+    mutating func add(_ factors: Int...) {
+        var p = 1
+        for f in factors {
+            let (r, o) = p.multipliedReportingOverflow(by: f)
+            p = r
+            overflowed = overflowed || o
+        }
+        let (r, o) = total.addingReportingOverflow(p)
+        total = r
+        overflowed = overflowed || o
+    }
+
+    /// The sum, nil when it or one of its products does not fit in an Int.
+    var count: Int? { overflowed ? nil : total }
+}
+
+/// Whether every stage `k < stages` of a bottleneck trunk (planes `stem · 2^k`) keeps at least one channel per group,
+/// `⌊planes · widthPerGroup / 64⌋ ≥ 1` (a product too large for an Int has plenty; the size limit refuses it).
+func everyStageHasChannels(stem: Int, stages: Int, widthPerGroup: Int) -> Bool {
+    guard stem >= 1, widthPerGroup >= 1 else { return false }
+    return (0..<stages).allSatisfy { k in
+        let (planes, o1) = stem.multipliedReportingOverflow(by: 1 << k)
+        if o1 { return true }
+        let (scaled, o2) = planes.multipliedReportingOverflow(by: widthPerGroup)
+        return o2 || scaled >= 64
+    }
+}
+
+/// The trainable parameters of a `BottleneckTrunk` and its linear head, as `store.parameterCount` counts them:
+/// a `stemKernel`² stem convolution (inputChannels → stem) and its BN, `blocks[k]` bottlenecks of planes
+/// `stem · 2^k`, inner width `⌊planes · widthPerGroup / 64⌋ · groups` and output `4 · planes`, then the head.
+/// Nil when the count does not fit in an Int or an argument is not positive.
+func bottleneckParameterCount(stem: Int, stemKernel: Int, blocks: [Int], groups: Int, widthPerGroup: Int,
+                              numClasses: Int, inputChannels: Int) -> Int? {
+    guard stem >= 1, stemKernel >= 1, groups >= 1, widthPerGroup >= 1, numClasses >= 1, inputChannels >= 1,
+          !blocks.isEmpty, blocks.allSatisfy({ $0 >= 1 }) else { return nil }
+    var t = ParameterTally()
+    t.add(stem, inputChannels, stemKernel, stemKernel)
+    t.add(2, stem)
+    var inPlanes = stem
+    for (k, n) in blocks.enumerated() {
+        let (planes, o1) = stem.multipliedReportingOverflow(by: 1 << k)
+        let (scaled, o2) = planes.multipliedReportingOverflow(by: widthPerGroup)
+        let (width, o3) = (scaled / 64).multipliedReportingOverflow(by: groups)
+        let (out, o4) = planes.multipliedReportingOverflow(by: 4)
+        guard !(o1 || o2 || o3 || o4) else { return nil }
+        // `count` blocks taking `blockIn` channels: reduce 1×1, grouped 3×3, expand 1×1, and their three BNs.
+        func addBlocks(_ count: Int, taking blockIn: Int) {
+            t.add(count, width, blockIn); t.add(count, width, width / groups, 9); t.add(count, out, width)
+            t.add(count, 2, width); t.add(count, 2, width); t.add(count, 2, out)
+        }
+        addBlocks(1, taking: inPlanes)
+        // The first block of every stage has the 1×1 downsample and its BN: stage 1 quadruples the width, the others stride 2.
+        t.add(out, inPlanes)
+        t.add(2, out)
+        addBlocks(n - 1, taking: out)
+        inPlanes = out
+    }
+    t.add(numClasses, inPlanes)
+    t.add(numClasses)
+    return t.count
+}
+
+/// The convolution weights of bottleneck stages and their shapes, as `Bottleneck` registers them
+/// (`<stagePrefix><k+1>.<i>.<conv>.weight`, the first block's `downsample.0.weight`), for a size whose
+/// parameter count `bottleneckParameterCount` has checked.
+func bottleneckConvShapes(stagePrefix: String, names: Bottleneck.Names, stem: Int, blocks: [Int], groups: Int,
+                          widthPerGroup: Int) -> [(key: String, shape: [Int])] {
+    var shapes: [(key: String, shape: [Int])] = []
+    var inPlanes = stem
+    for (k, n) in blocks.enumerated() {
+        let planes = stem << k
+        let width = planes * widthPerGroup / 64 * groups
+        for i in 0..<n {
+            let block = "\(stagePrefix)\(k + 1).\(i)"
+            shapes.append((key: "\(block).\(names.conv.0).weight", shape: [width, inPlanes, 1, 1]))
+            shapes.append((key: "\(block).\(names.conv.1).weight", shape: [width, width / groups, 3, 3]))
+            shapes.append((key: "\(block).\(names.conv.2).weight", shape: [4 * planes, width, 1, 1]))
+            if i == 0 { shapes.append((key: "\(block).downsample.0.weight", shape: [4 * planes, inPlanes, 1, 1])) }
+            inPlanes = 4 * planes
+        }
+    }
+    return shapes
 }

@@ -133,6 +133,40 @@ public struct ViTConfiguration: Sendable, Equatable {
     public var grid: Int { imageSize / patchSize }
     /// Tokens per image, the class token included.
     public var tokens: Int { grid * grid + 1 }
+
+    /// The `architecture` of a `VisionTransformer` of this shape: `vit-b-16` for timm's ViT-B/16 shape,
+    /// else `vit-<dim>d-<depth>x<heads>h-p<patch>-<image>px`.
+    public var architecture: String {
+        var base = ViTConfiguration.base16(numClasses: numClasses)
+        base.inputChannels = inputChannels
+        if self == base { return "vit-b-16" }
+        return "vit-\(dim)d-\(depth)x\(heads)h-p\(patchSize)-\(imageSize)px"
+    }
+
+    /// The trainable parameters (`store.parameterCount`) of a `VisionTransformer` of this shape, computed
+    /// without building it; nil when the count does not fit in an Int or a size is not positive.
+    public var parameterCount: Int? {
+        guard patchSize >= 1, imageSize >= patchSize, dim >= 1, depth >= 1, mlpHidden >= 1, numClasses >= 1, inputChannels >= 1 else {
+            return nil
+        }
+        let (cells, o1) = grid.multipliedReportingOverflow(by: grid)
+        let (tokenCount, o2) = cells.addingReportingOverflow(1)
+        guard !o1, !o2 else { return nil }
+        var t = ParameterTally()
+        t.add(dim)                                                      // cls_token
+        t.add(tokenCount, dim)                                          // pos_embed
+        t.add(dim, inputChannels, patchSize, patchSize); t.add(dim)     // patch_embed.proj
+        // Each block: norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2 (weights and biases).
+        t.add(depth, 2, dim)
+        t.add(depth, 3, dim, dim); t.add(depth, 3, dim)
+        t.add(depth, dim, dim); t.add(depth, dim)
+        t.add(depth, 2, dim)
+        t.add(depth, mlpHidden, dim); t.add(depth, mlpHidden)
+        t.add(depth, dim, mlpHidden); t.add(depth, dim)
+        t.add(2, dim)                                                   // norm
+        t.add(numClasses, dim); t.add(numClasses)                       // head
+        return t.count
+    }
 }
 
 /// A Vision Transformer with timm's module names and forward pass (`vit_base_patch16_224` and smaller
@@ -146,6 +180,7 @@ public final class VisionTransformer: LinearHeadClassifier {
     public let configuration: ViTConfiguration
     public var inputNormalization: (mean: [Float], std: [Float])?
     public let batchNorms: [BatchNorm2d] = []
+    public var batchNormHalvings: Int { 0 }
     /// Every LayerNorm, in registration order.
     public let layerNorms: [LayerNorm]
     let patchEmbed: PatchEmbedding
@@ -161,13 +196,7 @@ public final class VisionTransformer: LinearHeadClassifier {
     public var requiredImageSize: (height: Int, width: Int)? { (configuration.imageSize, configuration.imageSize) }
 
     /// `vit-b-16` for timm's ViT-B/16 shape, else `vit-<dim>d-<depth>x<heads>h-p<patch>-<image>px`.
-    public var architecture: String {
-        var base = ViTConfiguration.base16(numClasses: numClasses)
-        base.inputChannels = inputChannels
-        if configuration == base { return "vit-b-16" }
-        let c = configuration
-        return "vit-\(c.dim)d-\(c.depth)x\(c.heads)h-p\(c.patchSize)-\(c.imageSize)px"
-    }
+    public var architecture: String { configuration.architecture }
 
     public init(_ c: ViTConfiguration) {
         precondition(c.patchSize >= 1 && c.imageSize % c.patchSize == 0 && c.imageSize >= c.patchSize,

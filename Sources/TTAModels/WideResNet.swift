@@ -59,6 +59,8 @@ public final class WideResNet: LinearHeadClassifier {
     public let depth, widenFactor, numClasses, inputChannels: Int
     public var inputNormalization: (mean: [Float], std: [Float])?
     public let batchNorms: [BatchNorm2d]
+    /// Groups 2 and 3 start with stride 2; the final `bn1` sees a quarter of the input's side.
+    public var batchNormHalvings: Int { 2 }
     let conv1: Conv2d
     let blocks: [WideBasicBlock]
     let bn1: BatchNorm2d
