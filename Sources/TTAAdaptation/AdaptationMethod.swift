@@ -18,7 +18,7 @@ import TTATensor
 /// it was. What `configure` fixes and never changes (a frozen anchor copy, the source snapshot, EATA's
 /// Fisher information) is rebuilt by `configure` and need not be stored. A method without such state
 /// returns `MethodState()` and ignores what it is given. The helpers of `MethodState` store an
-/// optimizer (`store(_:as:)` / `optimizerState(_:of:)`) and a teacher model (`store(_:as:)` /
+/// optimizer (`store(_:as:)` / `restore(_:from:of:)`, which checks it fits) and a teacher model (`store(_:as:)` /
 /// `restore(_:from:of:)`); plain values go in `numbers`. A method must change nothing in the model
 /// but its trainable parameters, buffers and counters, unless its state holds the rest.
 public protocol AdaptationMethod: AnyObject {
@@ -33,6 +33,11 @@ public protocol AdaptationMethod: AnyObject {
     /// that changes the model's layers before the host is configured (`UnMixTNSMethod`) reads it, so that the
     /// copies get the changed layers too. Default: false.
     var copiesTheModel: Bool { get }
+    /// Whether a step normalises the test batch with the batch's own statistics (BN in a batch-statistics
+    /// mode: TENT, CoTTA, `norm_test`, …), so that every BN needs more than one value per channel from
+    /// the batch. `Adaptor` refuses a batch that gives fewer (one image whose smallest feature map is 1×1),
+    /// as PyTorch does. Default: false.
+    var needsBatchStatistics: Bool { get }
     /// Predicts on `x` and adapts. Returns the method's output for the batch (logits, or what the
     /// reference returns, e.g. CoTTA's teacher logits), computed before this step's update.
     func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor
@@ -52,6 +57,7 @@ public protocol AdaptationMethod: AnyObject {
 
 extension AdaptationMethod {
     public var copiesTheModel: Bool { false }
+    public var needsBatchStatistics: Bool { false }
 
     public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
         model.forward(x, .inference)

@@ -93,12 +93,28 @@ public final class Adaptor {
         if let (h, w) = model.requiredImageSize, x.shape[2] != h || x.shape[3] != w {
             throw AdaptationError("batch has \(x.shape[2])×\(x.shape[3]) images; \(model.architecture) expects \(h)×\(w)")
         }
+        let least = smallestBatch(height: x.shape[2], width: x.shape[3])
+        guard x.shape[0] >= least else {
+            throw AdaptationError("\(method.name) normalises with the statistics of the batch, but one \(x.shape[2])×\(x.shape[3]) image "
+                                  + "leaves \(model.architecture)'s smallest BatchNorm feature map a single value per channel "
+                                  + "(PyTorch refuses it too: \"Expected more than 1 value per channel when training\"): "
+                                  + "give batches of at least \(least) images, or larger images")
+        }
         guard x.isFinite else {
             rejectedBatches += 1
             return StepResult(output: nil, outcome: .rejectedInput)
         }
         if windowLength > 1 && x.shape[0] == 1 { return try processInWindow(x) }
         return try guardedStep(x)
+    }
+
+    /// The fewest images a batch of `height × width` images may hold: 2 when the method normalises with
+    /// batch statistics and one image gives the model's smallest BatchNorm feature map a single value
+    /// per channel (a ResNet-50's 1×1 layer 4 on 32×32 images), else 1. A sliding window's first
+    /// prediction is on one image, so the limit holds there too.
+    public func smallestBatch(height: Int, width: Int) -> Int {
+        guard method.needsBatchStatistics, let values = model.batchNormValuesPerImage(height: height, width: width) else { return 1 }
+        return values > 1 ? 1 : 2
     }
 
     /// `process` for one image under the sliding window.
@@ -201,11 +217,15 @@ public final class Adaptor {
             throw AdaptationError("the saved model state has \(state.model.values.count) values, \(model.architecture) has \(model.store.totalCount)")
         }
         if let w = state.window {
+            // While the window fills, the next slot is the next free one; once full, any slot.
             guard windowLength > 1, w.rank == 4, (1...windowLength).contains(w.shape[0]), w.shape[1] == model.inputChannels,
-                  (0..<windowLength).contains(state.windowPointer) else {
+                  (0..<windowLength).contains(state.windowPointer), w.shape[0] == windowLength || state.windowPointer == w.shape[0] else {
                 throw AdaptationError("the saved sliding window has shape \(w.shape) and slot \(state.windowPointer); "
-                                      + "this adaptor's window holds up to \(windowLength) images of \(model.inputChannels) channels")
+                                      + "this adaptor's window holds up to \(windowLength) images of \(model.inputChannels) channels, "
+                                      + "and while it fills the slot is the number of images in it")
             }
+        } else if state.windowPointer != 0 {
+            throw AdaptationError("the saved state has sliding-window slot \(state.windowPointer) but no window")
         }
         try method.restoreState(state.method)
         model.store.restore(state.model)

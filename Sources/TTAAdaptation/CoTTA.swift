@@ -15,6 +15,7 @@ public typealias BatchAugmentation = @Sendable (Tensor, inout SeededGenerator) -
 /// Output: `t`, computed before the update. All three models use batch-statistics BN.
 public final class CoTTAMethod: AdaptationMethod {
     public let name = "cotta"
+    public var needsBatchStatistics: Bool { true }
     /// The teacher and anchor: copies of the model.
     public var copiesTheModel: Bool { true }
     public let steps: Int
@@ -105,7 +106,7 @@ public final class CoTTAMethod: AdaptationMethod {
 
     public func restoreState(_ state: MethodState) throws {
         guard let update, let teacher else { throw AdaptationError("cotta: state restored before configure") }
-        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        try state.restore(update.optimizer, from: "optimizer", of: name)
         try state.restore(teacher.store, from: "teacher", of: name)
     }
 }

@@ -38,6 +38,7 @@ public struct FisherRegularizer: Sendable, Equatable {
 public final class EATAMethod: AdaptationMethod {
     /// `eta` or `eata`.
     public let name: String
+    public var needsBatchStatistics: Bool { true }
     public let steps: Int
     public let configuration: MethodConfiguration
     /// The Fisher penalty, once known (given, or computed in `configure` from `sourceBatches`); nil for ETA.
@@ -159,7 +160,7 @@ public final class EATAMethod: AdaptationMethod {
 
     public func restoreState(_ state: MethodState) throws {
         guard let update else { throw AdaptationError("\(name): state restored before configure") }
-        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        try state.restore(update.optimizer, from: "optimizer", of: name)
         meanProbabilities = state.numbers["meanProbabilities"]
         reliableSampleCount = try state.count("reliableSampleCount", of: name)
         updateSampleCount = try state.count("updateSampleCount", of: name)

@@ -14,7 +14,12 @@ import TTATensor
 public struct MethodState: Sendable, Equatable {
     public var tensors: [String: [Float]] = [:]
     public var numbers: [String: [Double]] = [:]
+    /// Where the entries are stored, to name them in errors (`RunCheckpoint` stores them as tensors `method.<key>`
+    /// and sets `method.`); not part of the state: `==` ignores it, and `inner(_:)` extends it.
+    public var keyPrefix = ""
     public init() {}
+
+    public static func == (a: MethodState, b: MethodState) -> Bool { a.tensors == b.tensors && a.numbers == b.numbers }
 
     /// True when every stored float and number is finite.
     public var isFinite: Bool {
@@ -42,6 +47,7 @@ public struct MethodState: Sendable, Equatable {
     public func inner(_ prefix: String) -> MethodState {
         var s = MethodState()
         let p = prefix + "."
+        s.keyPrefix = keyPrefix + p
         for (k, v) in tensors where k.hasPrefix(p) { s.tensors[String(k.dropFirst(p.count))] = v }
         for (k, v) in numbers where k.hasPrefix(p) { s.numbers[String(k.dropFirst(p.count))] = v }
         return s
@@ -62,8 +68,9 @@ public struct MethodState: Sendable, Equatable {
         var s = OptimizerState()
         s.step = try count("\(prefix).step", of: method)
         for (key, values) in tensors where key.hasPrefix(prefix + ".") {
-            let parts = key.dropFirst(prefix.count + 1).split(separator: ".")
-            guard parts.count == 2, let i = Int(parts[1]) else {
+            let parts = key.dropFirst(prefix.count + 1).split(separator: ".", omittingEmptySubsequences: false)
+            // The index as `store(_:as:)` writes it: `buffers.3`, not `buffers.03` or `buffers.+3`, which would stand for the same entry.
+            guard parts.count == 2, let i = Int(parts[1]), i >= 0, String(i) == parts[1] else {
                 throw AdaptationError("\(method): unknown optimizer state '\(key)'")
             }
             switch parts[0] {
@@ -73,6 +80,17 @@ public struct MethodState: Sendable, Equatable {
             }
         }
         return s
+    }
+
+    /// Gives `optimizer` the state stored under `prefix`, after checking that it fits: each buffer for a
+    /// parameter the optimizer updates, of that parameter's length (`OptimizerState.problem`). A state read
+    /// from a file that does not fit is an error naming the entry, not a step indexing past a short buffer.
+    public func restore(_ optimizer: any Optimizer, from prefix: String, of method: String) throws {
+        let s = try optimizerState(prefix, of: method)
+        if let problem = s.problem(for: optimizer, prefix: keyPrefix + prefix) {
+            throw AdaptationError("\(method): the saved optimizer state does not fit: \(problem)")
+        }
+        optimizer.state = s
     }
 
     // MARK: Model copies

@@ -7,6 +7,7 @@ import TTATensor
 /// The statistics persist across batches and domains until `reset()`.
 public final class NormEMAMethod: AdaptationMethod {
     public let name = "norm_ema"
+    public var needsBatchStatistics: Bool { true }
     public let steps = 1
     public init() {}
 

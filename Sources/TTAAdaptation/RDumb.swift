@@ -13,6 +13,7 @@ import TTATensor
 /// reference's counter runs on across domain resets, as the random generator does.
 public final class RDumbMethod: RestoresSource {
     public let name = "rdumb"
+    public var needsBatchStatistics: Bool { true }
     public var steps: Int { eta.steps }
     /// The ETA being reset.
     public let eta: EATAMethod

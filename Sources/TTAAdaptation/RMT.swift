@@ -22,6 +22,7 @@ import TTATensor
 /// because the contrastive term couples the two views and a model keeps one recorded forward at a time.
 public final class RMTMethod: AdaptationMethod {
     public let name = "rmt"
+    public var needsBatchStatistics: Bool { true }
     /// The teacher: copies of the model.
     public var copiesTheModel: Bool { true }
     public let steps: Int
@@ -158,8 +159,8 @@ public final class RMTMethod: AdaptationMethod {
         guard let teacher, let studentOptimizer, let projectorOptimizer else { throw AdaptationError("rmt: state restored before configure") }
         try state.restore(teacher.store, from: "teacher", of: name)
         try state.restore(projectorStore, from: "projector", of: name)
-        studentOptimizer.state = try state.optimizerState("optimizer", of: name)
-        projectorOptimizer.state = try state.optimizerState("projectorOptimizer", of: name)
+        try state.restore(studentOptimizer, from: "optimizer", of: name)
+        try state.restore(projectorOptimizer, from: "projectorOptimizer", of: name)
         try source.restore(from: state, as: "source", of: name)
     }
 

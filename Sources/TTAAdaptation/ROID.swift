@@ -27,6 +27,7 @@ import TTATensor
 /// is given, `predict` always) and names the fallbacks.
 public final class ROIDMethod: AdaptationMethod {
     public let name = "roid"
+    public var needsBatchStatistics: Bool { true }
     public let steps: Int
     public let configuration: MethodConfiguration
     /// The consistency loss's augmentation (the reference: CoTTA's colour jitter and affine with reflect
@@ -93,6 +94,13 @@ public final class ROIDMethod: AdaptationMethod {
             for k in 0..<c { gradient.storage[i * c + k] = Float(weights[i] / batchSize * g[k]) }
         }
         if configuration.roidConsistency {
+            // The augmented pass normalises the kept images with their own statistics: one kept image whose
+            // smallest BN map is 1×1 gives a single value per channel, which PyTorch refuses too.
+            if kept.count == 1, model.batchNormValuesPerImage(height: x.shape[2], width: x.shape[3]) == 1 {
+                throw AdaptationError("roid: one image of the batch passed the certainty filter, and its \(x.shape[2])×\(x.shape[3]) "
+                                      + "augmented view leaves \(model.architecture)'s smallest BatchNorm feature map a single value per "
+                                      + "channel; use larger images")
+            }
             let images = gather(x, kept)
             let augmented = augment.map { $0(images, &rng) } ?? images
             let augLogits = timer.measure(.forward) { model.forward(augmented, .training) }
@@ -128,7 +136,7 @@ public final class ROIDMethod: AdaptationMethod {
 
     public func restoreState(_ state: MethodState) throws {
         guard let update, let c = classProbabilities?.count else { throw AdaptationError("roid: state restored before configure") }
-        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        try state.restore(update.optimizer, from: "optimizer", of: name)
         guard let p = state.numbers["classProbabilities"], p.count == c else {
             throw AdaptationError("roid: state 'classProbabilities' is missing or not \(c) values")
         }

@@ -121,7 +121,7 @@ public final class RoTTAMethod: AdaptationMethod {
 
     public func restoreState(_ state: MethodState) throws {
         guard let update, let teacher else { throw AdaptationError("rotta: state restored before configure") }
-        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        try state.restore(update.optimizer, from: "optimizer", of: name)
         try state.restore(teacher.store, from: "teacher", of: name)
         var classes = [[CSTUMemory.Item]](repeating: [], count: memory.numClasses)
         for k in classes.indices {

@@ -18,6 +18,7 @@ import TTATensor
 /// no such layer exists in the WideResNets, so there every BN affine parameter is adapted.
 public final class SARMethod: RestoresSource {
     public let name = "sar"
+    public var needsBatchStatistics: Bool { true }
     public let steps: Int
     public let configuration: MethodConfiguration
     /// The moving average of the second-pass loss; nil after a reset.
@@ -99,7 +100,7 @@ public final class SARMethod: RestoresSource {
 
     public func restoreState(_ state: MethodState) throws {
         guard let optimizer else { throw AdaptationError("sar: state restored before configure") }
-        optimizer.state = try state.optimizerState("optimizer", of: name)
+        try state.restore(optimizer, from: "optimizer", of: name)
         lossAverage = state.number("lossAverage")
         recoveries = try state.count("recoveries", of: name)
     }

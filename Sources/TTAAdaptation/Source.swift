@@ -14,6 +14,7 @@ public final class ForwardOnlyMethod: AdaptationMethod {
     public let name: String
     public let steps = 1
     public let mode: BatchNormMode
+    public var needsBatchStatistics: Bool { mode != .runningStatistics }
 
     public init(name: String, mode: BatchNormMode) {
         self.name = name

@@ -7,6 +7,7 @@ import TTATensor
 /// optimizer step per step. Output: the logits of the forward pass, before the update.
 public final class TentMethod: AdaptationMethod {
     public let name = "tent"
+    public var needsBatchStatistics: Bool { true }
     public let steps: Int
     public let configuration: MethodConfiguration
     private var update: GradientUpdate?
@@ -37,6 +38,6 @@ public final class TentMethod: AdaptationMethod {
 
     public func restoreState(_ state: MethodState) throws {
         guard let update else { throw AdaptationError("tent: state restored before configure") }
-        update.optimizer.state = try state.optimizerState("optimizer", of: name)
+        try state.restore(update.optimizer, from: "optimizer", of: name)
     }
 }

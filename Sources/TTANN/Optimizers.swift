@@ -10,6 +10,10 @@ public protocol Optimizer: AnyObject {
     func reset()
     /// The optimizer's state, for snapshots and checkpoints.
     var state: OptimizerState { get set }
+    /// The store whose trainable entries it updates.
+    var store: ParameterStore { get }
+    /// Whether it keeps a second buffer per parameter (Adam's second moments).
+    var keepsSecondBuffers: Bool { get }
 }
 
 /// Per-parameter optimizer buffers, keyed by entry index, and the step count.
@@ -18,6 +22,29 @@ public struct OptimizerState: Sendable, Equatable {
     public var buffers: [Int: [Float]] = [:]
     public var secondBuffers: [Int: [Float]] = [:]
     public init() {}
+
+    /// What is wrong with this state as the state of `optimizer` (a state read from a file), or nil: every
+    /// buffer must be for an entry it updates and hold that entry's number of values, and second buffers
+    /// only where it keeps them. Entries are named `<prefix>.buffers.<i>`, as `MethodState` stores them.
+    public func problem(for optimizer: any Optimizer, prefix: String) -> String? {
+        let store = optimizer.store
+        for (kind, table) in [("buffers", buffers), ("secondBuffers", secondBuffers)] {
+            for (i, values) in table.sorted(by: { $0.key < $1.key }) {
+                let key = "\(prefix).\(kind).\(i)"
+                if kind == "secondBuffers" && !optimizer.keepsSecondBuffers {
+                    return "'\(key)' is not used: this optimizer keeps one buffer per parameter"
+                }
+                guard store.entries.indices.contains(i), store.trainable[i] else {
+                    return "'\(key)' is for entry \(i), which is not a parameter this optimizer updates"
+                }
+                let e = store.entries[i]
+                guard values.count == e.count else {
+                    return "'\(key)' holds \(values.count) values; parameter \(i) (\(e.name), shape \(e.shape)) has \(e.count)"
+                }
+            }
+        }
+        return nil
+    }
 }
 
 /// `torch.optim.SGD(lr, momentum, dampening, weight_decay, nesterov)`:
@@ -32,6 +59,7 @@ public final class SGD: Optimizer {
     public var lr, momentum, dampening, weightDecay: Float
     public var nesterov: Bool
     public var state = OptimizerState()
+    public var keepsSecondBuffers: Bool { false }
 
     public init(_ store: ParameterStore, lr: Float, momentum: Float = 0, dampening: Float = 0,
                 weightDecay: Float = 0, nesterov: Bool = false) {
@@ -72,6 +100,7 @@ public final class Adam: Optimizer {
     public let store: ParameterStore
     public var lr, beta1, beta2, eps, weightDecay: Float
     public var state = OptimizerState()
+    public var keepsSecondBuffers: Bool { true }
 
     public init(_ store: ParameterStore, lr: Float, beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8,
                 weightDecay: Float = 0) {

@@ -135,8 +135,15 @@ public enum BenchmarkRunner {
             guard resume.progress.seen.count == domains.count, resume.progress.monitor.policy == collapse else {
                 throw RuntimeError("\(name): the checkpoint was taken on another stream or collapse policy")
             }
+            // The whole record, against this stream: a hand-edited one is refused here, naming the field, rather
+            // than indexing out of range or scoring wrong numbers below.
+            if let problem = resume.progress.problem(on: stream) {
+                throw RuntimeError("\(name): the checkpoint's progress does not fit this stream: \(problem)")
+            }
             state = resume.progress
-            do { try adaptor.restoreState(resume.adaptor) } catch let e as AdaptationError { throw RuntimeError("\(name): \(e.message)") }
+            do { try adaptor.restoreState(resume.adaptor) } catch let e as AdaptationError {
+                throw RuntimeError(e.message.hasPrefix("\(name): ") ? e.message : "\(name): \(e.message)")
+            }
             adaptor.timer.seconds = state.phaseSeconds
             try stream.seek(toBatch: state.nextBatch)
         }
@@ -208,11 +215,24 @@ public enum BenchmarkRunner {
             finishDomain(last)
         }
         try save()
-        // Report domains in stream order.
+        // Report domains in stream order; in mixed_domains, not those the cut left without images (no error to report).
         let ordered = domains.indices.filter(state.finishedDomains.contains).map { d in
             state.domainResults[state.finishedDomains.firstIndex(of: d)!]
+        }.filter { $0.samples > 0 }
+        let meanError: Double
+        if stream.configuration.setting == .mixed_domains {
+            // As the reference (test_time.py scores one "mixed" domain per severity): the error over each severity's
+            // mixed stream, averaged over the severities.
+            let bySeverity = Dictionary(grouping: ordered, by: \.severity).sorted { $0.key < $1.key }
+            let perSeverity: [Double] = bySeverity.map { entry in
+                let wrong = entry.value.reduce(0) { $0 + $1.samples - $1.correct }
+                let samples = entry.value.reduce(0) { $0 + $1.samples }
+                return 100 * Double(wrong) / Double(samples)
+            }
+            meanError = perSeverity.isEmpty ? 0 : perSeverity.reduce(0, +) / Double(perSeverity.count)
+        } else {
+            meanError = ordered.isEmpty ? 0 : ordered.map(\.error).reduce(0, +) / Double(ordered.count)
         }
-        let meanError = ordered.isEmpty ? 0 : ordered.map(\.error).reduce(0, +) / Double(ordered.count)
         var phases = adaptor.timer.seconds
         phases["data"] = state.dataSeconds
         var result = RunResult(method: name, setting: stream.configuration.setting.rawValue, meanError: meanError, domains: ordered,
@@ -223,6 +243,108 @@ public enum BenchmarkRunner {
                                errorOverAllSamples: state.errorOverAllSamples)
         result.stability = state.stability
         return result
+    }
+}
+
+extension RunProgress {
+    /// What is wrong with this record, as "field: what was expected", or nil: the record of a run resumed from a
+    /// file someone may have edited. Checked against `stream` when given (the run the record continues), else in
+    /// itself (one count per domain as `seen` has, indices in range, totals, finished domains and their results).
+    ///
+    /// What `record` and `BenchmarkRunner.run` keep true: `seen[d]` counts the samples of domain `d` in the
+    /// `batches` stream batches before `nextBatch`; `correct[d]` is at most `seen[d]`; the totals are their sums;
+    /// `lastDomain` is the domain of the last sample scored (none before the first batch); each finished domain
+    /// is listed once, with the result `DomainResult(seen[d], correct[d])` at the same place in `domainResults`
+    /// (a domain is finished once the stream has moved past it, so its counts no longer change).
+    func problem(on stream: BenchmarkStream?) -> String? {
+        let n = stream?.domains.count ?? seen.count
+        let domainCount = stream == nil ? "seen has \(n)" : "the stream has \(n) domains"
+        guard seen.count == n else { return "seen has \(seen.count) entries, one per domain; \(domainCount)" }
+        guard correct.count == n else { return "correct has \(correct.count) entries, one per domain; \(domainCount)" }
+        guard nextBatch >= 0 else { return "nextBatch is \(nextBatch); expected a batch index, 0 or more" }
+        if let stream, nextBatch > stream.batchCount {
+            return "nextBatch is \(nextBatch); the stream has \(stream.batchCount) batches"
+        }
+        guard (0...nextBatch).contains(batches) else {
+            return "batches is \(batches); expected 0...\(nextBatch) (the batches scored, all before nextBatch \(nextBatch))"
+        }
+        // The samples of each domain in the batches scored: (nextBatch − batches)..<nextBatch.
+        var expected: [Int]?
+        if let stream {
+            var counts = [Int](repeating: 0, count: n)
+            for k in (nextBatch - batches)..<nextBatch {
+                for s in stream.samples[stream.sampleRange(ofBatch: k)] { counts[s.domainIndex] += 1 }
+            }
+            expected = counts
+        }
+        for d in 0..<n {
+            guard seen[d] >= 0 else { return "seen[\(d)] is \(seen[d]); expected a count, 0 or more" }
+            if let stream, let expected, seen[d] != expected[d] {
+                return "seen[\(d)] is \(seen[d]); the \(batches) batches scored (\(nextBatch - batches)..<\(nextBatch)) hold "
+                    + "\(expected[d]) samples of domain \(d) (\(stream.domains[d]), \(stream.domains[d].sampleCount) samples in all)"
+            }
+            guard (0...seen[d]).contains(correct[d]) else {
+                return "correct[\(d)] is \(correct[d]); expected 0...\(seen[d]) (seen[\(d)])"
+            }
+        }
+        /// The sum of `xs`, nil when it overflows.
+        func sum(_ xs: [Int]) -> Int? {
+            var s = 0
+            for x in xs {
+                let (r, overflow) = s.addingReportingOverflow(x)
+                if overflow { return nil }
+                s = r
+            }
+            return s
+        }
+        let seenSum = sum(seen), correctSum = sum(correct)
+        guard seenSum == totalSeen else {
+            return "totalSeen is \(totalSeen); the seen counts add up to \(seenSum.map { "\($0)" } ?? "more than \(Int.max)")"
+        }
+        guard correctSum == totalCorrect else {
+            return "totalCorrect is \(totalCorrect); the correct counts add up to \(correctSum.map { "\($0)" } ?? "more than \(Int.max)")"
+        }
+        if let d = lastDomain {
+            guard (0..<n).contains(d) else { return "lastDomain is \(d); expected a domain index in 0..<\(n)" }
+        }
+        if batches == 0 {
+            if let d = lastDomain { return "lastDomain is \(d), but no batch was scored (batches is 0); expected none" }
+        } else if let stream {
+            let last = stream.samples[stream.sampleRange(ofBatch: nextBatch - 1).upperBound - 1].domainIndex
+            guard lastDomain == last else {
+                return "lastDomain is \(lastDomain.map { "\($0)" } ?? "absent"); the last batch scored (\(nextBatch - 1)) ends in domain \(last)"
+            }
+        } else if lastDomain == nil {
+            return "lastDomain is absent, but \(batches) batches were scored; expected the domain of the last one"
+        }
+        guard finishedDomains.count == domainResults.count else {
+            return "finishedDomains lists \(finishedDomains.count) domains and domainResults holds \(domainResults.count) results; "
+                + "expected one result per finished domain, in the same order"
+        }
+        var listed = Set<Int>()
+        for (k, d) in finishedDomains.enumerated() {
+            guard (0..<n).contains(d) else { return "finishedDomains[\(k)] is \(d); expected a domain index in 0..<\(n)" }
+            guard listed.insert(d).inserted else { return "finishedDomains[\(k)] is \(d), which is listed before; expected each domain once" }
+            let r = domainResults[k]
+            let name = stream?.domains[d].name ?? r.name, severity = stream?.domains[d].severity ?? r.severity
+            let want = DomainResult(name: name, severity: severity, samples: seen[d], correct: correct[d])
+            guard r == want else {
+                return "domainResults[\(k)] is \(r.name)\(r.severity): \(r.samples) samples, \(r.correct) correct, error \(r.error); "
+                    + "finishedDomains[\(k)] is domain \(d), expected \(want.name)\(want.severity): \(want.samples) samples (seen[\(d)]), "
+                    + "\(want.correct) correct (correct[\(d)]), error \(want.error)"
+            }
+        }
+        if let problem = monitor.problem(batchLimit: stream.map { min($0.configuration.batchSize, $0.totalSamples) } ?? Int.max) {
+            return problem
+        }
+        var times: [(field: String, seconds: Double)] = [(field: "adaptSeconds", seconds: adaptSeconds),
+                                                         (field: "dataSeconds", seconds: dataSeconds),
+                                                         (field: "elapsedSeconds", seconds: elapsedSeconds)]
+        for (phase, t) in phaseSeconds.sorted(by: { $0.key < $1.key }) { times.append((field: "phaseSeconds[\(phase)]", seconds: t)) }
+        if let bad = times.first(where: { !($0.seconds.isFinite && $0.seconds >= 0) }) {
+            return "\(bad.field) is \(bad.seconds); expected a finite number of seconds, 0 or more"
+        }
+        return nil
     }
 }
 

@@ -27,16 +27,22 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
     public var batchSize: Int
     public var peakBytes: Int
 
-    /// The peak at another batch size.
+    /// The peak at another batch size (`Int.max` when it exceeds what an `Int` holds: a batch size far
+    /// beyond any memory).
     public func peak(batchSize b: Int) -> Int {
-        baseBytes + Int(max(0, fixedStepBytes + bytesPerImage * Double(b)))
+        Self.saturating(Double(baseBytes) + max(0, fixedStepBytes + bytesPerImage * Double(b)))
     }
 
     /// The largest batch size whose estimated peak stays within `bytes`, or 0 when none does.
     public func largestBatch(within bytes: Int) -> Int {
         guard bytesPerImage > 0 else { return peak(batchSize: 1) <= bytes ? Int.max : 0 }
-        let room = Double(bytes - baseBytes) - fixedStepBytes
-        return max(0, Int((room / bytesPerImage).rounded(.down)))
+        let room = Double(bytes) - Double(baseBytes) - fixedStepBytes
+        return max(0, Self.saturating((room / bytesPerImage).rounded(.down)))
+    }
+
+    /// `x` as an `Int`, clamped to `Int`'s range (where `Int(x)` would trap); NaN gives 0.
+    static func saturating(_ x: Double) -> Int {
+        x.isNaN ? 0 : x >= 0x1p63 ? Int.max : x < -0x1p63 ? Int.min : Int(x)
     }
 
     /// Factor on what a step adds, for the heap retention of the run (see `probe`).
@@ -79,8 +85,10 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
             let seconds = (ProcessTime.cpuSeconds - cpu0) / Double(max(1, threads))
             return (max(0, ProcessMemory.peakResidentBytes - before), seconds)
         }
-        let b1 = min(smallProbeBatch(threads: threads), max(1, batchSize - 1))
-        var b2 = min(2 * b1 + 2, batchSize)
+        // Batch statistics on one small image can be refused (`Adaptor.smallestBatch`): probe from there.
+        let least = adaptor.smallestBatch(height: batch.shape[2], width: batch.shape[3])
+        let b1 = max(least, min(smallProbeBatch(threads: threads), max(1, batchSize - 1)))
+        var b2 = max(b1, min(2 * b1 + 2, batchSize))
         // A warm-up step first: what the first step allocates once (lazily built buffers, thread
         // stacks, code paged in) must fall in neither probe, or it would read as per-image memory.
         _ = try added(b2)

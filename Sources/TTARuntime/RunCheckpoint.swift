@@ -211,6 +211,8 @@ public struct RunCheckpoint: Sendable {
         var inProgress: (RunProgress, Adaptor.State)?
         var changedModel: [String: Tensor]?
         if let progress = header.progress {
+            // The progress record in itself (the run checks it against its stream too: `BenchmarkRunner.run`).
+            if let problem = progress.problem(on: nil) { throw fail("its progress: \(problem)") }
             let changedNames = header.changedModelEntries
             guard let counters = header.modelCounters, let numbers = header.methodNumbers, let rngText = header.rngState,
                   let rng = UInt64(rngText), let batches = header.batchesSinceReset else {
@@ -235,6 +237,7 @@ public struct RunCheckpoint: Sendable {
             }
             do {
                 var method = MethodState()
+                method.keyPrefix = "method."   // to name the file's tensors in errors
                 method.numbers = numbers
                 for name in file.names where name.hasPrefix("method.") {
                     method.tensors[String(name.dropFirst("method.".count))] = try file.tensor(name).storage

@@ -33,7 +33,9 @@ public struct RunningErrorPoint: Sendable, Codable, Equatable {
 public struct RunResult: Sendable, Codable, Equatable {
     public var method: String
     public var setting: String
-    /// Plain mean of the per-domain errors, in percent (as the reference reports it).
+    /// Plain mean of the per-domain errors, in percent (as the reference reports it); in `mixed_domains`, the
+    /// error over each severity's mixed stream, averaged over the severities (the reference's "mean error"
+    /// there; the per-domain errors split that stream back).
     public var meanError: Double
     public var domains: [DomainResult]
     /// Images through the method per second of adaptation time.

@@ -87,6 +87,25 @@ public struct CollapseMonitor: Sendable, Codable, Equatable {
         return share >= policy.threshold && !collapsed ? (top.key, share) : nil
     }
 
+    /// What is wrong with a window read from a file, as "field: what was expected", or nil: at most
+    /// `policy.window` batches, each counting at most `batchLimit` predictions of classes 0 or more.
+    public func problem(batchLimit: Int) -> String? {
+        guard recent.count <= policy.window else {
+            return "monitor.recent holds \(recent.count) batches; the collapse window (monitor.policy.window) is \(policy.window)"
+        }
+        for (b, counts) in recent.enumerated() {
+            if let bad = counts.first(where: { $0.key < 0 || $0.value < 0 }) {
+                return "monitor.recent[\(b)] counts \(bad.value) predictions of class \(bad.key); expected classes and counts of 0 or more"
+            }
+            // Summed saturating, so that hostile counts cannot overflow.
+            let total = counts.values.reduce(0) { let (s, overflow) = $0.addingReportingOverflow($1); return overflow ? Int.max : s }
+            guard total <= batchLimit, total < Int.max else {
+                return "monitor.recent[\(b)] counts more predictions than a batch holds (\(batchLimit))"
+            }
+        }
+        return nil
+    }
+
     /// Empties the window (after a reset to the source).
     public mutating func clear() {
         recent = []

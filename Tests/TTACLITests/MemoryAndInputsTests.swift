@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import TTAData
-import TTARuntime
+@testable import TTARuntime
 @testable import TTACLI
 
 /// `--memory-limit` and the memory estimate; the input fingerprint in the results file.
@@ -35,6 +35,22 @@ import TTARuntime
         #expect(!FileManager.default.fileExists(atPath: out))
         expectError(tta(["run"] + tiny.dataOptions + ["--memory-limit", "big"]),
                     "invalid value 'big' for '--memory-limit': expected a size such as 8GiB, 512MiB or 1000000000 (bytes), or none", code: 64)
+    }
+
+    /// A batch size far beyond any memory (the stream takes up to `Int.max`) gives an estimate of
+    /// `Int.max` bytes, and a refusal naming the flags, instead of trapping on the conversion.
+    @Test func hugeBatchSizesSaturateTheEstimate() throws {
+        let e = MemoryEstimate(baseBytes: 1 << 30, bytesPerImage: 1e6, fixedStepBytes: 1e6, batchSize: 8, peakBytes: 0)
+        #expect(e.peak(batchSize: Int.max) == Int.max)
+        #expect(e.peak(batchSize: 8) == (1 << 30) + 9_000_000)
+        #expect(e.largestBatch(within: Int.max) == Int((Double(Int.max) - Double(1 << 30) - 1e6) / 1e6))
+        #expect(MemoryEstimate(baseBytes: 0, bytesPerImage: 1e-300, fixedStepBytes: 0, batchSize: 1, peakBytes: 0)
+                    .largestBatch(within: 1 << 30) == Int.max)
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let r = tta(["run"] + tiny.dataOptions + ["--method", "tent", "--batch-size", "9223372036854775807", "--memory-limit", "1GiB"])
+        #expect(r.code == 1, "\(r.err)")
+        #expect(r.err.hasPrefix("tta: error: tent at --batch-size 9223372036854775807 needs about "), "\(r.err)")
     }
 
     /// Through the built binary (its own process, so resident memory is its own): the estimate made

@@ -103,6 +103,28 @@ struct TinyBenchmark {
         #expect(r.domains.map(\.samples) == [12, 12, 12])
         let total = r.domains.map(\.correct).reduce(0, +)
         #expect(abs(r.errorOverAllSamples - 100 * Double(36 - total) / 36) < 1e-9)
+        // The mean error is the mixed stream's, one per severity, as the reference reports it (test_time.py
+        // loops over ["mixed"] for mixed_domains), not the mean of the per-domain errors.
+        #expect(abs(r.meanError - r.errorOverAllSamples) < 1e-9)
+    }
+
+    /// A mixed stream cut to 3 images (`--samples-per-domain 1`) leaves some domains without images:
+    /// they are not reported (no 0% error for a domain that had no image) and the mean is the mixed error.
+    @Test func mixedDomainsWithoutImagesAreNotScored() throws {
+        let tiny = try TinyBenchmark()
+        let config = MethodConfiguration.defaults(for: .cifar)
+        var emptied = 0
+        for seed in 1...10 {
+            let stream = try BenchmarkStream(benchmark: try CorruptionBenchmark(directory: tiny.root), configuration: StreamConfiguration(
+                setting: .mixed_domains, corruptions: tiny.corruptions, severities: [5], samplesPerDomain: 1, batchSize: 4,
+                order: .shuffled, seed: UInt64(seed)))
+            let r = try BenchmarkRunner.run(method: "source", adaptor: try Adaptor(model: TinyBenchmark.model(), method: try MethodRegistry.make("source", configuration: config), seed: 1),
+                                            stream: stream, configuration: config)
+            #expect(r.domains.allSatisfy { $0.samples > 0 } && r.domains.map(\.samples).reduce(0, +) == 3, "seed \(seed): \(r.domains)")
+            #expect(abs(r.meanError - r.errorOverAllSamples) < 1e-9, "seed \(seed)")
+            if r.domains.count < 3 { emptied += 1 }
+        }
+        #expect(emptied > 0, "no seed left a domain without images")
     }
 
     /// An interrupted run keeps the domains it finished.
