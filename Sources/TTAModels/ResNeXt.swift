@@ -138,17 +138,12 @@ extension ResNeXt {
         let architecture = architectureName(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stem)
         let count = parameterCount(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stem,
                                    numClasses: classes, inputChannels: inputChannels)
-        guard let count, count <= ModelZoo.maxParameterCount else {
-            throw DataError(file: file, key: "conv_1_3x3.weight",
-                            message: "with stage_1.0.conv_conv.weight \(shapeString(cc)) and classifier.weight \(shapeString(fc)), describes a \(architecture) of "
-                                + "\(count.map(String.init) ?? "more than Int.max") parameters, more than the limit of \(ModelZoo.maxParameterCount)")
-        }
-        try expectShape(shape, file: file, "conv_1_3x3.weight", [stem, inputChannels, 3, 3], architecture: architecture)
-        for (key, expected) in bottleneckConvShapes(stagePrefix: "stage_", names: .resnext, stem: stem, blocks: [n, n, n],
-                                                    groups: cardinality, widthPerGroup: baseWidth) {
-            try expectShape(shape, file: file, key, expected, architecture: architecture)
-        }
-        try expectShape(shape, file: file, "classifier.weight", [classes, 16 * stem], architecture: architecture)
+        try checkInferred(architecture, parameters: count, key: "conv_1_3x3.weight",
+                          from: "stage_1.0.conv_conv.weight \(shapeString(cc)) and classifier.weight \(shapeString(fc))", file: file, shape: shape,
+                          expected: [(key: "conv_1_3x3.weight", shape: [stem, inputChannels, 3, 3])]
+                              + bottleneckConvShapes(stagePrefix: "stage_", names: .resnext, stem: stem, blocks: [n, n, n],
+                                                     groups: cardinality, widthPerGroup: baseWidth)
+                              + [(key: "classifier.weight", shape: [classes, 16 * stem])])
         return ResNeXt(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stem,
                        numClasses: classes, inputChannels: inputChannels)
     }

@@ -157,17 +157,12 @@ extension ResNet {
         let architecture = architectureName(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup)
         let count = parameterCount(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup,
                                    numClasses: classes, inputChannels: inputChannels)
-        guard let count, count <= ModelZoo.maxParameterCount else {
-            throw DataError(file: file, key: "conv1.weight",
-                            message: "with layer1.0.conv2.weight \(shapeString(c2)) and fc.weight \(shapeString(fc)), describes a \(architecture) of "
-                                + "\(count.map(String.init) ?? "more than Int.max") parameters, more than the limit of \(ModelZoo.maxParameterCount)")
-        }
-        try expectShape(shape, file: file, "conv1.weight", [base, inputChannels, 7, 7], architecture: architecture)
-        for (key, expected) in bottleneckConvShapes(stagePrefix: "layer", names: .torchvision, stem: base, blocks: blocks,
-                                                    groups: groups, widthPerGroup: widthPerGroup) {
-            try expectShape(shape, file: file, key, expected, architecture: architecture)
-        }
-        try expectShape(shape, file: file, "fc.weight", [classes, 32 * base], architecture: architecture)
+        try checkInferred(architecture, parameters: count, key: "conv1.weight",
+                          from: "layer1.0.conv2.weight \(shapeString(c2)) and fc.weight \(shapeString(fc))", file: file, shape: shape,
+                          expected: [(key: "conv1.weight", shape: [base, inputChannels, 7, 7])]
+                              + bottleneckConvShapes(stagePrefix: "layer", names: .torchvision, stem: base, blocks: blocks,
+                                                     groups: groups, widthPerGroup: widthPerGroup)
+                              + [(key: "fc.weight", shape: [classes, 32 * base])])
         return ResNet(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup, numClasses: classes, inputChannels: inputChannels)
     }
 }
@@ -246,6 +241,19 @@ func bottleneckParameterCount(stem: Int, stemKernel: Int, blocks: [Int], groups:
 /// The convolution weights of bottleneck stages and their shapes, as `Bottleneck` registers them
 /// (`<stagePrefix><k+1>.<i>.<conv>.weight`, the first block's `downsample.0.weight`), for a size whose
 /// parameter count `bottleneckParameterCount` has checked.
+/// Checks, before an inferred model is built, that it is within `ModelZoo.maxParameterCount` (`parameters` nil: more
+/// than `Int.max`; the error names `key` and the shapes it came `from`) and that the checkpoint holds each `expected`
+/// tensor with its shape, so that a small file cannot ask for a huge model.
+func checkInferred(_ architecture: String, parameters: Int?, key: String, from: String, file: String,
+                   shape: (String) -> [Int]?, expected: [(key: String, shape: [Int])]) throws {
+    guard let parameters, parameters <= ModelZoo.maxParameterCount else {
+        throw DataError(file: file, key: key,
+                        message: "with \(from), describes a \(architecture) of \(parameters.map(String.init) ?? "more than Int.max") "
+                            + "parameters, more than the limit of \(ModelZoo.maxParameterCount)")
+    }
+    for (k, s) in expected { try expectShape(shape, file: file, k, s, architecture: architecture) }
+}
+
 func bottleneckConvShapes(stagePrefix: String, names: Bottleneck.Names, stem: Int, blocks: [Int], groups: Int,
                           widthPerGroup: Int) -> [(key: String, shape: [Int])] {
     var shapes: [(key: String, shape: [Int])] = []
