@@ -64,6 +64,16 @@ extension AdaptationMethod {
     }
 }
 
+/// Throws when a batch of `images` images of `height × width`, normalised with its own statistics, would leave a
+/// BatchNorm layer of `model` a single value per channel (one image whose smallest feature map is 1×1), which
+/// PyTorch's BatchNorm refuses too ("Expected more than 1 value per channel when training"). `what` names the batch.
+func requireSeveralValuesPerChannel(images: Int, height: Int, width: Int, in model: any ImageClassifier, _ what: String) throws {
+    guard images < 2, model.batchNorms.contains(where: { $0.sampleStatistics == nil }),
+          model.batchNormValuesPerImage(height: height, width: width) == 1 else { return }
+    throw AdaptationError("\(what): one \(height)×\(width) image leaves \(model.architecture)'s smallest BatchNorm feature map a single "
+                          + "value per channel (PyTorch refuses it too: \"Expected more than 1 value per channel when training\")")
+}
+
 /// A method that restores the model to its source state by itself during a step (SAR's model recovery,
 /// RDumb's periodic reset). A method wrapping it (`UnMixTNSMethod`) restores its own state with it.
 public protocol RestoresSource: AdaptationMethod {

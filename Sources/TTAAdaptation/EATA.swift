@@ -106,6 +106,10 @@ public final class EATAMethod: AdaptationMethod {
         update = GradientUpdate(configuration.makeOptimizer(model.store))
         margin = entropyMargin(factor: configuration.entropyMarginFactor, numClasses: model.numClasses)
         if wantsFisher && regularizer == nil {
+            for x in sourceBatches where x.rank == 4 {
+                try requireSeveralValuesPerChannel(images: x.shape[0], height: x.shape[2], width: x.shape[3], in: model,
+                                                   "\(name): a source batch for the Fisher information")
+            }
             regularizer = Self.fisher(model: model, sourceBatches: sourceBatches)
         }
         if let regularizer, regularizer.fisher.count != model.store.totalCount {

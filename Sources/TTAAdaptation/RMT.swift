@@ -80,6 +80,10 @@ public final class RMTMethod: AdaptationMethod {
             throw AdaptationError("rmt: source label \(bad) is outside 0..<\(model.numClasses)")
         }
         model.setBatchNormMode(.batchStatistics)
+        // Prototypes, warm-up and replay normalise source batches of `batchSize` images and, at the end of each
+        // pass, the remainder.
+        try requireSeveralValuesPerChannel(images: min(source.batchSize, source.count % source.batchSize == 0 ? source.batchSize : source.count % source.batchSize),
+                                           height: source.images.shape[2], width: source.images.shape[3], in: model, "rmt: a source batch")
         model.store.setTrainable(.all)
         studentOptimizer = configuration.makeOptimizer(model.store)
         let teacher = model.copy()

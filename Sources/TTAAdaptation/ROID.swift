@@ -83,6 +83,11 @@ public final class ROIDMethod: AdaptationMethod {
             kept = (0..<n).filter { !(diversity[$0] < mean) }
             weights = (0..<n).map { Foundation.exp(diversity[$0] * certainty[$0] / Double(configuration.roidTemperature)) }
         }
+        // The augmented pass normalises the kept images with their own statistics (checked before any state changes).
+        if configuration.roidConsistency {
+            try requireSeveralValuesPerChannel(images: kept.count, height: x.shape[2], width: x.shape[3], in: model,
+                                               "roid: the augmented view of the \(kept.count) image(s) its certainty filter kept")
+        }
         let m = Double(configuration.roidMomentumProbabilities)
         classProbabilities = (0..<c).map { k in
             m * ema[k] + (1 - m) * (0..<n).reduce(0.0) { $0 + Double(probs.storage[$1 * c + k]) } / Double(n)
@@ -94,13 +99,6 @@ public final class ROIDMethod: AdaptationMethod {
             for k in 0..<c { gradient.storage[i * c + k] = Float(weights[i] / batchSize * g[k]) }
         }
         if configuration.roidConsistency {
-            // The augmented pass normalises the kept images with their own statistics: one kept image whose
-            // smallest BN map is 1×1 gives a single value per channel, which PyTorch refuses too.
-            if kept.count == 1, model.batchNormValuesPerImage(height: x.shape[2], width: x.shape[3]) == 1 {
-                throw AdaptationError("roid: one image of the batch passed the certainty filter, and its \(x.shape[2])×\(x.shape[3]) "
-                                      + "augmented view leaves \(model.architecture)'s smallest BatchNorm feature map a single value per "
-                                      + "channel; use larger images")
-            }
             let images = gather(x, kept)
             let augmented = augment.map { $0(images, &rng) } ?? images
             let augLogits = timer.measure(.forward) { model.forward(augmented, .training) }

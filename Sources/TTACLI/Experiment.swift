@@ -535,6 +535,7 @@ final class Experiment {
                 }
                 result = try BenchmarkRunner.run(method: m.name, adaptor: adaptor, stream: stream, configuration: m.configuration,
                                                  runningErrorEvery: every, collapse: options.collapse, resume: resumeState,
+                                                 resumeLabel: options.resume.map { "--resume \($0)" },
                                                  checkpointing: checkpointing, progress: { progress.handle($0) },
                                                  shouldStop: console.shouldStop)
             } catch {

@@ -414,16 +414,18 @@ public final class BenchmarkStream {
                             message: "must be > 0 for the Dirichlet ordering, got \(delta)")
         }
         guard n > 0 else { return [] }
-        // A class index at or beyond the sample count could not fill its chunk (and would overflow below).
-        if let label = labels.first(where: { !(0..<n).contains($0) }) {
+        if let label = labels.first(where: { $0 < 0 }) {
             throw DataError(file: "stream configuration", key: "labels", keyKind: "argument",
-                            message: "the Dirichlet ordering takes class indices 0..<\(n) (the domain's sample count), got \(label)")
+                            message: "the Dirichlet ordering takes class indices from 0, got \(label)")
         }
-        let k = labels.max()! + 1
+        // One chunk per class, each of at least `minChunk` samples (counted without overflowing for huge labels).
         let minChunk = dirichletMinChunkSize
-        guard n >= minChunk * k else {
+        let (k, kOverflow) = labels.max()!.addingReportingOverflow(1)
+        let (needed, neededOverflow) = minChunk.multipliedReportingOverflow(by: k)
+        guard !kOverflow, !neededOverflow, n >= needed else {
+            let chunks = kOverflow ? "\(Int.max) + 1" : "\(k)", total = kOverflow || neededOverflow ? "more than \(Int.max)" : "\(needed)"
             throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                            message: "the Dirichlet ordering needs at least \(minChunk) samples in each of the \(k) chunks (one per class), i.e. ≥ \(minChunk * k) samples, but the domain has \(n); use more samples or dirichletDelta 0")
+                            message: "the Dirichlet ordering needs at least \(minChunk) samples in each of the \(chunks) chunks (one per class), i.e. ≥ \(total) samples, but the domain has \(n); use more samples or dirichletDelta 0")
         }
         var byClass = [[Int]](repeating: [], count: k)
         for (i, l) in labels.enumerated() { byClass[l].append(i) }

@@ -238,9 +238,6 @@ func bottleneckParameterCount(stem: Int, stemKernel: Int, blocks: [Int], groups:
     return t.count
 }
 
-/// The convolution weights of bottleneck stages and their shapes, as `Bottleneck` registers them
-/// (`<stagePrefix><k+1>.<i>.<conv>.weight`, the first block's `downsample.0.weight`), for a size whose
-/// parameter count `bottleneckParameterCount` has checked.
 /// Checks, before an inferred model is built, that it is within `ModelZoo.maxParameterCount` (`parameters` nil: more
 /// than `Int.max`; the error names `key` and the shapes it came `from`) and that the checkpoint holds each `expected`
 /// tensor with its shape, so that a small file cannot ask for a huge model.
@@ -254,6 +251,9 @@ func checkInferred(_ architecture: String, parameters: Int?, key: String, from: 
     for (k, s) in expected { try expectShape(shape, file: file, k, s, architecture: architecture) }
 }
 
+/// The convolution weights of bottleneck stages and their shapes, as `Bottleneck` registers them
+/// (`<stagePrefix><k+1>.<i>.<conv>.weight`, the first block's `downsample.0.weight`); a few thousand entries at
+/// most, the blocks per stage being capped (`ModelZoo.maxBlocks`).
 func bottleneckConvShapes(stagePrefix: String, names: Bottleneck.Names, stem: Int, blocks: [Int], groups: Int,
                           widthPerGroup: Int) -> [(key: String, shape: [Int])] {
     var shapes: [(key: String, shape: [Int])] = []

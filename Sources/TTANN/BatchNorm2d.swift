@@ -118,7 +118,10 @@ public final class BatchNorm2d: Module {
             for j in 0..<c { mean[j] = rm[j]; variance[j] = rv[j] }
             usesBatch = false
         case .batchStatistics, .batchStatisticsUpdatingRunning, .alphaMixed, .robust:
-            precondition(n * hw > 1, "BatchNorm2d \(name): batch statistics need more than 1 value per channel (got N·H·W = \(n * hw))")
+            // PyTorch's BatchNorm refuses a single value per channel; RoTTA's robust BN (biased variance, mixed with the
+            // running statistics) takes it, as the reference's RobustBN does.
+            let least = if case .robust = mode { 1 } else { 2 }
+            precondition(n * hw >= least, "BatchNorm2d \(name): batch statistics need at least \(least) value(s) per channel (got N·H·W = \(n * hw))")
             x.withUnsafeBufferPointer { xp in
                 batchNormStatistics(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: &mean, variance: &variance)
             }

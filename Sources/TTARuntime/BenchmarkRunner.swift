@@ -112,7 +112,8 @@ public enum BenchmarkRunner {
     }
 
     /// Runs `adaptor` over `stream` from its current position to the end, or, with `resume`, from the
-    /// checkpointed position with the checkpointed scores and adaptor state.
+    /// checkpointed position with the checkpointed scores and adaptor state; a checkpoint that does not fit
+    /// the stream or the adaptor is an error, prefixed with `resumeLabel` (the CLI's `--resume <path>`).
     ///
     /// Resets the adaptor where the stream says so (`continual`: once, before the first batch;
     /// `reset_each_shift`: at each domain; `episodic`: before every batch), and after a collapse when
@@ -123,7 +124,7 @@ public enum BenchmarkRunner {
     public static func run(method name: String, adaptor: Adaptor, stream: BenchmarkStream,
                            configuration: MethodConfiguration, runningErrorEvery: Int = 10,
                            collapse: CollapsePolicy = CollapsePolicy(),
-                           resume: (progress: RunProgress, adaptor: Adaptor.State)? = nil,
+                           resume: (progress: RunProgress, adaptor: Adaptor.State)? = nil, resumeLabel: String? = nil,
                            checkpointing: Checkpointing? = nil,
                            progress: ((ProgressEvent) -> Void)? = nil,
                            shouldStop: () -> Bool = { false }) throws -> RunResult {
@@ -132,18 +133,19 @@ public enum BenchmarkRunner {
         let domains = stream.domains
         var state = RunProgress(domainCount: domains.count, collapse: collapse)
         if let resume {
+            func refuse(_ message: String) -> RuntimeError {
+                RuntimeError((resumeLabel.map { "\($0): " } ?? "") + (message.hasPrefix("\(name): ") ? message : "\(name): \(message)"))
+            }
             guard resume.progress.seen.count == domains.count, resume.progress.monitor.policy == collapse else {
-                throw RuntimeError("\(name): the checkpoint was taken on another stream or collapse policy")
+                throw refuse("the checkpoint was taken on another stream or collapse policy")
             }
             // The whole record, against this stream: a hand-edited one is refused here, naming the field, rather
             // than indexing out of range or scoring wrong numbers below.
             if let problem = resume.progress.problem(on: stream) {
-                throw RuntimeError("\(name): the checkpoint's progress does not fit this stream: \(problem)")
+                throw refuse("the checkpoint's progress does not fit this stream: \(problem)")
             }
             state = resume.progress
-            do { try adaptor.restoreState(resume.adaptor) } catch let e as AdaptationError {
-                throw RuntimeError(e.message.hasPrefix("\(name): ") ? e.message : "\(name): \(e.message)")
-            }
+            do { try adaptor.restoreState(resume.adaptor) } catch let e as AdaptationError { throw refuse(e.message) }
             adaptor.timer.seconds = state.phaseSeconds
             try stream.seek(toBatch: state.nextBatch)
         }

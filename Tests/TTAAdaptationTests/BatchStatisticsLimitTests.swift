@@ -56,13 +56,55 @@ import TTATensor
     }
 
     /// ROID's augmented pass runs on the images its certainty filter keeps: one of two 4×4 images (1×1 at the
-    /// last BN) is an error naming the cause, not a trap.
+    /// last BN) is an error naming the cause, not a trap, raised before the method's state changes; under
+    /// UnMix-TNS (per-sample statistics) the same batch adapts.
     @Test func roidRefusesOneKeptImageWithASingleValuePerChannel() throws {
         let adaptor = try Adaptor(model: try methodFixtureModel(),
                                   method: try MethodRegistry.make("roid", configuration: .defaults(for: .cifar), augment: { x, _ in x }), seed: 1)
+        let before = adaptor.method.captureState()
         let error = #expect(throws: AdaptationError.self) { try adaptor.process(try images(2, side: 4)) }
-        #expect(error?.message.hasPrefix("roid: one image of the batch passed the certainty filter, and its 4×4 augmented view") == true)
+        #expect(error?.message == "roid: the augmented view of the 1 image(s) its certainty filter kept: one 4×4 image leaves "
+                + "wideresnet-16-1's smallest BatchNorm feature map a single value per channel (PyTorch refuses it too: "
+                + "\"Expected more than 1 value per channel when training\")")
+        #expect(adaptor.method.captureState() == before)
         _ = try adaptor.process(try images(2, side: 5))
+        let unmix = try Adaptor(model: try methodFixtureModel(),
+                                method: try MethodRegistry.make("roid+unmix_tns", configuration: .defaults(for: .cifar), augment: { x, _ in x }),
+                                seed: 1)
+        #expect(try unmix.adapt(try images(2, side: 4)).isFinite)
+    }
+
+    /// Source batches are normalised with their own statistics too: EATA's Fisher pass and RMT's prototypes,
+    /// warm-up and replay refuse, when configured, a one-image source batch (RMT: the remainder of a pass) of
+    /// 4×4 images.
+    @Test func oneImageSourceBatchesAreRefused() throws {
+        let c = MethodConfiguration.defaults(for: .cifar)
+        let message = ": one 4×4 image leaves wideresnet-16-1's smallest BatchNorm feature map a single value per channel "
+            + "(PyTorch refuses it too: \"Expected more than 1 value per channel when training\")"
+        #expect(throws: AdaptationError("eata: a source batch for the Fisher information" + message)) {
+            try Adaptor(model: try methodFixtureModel(),
+                        method: try MethodRegistry.make("eata", configuration: c, sourceBatches: [try images(2, side: 4), try images(1, side: 4)]), seed: 1)
+        }
+        #expect(throws: AdaptationError("rmt: a source batch" + message)) {
+            try Adaptor(model: try methodFixtureModel(),
+                        method: try MethodRegistry.make("rmt", configuration: c, augment: { x, _ in x },
+                                                        sourceBatches: [try images(2, side: 4), try images(1, side: 4)], sourceLabels: [[0, 1], [2]]),
+                        seed: 1)
+        }
+        _ = try Adaptor(model: try methodFixtureModel(),
+                        method: try MethodRegistry.make("eata", configuration: c, sourceBatches: [try images(2, side: 4)]), seed: 1)
+    }
+
+    /// RoTTA's robust BN takes one value per channel (biased variance, as the reference's RobustBN): a memory of
+    /// one 4×4 image updated after every image.
+    @Test func rottaUpdatesOnAOneImageMemory() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.rottaMemorySize = 1; c.rottaUpdateFrequency = 1
+        let adaptor = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("rotta", configuration: c, augment: { x, _ in x }),
+                                  seed: 1)
+        let before = adaptor.model.store.snapshot()
+        for _ in 0..<2 { #expect(try adaptor.adapt(try images(1, side: 4)).isFinite) }
+        #expect(adaptor.model.store.snapshot() != before)
     }
 
     @Test(arguments: ["source", "lame", "rotta", "unmix_tns", "tent+unmix_tns"])

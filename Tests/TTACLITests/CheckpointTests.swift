@@ -57,6 +57,16 @@ func deterministicResults(_ data: Data) throws -> ResultsFile {
         #expect(r.err.contains("\"lr\":0.001") && r.err.contains("\"lr\":0.01"))
         let missing = tta(options + ["--resume", tiny.folder.path("nope.ckpt")])
         #expect(missing.code != 0 && missing.err.contains("nope.ckpt"))
+        // Edited by hand (an Adam moment cut short, which the next step would read past), it is refused naming
+        // --resume and the entry.
+        var edited = try RunCheckpoint.read(URL(fileURLWithPath: checkpoint))
+        let key = try #require(edited.inProgress?.adaptor.method.tensors.keys.filter { $0.hasPrefix("optimizer.buffers.") }.sorted().first)
+        edited.inProgress?.adaptor.method.tensors[key]?.removeLast()
+        try edited.write(to: URL(fileURLWithPath: checkpoint))
+        let cut = tta(options + ["--resume", checkpoint])
+        #expect(cut.code == 1 && cut.out.isEmpty)
+        #expect(cut.err.hasPrefix("tta: error: --resume \(checkpoint): tent: the saved optimizer state does not fit: 'method.\(key)' holds "),
+                "\(cut.err)")
         let bad = tta(options + ["--collapse-threshold", "0"])
         expectError(bad, "--collapse-threshold must be in (0, 1], got 0.0", code: 64)
     }

@@ -433,10 +433,16 @@ struct BenchmarkStreamTests {
         // A δ so small that log(U)/δ overflows for every chunk is an error naming the option, not a trap.
         let error = #expect(throws: DataError.self) { try BenchmarkStream.dirichletOrder(labels: labels, delta: 1e-320, seed: 11) }
         #expect(error.map { "\($0)".contains("dirichletDelta") && "\($0)".contains("too small for the Dirichlet draw") } == true)
-        // Class indices outside 0..<n are refused by name (Int.max would overflow the class count).
-        for bad in [Int.max, -1, 400] {
-            #expect(throws: DataError(file: "stream configuration", key: "labels", keyKind: "argument",
-                                      message: "the Dirichlet ordering takes class indices 0..<400 (the domain's sample count), got \(bad)")) {
+        // A negative class index is refused by name; a huge one (Int.max overflowed the class count) asks for more
+        // samples than there are, as too many classes for the samples do.
+        #expect(throws: DataError(file: "stream configuration", key: "labels", keyKind: "argument",
+                                  message: "the Dirichlet ordering takes class indices from 0, got -1")) {
+            try BenchmarkStream.dirichletOrder(labels: [-1] + labels.dropFirst(), delta: 0.1, seed: 11)
+        }
+        for (bad, chunks, total) in [(Int.max, "\(Int.max) + 1", "more than \(Int.max)"), (399, "400", "4000")] {
+            #expect(throws: DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
+                                      message: "the Dirichlet ordering needs at least 10 samples in each of the \(chunks) chunks (one per class), "
+                                          + "i.e. ≥ \(total) samples, but the domain has 400; use more samples or dirichletDelta 0")) {
                 try BenchmarkStream.dirichletOrder(labels: [bad] + labels.dropFirst(), delta: 0.1, seed: 11)
             }
         }
