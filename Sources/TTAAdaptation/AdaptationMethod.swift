@@ -64,14 +64,24 @@ extension AdaptationMethod {
     }
 }
 
-/// Throws when a batch of `images` images of `height × width`, normalised with its own statistics, would leave a
-/// BatchNorm layer of `model` a single value per channel (one image whose smallest feature map is 1×1), which
-/// PyTorch's BatchNorm refuses too ("Expected more than 1 value per channel when training"). `what` names the batch.
-func requireSeveralValuesPerChannel(images: Int, height: Int, width: Int, in model: any ImageClassifier, _ what: String) throws {
-    guard images < 2, model.batchNorms.contains(where: { $0.sampleStatistics == nil }),
-          model.batchNormValuesPerImage(height: height, width: width) == 1 else { return }
+/// The fewest images a batch of `height × width` images needs when `model` normalises it with its own statistics: 2
+/// when one image leaves the model's smallest BatchNorm feature map a single value per channel (a ResNet-50's 1×1
+/// layer 4 on 32×32 images), which PyTorch's BatchNorm refuses too ("Expected more than 1 value per channel when
+/// training"); else 1.
+func fewestImagesForBatchStatistics(height: Int, width: Int, in model: any ImageClassifier) -> Int {
+    model.batchNormValuesPerImage(height: height, width: width) == 1 ? 2 : 1
+}
+
+/// Throws when a batch of `images` images of `height × width` is too small for `model`'s BatchNorm layers to
+/// normalise it with its own statistics (`fewestImagesForBatchStatistics`); layers using per-sample statistics
+/// (UnMix-TNS) take any batch. `what` names the batch; `advice`, if given, ends the message.
+func requireSeveralValuesPerChannel(images: Int, height: Int, width: Int, in model: any ImageClassifier, _ what: String,
+                                    advice: String? = nil) throws {
+    guard images < fewestImagesForBatchStatistics(height: height, width: width, in: model),
+          model.batchNorms.contains(where: { $0.sampleStatistics == nil }) else { return }
     throw AdaptationError("\(what): one \(height)×\(width) image leaves \(model.architecture)'s smallest BatchNorm feature map a single "
-                          + "value per channel (PyTorch refuses it too: \"Expected more than 1 value per channel when training\")")
+                          + "value per channel (PyTorch refuses it too: \"Expected more than 1 value per channel when training\")"
+                          + (advice.map { ": \($0)" } ?? ""))
 }
 
 /// A method that restores the model to its source state by itself during a step (SAR's model recovery,

@@ -93,12 +93,10 @@ public final class Adaptor {
         if let (h, w) = model.requiredImageSize, x.shape[2] != h || x.shape[3] != w {
             throw AdaptationError("batch has \(x.shape[2])×\(x.shape[3]) images; \(model.architecture) expects \(h)×\(w)")
         }
-        let least = smallestBatch(height: x.shape[2], width: x.shape[3])
-        guard x.shape[0] >= least else {
-            throw AdaptationError("\(method.name) normalises with the statistics of the batch, but one \(x.shape[2])×\(x.shape[3]) image "
-                                  + "leaves \(model.architecture)'s smallest BatchNorm feature map a single value per channel "
-                                  + "(PyTorch refuses it too: \"Expected more than 1 value per channel when training\"): "
-                                  + "give batches of at least \(least) images, or larger images")
+        if method.needsBatchStatistics {
+            try requireSeveralValuesPerChannel(images: x.shape[0], height: x.shape[2], width: x.shape[3], in: model,
+                                               "\(method.name) normalises with the statistics of the batch",
+                                               advice: "give batches of at least \(smallestBatch(height: x.shape[2], width: x.shape[3])) images, or larger images")
         }
         guard x.isFinite else {
             rejectedBatches += 1
@@ -113,8 +111,7 @@ public final class Adaptor {
     /// per channel (a ResNet-50's 1×1 layer 4 on 32×32 images), else 1. A sliding window's first
     /// prediction is on one image, so the limit holds there too.
     public func smallestBatch(height: Int, width: Int) -> Int {
-        guard method.needsBatchStatistics, let values = model.batchNormValuesPerImage(height: height, width: width) else { return 1 }
-        return values > 1 ? 1 : 2
+        method.needsBatchStatistics ? fewestImagesForBatchStatistics(height: height, width: width, in: model) : 1
     }
 
     /// `process` for one image under the sliding window.

@@ -82,7 +82,8 @@ public final class RMTMethod: AdaptationMethod {
         model.setBatchNormMode(.batchStatistics)
         // Prototypes, warm-up and replay normalise source batches of `batchSize` images and, at the end of each
         // pass, the remainder.
-        try requireSeveralValuesPerChannel(images: min(source.batchSize, source.count % source.batchSize == 0 ? source.batchSize : source.count % source.batchSize),
+        let remainder = source.count % source.batchSize
+        try requireSeveralValuesPerChannel(images: remainder == 0 ? source.batchSize : remainder,
                                            height: source.images.shape[2], width: source.images.shape[3], in: model, "rmt: a source batch")
         model.store.setTrainable(.all)
         studentOptimizer = configuration.makeOptimizer(model.store)

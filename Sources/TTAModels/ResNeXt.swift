@@ -121,19 +121,19 @@ extension ResNeXt {
         let cc = try requireShape(shape, file: file, "stage_1.0.conv_conv.weight", rank: 4, of: model)
         let (stem, inputChannels, width, classes) = (c1[0], c1[1], reduce[0], fc[0])
         // RobustBench: width = ⌊planes · baseWidth / 64⌋ · cardinality, and the 3×3 weight is (width, width / cardinality, 3, 3).
-        let (scaled, overflow) = cc[1].multipliedReportingOverflow(by: 64)
-        guard width % cc[1] == 0, !overflow, scaled / stem >= 1, everyStageHasChannels(stem: stem, stages: 3, widthPerGroup: scaled / stem) else {
+        guard width % cc[1] == 0 else {
             throw DataError(file: file, key: "stage_1.0.conv_conv.weight",
-                            message: "shape \(shapeString(cc)) does not divide the block width \(width) (stage_1.0.conv_reduce.weight) into groups "
-                                + "of at least \(stem)/64 channels (the stem of conv_1_3x3.weight)")
+                            message: "shape \(shapeString(cc)) does not divide the block width \(width) (stage_1.0.conv_reduce.weight) into whole groups")
         }
-        let cardinality = width / cc[1], baseWidth = scaled / stem
+        let cardinality = width / cc[1]
         let limit = ModelZoo.maxBlocks
         let n = (0...limit).prefix { shape("stage_1.\($0).conv_reduce.weight") != nil }.count
         guard n <= limit else {
             throw DataError(file: file, key: "stage_1.\(limit).conv_reduce.weight",
                             message: "one block too many: a ResNeXt may have at most \(limit) blocks per stage")
         }
+        let baseWidth = try inferWidthPerGroup(shape, file: file, stem: stem, convKeys: (1...3).map { "stage_\($0).0.conv_conv.weight" },
+                                               stemKey: "conv_1_3x3.weight", model: model, parameter: "baseWidth")
         let depth = 9 * n + 2
         let architecture = architectureName(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stem)
         let count = parameterCount(depth: depth, cardinality: cardinality, baseWidth: baseWidth, stemWidth: stem,

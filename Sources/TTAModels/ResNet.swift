@@ -139,14 +139,11 @@ extension ResNet {
         let c2 = try requireShape(shape, file: file, "layer1.0.conv2.weight", rank: 4, of: model)
         let (base, inputChannels, width) = (stem[0], stem[1], c2[0])
         // torchvision: width = ⌊planes · widthPerGroup / 64⌋ · groups, and the 3×3 weight is (width, width / groups, 3, 3).
-        let (scaled, overflow) = c2[1].multipliedReportingOverflow(by: 64)
-        guard width % c2[1] == 0, !overflow, scaled / base >= 1,
-              everyStageHasChannels(stem: base, stages: 4, widthPerGroup: scaled / base) else {
+        guard width % c2[1] == 0 else {
             throw DataError(file: file, key: "layer1.0.conv2.weight",
-                            message: "shape \(shapeString(c2)) with the \(base)-channel stem of conv1.weight does not describe a bottleneck: "
-                                + "expected (width, width / groups, 3, 3) with whole groups of at least \(base)/64 channels")
+                            message: "shape \(shapeString(c2)) does not describe a bottleneck: expected (width, width / groups, 3, 3) with whole groups")
         }
-        let groups = width / c2[1], widthPerGroup = scaled / base
+        let groups = width / c2[1]
         let limit = ModelZoo.maxBlocks
         let blocks = (1...4).map { layer in (0...limit).prefix { shape("layer\(layer).\($0).conv1.weight") != nil }.count }
         for (layer, n) in blocks.enumerated() where n < 1 || n > limit {
@@ -154,6 +151,8 @@ extension ResNet {
                             message: n < 1 ? "missing; a bottleneck ResNet has at least one block in each of layer1 to layer4"
                                 : "one block too many: a ResNet may have at most \(limit) blocks per layer")
         }
+        let widthPerGroup = try inferWidthPerGroup(shape, file: file, stem: base, convKeys: (1...4).map { "layer\($0).0.conv2.weight" },
+                                                   stemKey: "conv1.weight", model: model, parameter: "widthPerGroup")
         let architecture = architectureName(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup)
         let count = parameterCount(blocks: blocks, baseWidth: base, groups: groups, widthPerGroup: widthPerGroup,
                                    numClasses: classes, inputChannels: inputChannels)
@@ -201,6 +200,33 @@ func everyStageHasChannels(stem: Int, stages: Int, widthPerGroup: Int) -> Bool {
         let (scaled, o2) = planes.multipliedReportingOverflow(by: widthPerGroup)
         return o2 || scaled >= 64
     }
+}
+
+/// The `widthPerGroup` of a bottleneck trunk read back from its weights: stage `k` (planes `stem · 2^k`) has
+/// `⌊planes · widthPerGroup / 64⌋` input channels per group in its 3×3 convolution `convKeys[k]`. Every stage
+/// narrows the values that fit; all of them build the same model, and the smallest is returned. One stage alone
+/// can leave the wrong value: `⌊8 · 12 / 64⌋ = ⌊8 · 8 / 64⌋ = 1` on an 8-channel stem, told apart only by the
+/// wider stages. Throws naming the first stage no value agreeing with the ones before fits. `model` names the
+/// architecture, `stemKey` the stem's weight and `parameter` the width's name in it.
+func inferWidthPerGroup(_ shape: (String) -> [Int]?, file: String, stem: Int, convKeys: [String], stemKey: String,
+                        model: String, parameter: String) throws -> Int {
+    var (lo, hi) = (1, Int.max)
+    for (k, key) in convKeys.enumerated() {
+        let channels = try requireShape(shape, file: file, key, rank: 4, of: model)[1]
+        let (planes, o1) = stem.multipliedReportingOverflow(by: 1 << k)
+        let (low, o2) = channels.multipliedReportingOverflow(by: 64)
+        let (high, o3) = (channels &+ 1).multipliedReportingOverflow(by: 64)
+        if stem >= 1, channels < Int.max, !(o1 || o2 || o3) {
+            // ⌊planes · w / 64⌋ = channels  ⇔  64 · channels ≤ planes · w ≤ 64 · (channels + 1) − 1.
+            lo = max(lo, low / planes + (low % planes == 0 ? 0 : 1))
+            hi = min(hi, (high - 1) / planes)
+            if lo <= hi { continue }
+        }
+        throw DataError(file: file, key: key,
+                        message: "\(channels) channels per group do not fit \(model) with the \(stem)-channel stem of \(stemKey)"
+                            + (k == 0 ? "" : " and the stages before") + ": expected ⌊\(planes) · \(parameter) / 64⌋ for one \(parameter) ≥ 1")
+    }
+    return lo
 }
 
 /// The trainable parameters of a `BottleneckTrunk` and its linear head, as `store.parameterCount` counts them:

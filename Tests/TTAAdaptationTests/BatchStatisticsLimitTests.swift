@@ -41,7 +41,7 @@ import TTATensor
                                   seed: 1)
         #expect(adaptor.smallestBatch(height: 4, width: 4) == 2 && adaptor.smallestBatch(height: 32, width: 32) == 1)
         let before = adaptor.model.store.snapshot()
-        #expect(throws: AdaptationError("\(name) normalises with the statistics of the batch, but one 4×4 image leaves wideresnet-16-1's "
+        #expect(throws: AdaptationError("\(name) normalises with the statistics of the batch: one 4×4 image leaves wideresnet-16-1's "
                                         + "smallest BatchNorm feature map a single value per channel (PyTorch refuses it too: "
                                         + "\"Expected more than 1 value per channel when training\"): give batches of at least 2 images, "
                                         + "or larger images")) {

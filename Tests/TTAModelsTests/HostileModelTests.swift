@@ -28,17 +28,45 @@ import TTATensor
     /// Writes zero-filled tensors of these shapes to a safetensors file in a temporary directory and returns what
     /// `ModelZoo.infer` throws for it; nil when it infers a model.
     static func inferError(_ shapes: Shapes, metadata: [String: String]? = nil) throws -> DataError? {
+        do {
+            _ = try inferred(shapes, metadata: metadata)
+            return nil
+        } catch let e as DataError {
+            return e
+        }
+    }
+
+    /// The model `ModelZoo.infer` builds for a file of zero-filled tensors of these shapes.
+    static func inferred(_ shapes: Shapes, metadata: [String: String]? = nil) throws -> any ImageClassifier {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("swifttta-hostile-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         let url = directory.appendingPathComponent("hostile.safetensors")
         try SafeTensorsFile.write(shapes.map { (name: $0.name, tensor: Tensor(shape: $0.shape)) }, metadata: metadata, to: url)
-        do {
-            _ = try ModelZoo.infer(try SafeTensorsFile.read(url))
-            return nil
-        } catch let e as DataError {
-            return e
+        return try ModelZoo.infer(try SafeTensorsFile.read(url))
+    }
+
+    /// The width per group is read from every stage's 3×3 convolution. On an 8-channel stem the first stage alone
+    /// (⌊8 · w / 64⌋ = 1 channel per group) fits any w from 8 to 15; the wider stages pin 12. Read from the first
+    /// stage only, these self-built models were refused by their own weight files. A stage that no width agreeing
+    /// with the stages before fits is named.
+    @Test func widthPerGroupIsReadFromEveryStage() throws {
+        let resnet = ResNet(blocks: [1, 1, 1, 1], baseWidth: 8, groups: 1, widthPerGroup: 12, numClasses: 10)
+        let resnext = ResNeXt(depth: 11, cardinality: 1, baseWidth: 12, stemWidth: 8, numClasses: 10)
+        #expect(resnet.architecture == "resnet-1.1.1.1-w8-g1x12" && resnext.architecture == "resnext-11-1x12-s8")
+        for model in [resnet, resnext] as [any ImageClassifier] {
+            #expect(try Self.inferred(Self.shapes(of: model)).architecture == model.architecture)
         }
+        // torchvision's own configurations are read as before.
+        let wide = ResNet(blocks: [1, 1, 1, 1], baseWidth: 16, groups: 4, widthPerGroup: 4, numClasses: 10)
+        #expect(try Self.inferred(Self.shapes(of: wide)).architecture == "resnet-1.1.1.1-w16-g4x4")
+        // layer3 (planes 32) with 5 channels per group: w is 10 or 11 there, but layer2's 3 channels ask for 12 to 15.
+        let clash = try #require(try Self.inferError(Self.replacing("layer3.0.conv2.weight", with: [5, 5, 3, 3], in: Self.shapes(of: resnet))))
+        #expect(clash.key == "layer3.0.conv2.weight")
+        #expect(clash.message == "5 channels per group do not fit a torchvision bottleneck ResNet with the 8-channel stem of conv1.weight and the "
+                + "stages before: expected ⌊32 · widthPerGroup / 64⌋ for one widthPerGroup ≥ 1")
+        let stageClash = try #require(try Self.inferError(Self.replacing("stage_2.0.conv_conv.weight", with: [1, 1, 3, 3], in: Self.shapes(of: resnext))))
+        #expect(stageClash.key == "stage_2.0.conv_conv.weight")
     }
 
     /// torchvision-style ResNet `resnet-1.1.1.1-w4`: conv1 (4, 3, 7, 7), layer1 width 4, fc (10, 128).
