@@ -18,6 +18,9 @@ public enum MethodRegistry {
         /// The optimizer it builds itself whatever `--optimizer` says, and the optimizer settings it reads
         /// (SAR: SGD with sharpness-aware minimisation, as the reference); nil: the configured optimizer.
         public var ownOptimizer: (description: String, settings: [String])?
+        /// The test batch size the reference's configs give it where that is not the dataset's (200 on CIFAR, 64
+        /// on ImageNet): `cfgs/*/norm_alpha.yaml` run α-BN on single images. Nil: the dataset's.
+        public var referenceBatchSize: Int?
     }
 
     /// The registered methods: the single ones, then the UnMix-TNS combinations (`<host>+unmix_tns`).
@@ -46,7 +49,8 @@ public enum MethodRegistry {
     static let singleEntries: [Entry] = [
         Entry(name: "source", summary: "the source model, BN with running statistics, no adaptation", usesGradients: false, singleImages: true),
         Entry(name: "norm_test", summary: "BN with each test batch's statistics (AdaBN / BN-1)", usesGradients: false),
-        Entry(name: "norm_alpha", summary: "BN with (1-α)·source + α·batch statistics (α-BN)", usesGradients: false, singleImages: true),
+        Entry(name: "norm_alpha", summary: "BN with (1-α)·source + α·batch statistics (α-BN)", usesGradients: false, singleImages: true,
+              referenceBatchSize: 1),
         Entry(name: "norm_ema", summary: "BN running statistics updated on the test stream, then used (BN-EMA)", usesGradients: false, singleImages: true),
         Entry(name: "tent", summary: "entropy minimisation over BN affine parameters (TENT)", usesGradients: true),
         Entry(name: "cotta", summary: "mean teacher, augmentation-averaged pseudo-labels, stochastic restore (CoTTA)", usesGradients: true),

@@ -85,7 +85,9 @@ public final class RMTMethod: AdaptationMethod {
         let remainder = source.count % source.batchSize
         try requireSeveralValuesPerChannel(images: remainder == 0 ? source.batchSize : remainder,
                                            height: source.images.shape[2], width: source.images.shape[3], in: model, "rmt: a source batch")
-        model.store.setTrainable(.all)
+        // The reference's RMT keeps the base class's collect_params: every `weight` and `bias` (a ViT's class token and
+        // position embedding stay, as in CoTTA).
+        model.store.setTrainable(.weightsAndBiases)
         studentOptimizer = configuration.makeOptimizer(model.store)
         let teacher = model.copy()
         self.teacher = teacher

@@ -89,6 +89,12 @@ struct ExperimentOptions {
 }
 
 /// A method's hyper-parameters: the reference defaults of `family` for `method`, then the options given.
+/// The reference's SAR trains transformers (ViT, Swin) with lr 0.001 whatever OPTIM.LR says; an explicit --lr still
+/// applies here.
+func applyTransformerRate(_ c: inout MethodConfiguration, method: String, model: any ImageClassifier, _ a: ParsedArguments) {
+    if method == "sar" && model is VisionTransformer && a.number("lr") == nil { c.lr = 0.001 }
+}
+
 func methodConfiguration(_ method: String, family: MethodConfiguration.Family, numClasses: Int,
                          _ a: ParsedArguments) throws -> MethodConfiguration {
     var c = MethodConfiguration.defaults(for: family, method: method, numClasses: numClasses)
@@ -370,7 +376,9 @@ final class Experiment {
             }
             throw CLIError.data(e.description)
         }
-        let batchSize = o.batchSize ?? (dataset == .fmnist ? embeddedBatchSize : dataset.isImageFolder ? imageNetBatchSize : standardBatchSize)
+        // Without --batch-size: the dataset's, or the reference's own for a method run alone (norm_alpha: 1).
+        let batchSize = o.batchSize ?? (o.methods.count == 1 ? MethodRegistry.entry(o.methods[0])?.referenceBatchSize : nil)
+            ?? (dataset == .fmnist ? embeddedBatchSize : dataset.isImageFolder ? imageNetBatchSize : standardBatchSize)
         if batchSize == 1 && o.windowLength == nil,
            let (name, refusal) = o.methods.lazy.compactMap({ m in singleImageRefusal(m).map { (m, $0) } }).first {
             throw CLIError.usage("--batch-size 1: \(name) \(refusal.why). Give --window-length N to adapt on a sliding window of the last N images "
@@ -396,11 +404,7 @@ final class Experiment {
         // 5. The weights, loaded into the model once; every method built once.
         let weights = try LoadedWeights(path: weightsPath, modelName: o.model, normalize: o.normalize)
         let model = try weights.makeModel(numClasses: benchmark.numClasses, inputChannels: benchmark.imageChannels)
-        if model is VisionTransformer && o.arguments.number("lr") == nil {
-            // The reference's SAR trains transformers (ViT, Swin) with lr 0.001 whatever OPTIM.LR says; an
-            // explicit --lr still applies here.
-            for i in methods.indices where methods[i].name == "sar" { methods[i].configuration.lr = 0.001 }
-        }
+        for i in methods.indices { applyTransformerRate(&methods[i].configuration, method: methods[i].name, model: model, o.arguments) }
 
         // 6. The source data, for the methods that need it, checked against the benchmark.
         let source = try o.methods.contains { MethodRegistry.entry($0)?.needsSourceData == true }
@@ -589,6 +593,12 @@ func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Co
                     + (o.sourceData.map { "; source data \($0)" } ?? "") + "\n")
         let estimates = experiment.methods.compactMap { m in experiment.memoryEstimates[m.name].map { "\(m.name) \(formatBytes($0.peakBytes))" } }
         if !estimates.isEmpty { console.err("tta \(command.rawValue): estimated peak memory: " + estimates.joined(separator: ", ") + "\n") }
+        for m in o.methods where o.batchSize == nil {
+            if let b = MethodRegistry.entry(m)?.referenceBatchSize, b != stream.configuration.batchSize {
+                console.err("tta \(command.rawValue): note: \(m) shares the stream's batches of \(stream.configuration.batchSize) here; the reference "
+                            + "runs it on batches of \(b) ('tta run --method \(m)', or --batch-size \(b))\n")
+            }
+        }
     }
     console.beginLongWork()
     let lines = command == .run && o.format == .table

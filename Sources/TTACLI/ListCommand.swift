@@ -83,7 +83,9 @@ struct ListCommand: Command {
         lines.append("  <method>+unmix_tns: \(MethodRegistry.unmixHosts.joined(separator: ", ")) adapting through UnMix-TNS normalisation")
         lines += Help.wrap("(e.g. tent+unmix_tns): the method's options and defaults, plus --unmix-components and --unmix-batch-size-max.",
                            width: Help.width - w - 2, indent: String(repeating: " ", count: w + 2))
-        lines.append("  cotta's --confidence-threshold is \(formatNumber(Double(MethodConfiguration.defaults(for: .cifar, numClasses: 100).confidenceThreshold))) on cifar100-c.")
+        let c100 = MethodConfiguration.defaults(for: .cifar, method: "eta", numClasses: 100)
+        lines.append("  On cifar100-c: cotta's --confidence-threshold is \(formatNumber(Double(c100.confidenceThreshold))), eta's and eata's "
+                     + "--redundancy-margin \(formatNumber(Double(c100.redundancyMargin))).")
         lines += ["", "MODELS (--model)",
                   "  " + pad("auto", 29) + "inferred from the keys and shapes of --weights (the default)",
                   "  " + pad("wideresnet-<depth>-<widen>", 29) + "RobustBench WideResNet, depth 6n+4 (e.g. wideresnet-28-10)",

@@ -172,15 +172,18 @@ let optionTable: [OptionSpec] = [
                help: "Corruptions in stream order (e.g. gaussian_noise,fog).", group: .stream, commands: experiment),
     OptionSpec(name: "samples-per-domain", kind: .int(min: 1), defaultText: "all",
                help: "Images per (corruption, severity) domain.", group: .stream, commands: experiment),
-    OptionSpec(name: "batch-size", kind: .int(min: 1), defaultText: "\(standardBatchSize); \(imageNetBatchSize) for imagenet-c, tiny-imagenet-c; \(embeddedBatchSize) for fmnist-c",
-               help: "Images per batch (one adaptation step each). norm_alpha's reference uses 1.",
+    OptionSpec(name: "batch-size", kind: .int(min: 1),
+               defaultText: "\(standardBatchSize); \(imageNetBatchSize) for imagenet-c, tiny-imagenet-c; \(embeddedBatchSize) for fmnist-c; "
+                   + "1 for norm_alpha alone",
+               help: "Images per batch (one adaptation step each). norm_alpha run alone takes the reference's 1; "
+                   + "compared with other methods it shares their stream.",
                group: .stream, commands: experiment),
     OptionSpec(name: "window-length", kind: .int(min: 1), defaultText: "none",
                help: "With --batch-size 1: adapt on a sliding window of the last N images, updating when the window has turned over "
                    + "and predicting each image with the window in between (the reference's TEST.WINDOW_LENGTH). "
                    + "Needed at batch size 1 by the methods that normalise with the test batch's statistics; 1 runs them on single images anyway.",
                group: .stream, commands: experiment),
-    OptionSpec(name: "batch-size", kind: .int(min: 1), defaultText: "\(standardBatchSize)",
+    OptionSpec(name: "batch-size", kind: .int(min: 1), defaultText: "\(standardBatchSize); \(imageNetBatchSize) for images larger than 32×32",
                help: "Images per batch (one adaptation step each).", group: .input, commands: [.predict]),
     OptionSpec(name: "order", kind: .choice(SampleOrder.allCases.map(\.rawValue)), defaultText: "shuffled",
                help: "Sample order within a domain: file order, or shuffled with --seed as the reference benchmark does.",
@@ -225,7 +228,7 @@ let optionTable: [OptionSpec] = [
                group: .hyper, commands: adapting),
     OptionSpec(name: "entropy-margin", kind: .number(.nonNegative), defaultText: text(cifarDefaults.entropyMarginFactor),
                help: "eta, eata, sar, rdumb: reliability margin E0 as a fraction of ln(classes) (EATA.MARGIN_E0).", group: .hyper, commands: adapting),
-    OptionSpec(name: "redundancy-margin", kind: .number(.nonNegative), defaultText: "\(text(cifarDefaults.redundancyMargin)); 0.1 with 100 classes; 0.05 for imagenet-c",
+    OptionSpec(name: "redundancy-margin", kind: .number(.nonNegative), defaultText: "\(text(cifarDefaults.redundancyMargin)); 0.1 for eta and eata with 100 classes; 0.05 for imagenet-c",
                help: "eta, eata, rdumb: redundancy threshold on the cosine to the mean prediction (EATA.D_MARGIN).", group: .hyper, commands: adapting),
     OptionSpec(name: "fisher-alpha", kind: .number(.nonNegative), defaultText: "\(text(cifarDefaults.fisherAlpha)); 2000 for imagenet-c",
                help: "eata: weight of the Fisher penalty (EATA.FISHER_ALPHA).", group: .hyper, commands: adapting),

@@ -16,13 +16,16 @@ struct PredictCommand: Command {
     The images are read from --input: uint8 (N, H, W, C) NHWC (as CIFAR-10-C files; converted to NCHW and divided by \
     255) or float32 (N, C, H, W) NCHW already in the model's input range. They go through the method in batches, in \
     order, each batch predicted before the method adapts on it (no method: the source model). The outputs (logits; \
-    CoTTA's are its teacher's) are written to --output as float32 (N, classes), atomically.
+    CoTTA's are its teacher's) are written to --output as float32 (N, classes), atomically. The method's defaults \
+    are the reference's CIFAR settings for images of up to 32×32 and its ImageNet-C settings for larger ones.
     """
     static let usage = "tta predict --weights <file.safetensors> --input <images.npy> --output <out.npy> [options]"
 
     let arguments: ParsedArguments
     let weights: String, input: String, output: String
-    let model: String, method: String, batchSize: Int, seed: UInt64
+    let model: String, method: String, seed: UInt64
+    /// --batch-size; nil: by the images' size (`run`).
+    let requestedBatchSize: Int?
 
     init(_ a: ParsedArguments) throws {
         guard a.positionals.isEmpty else { throw CLIError.unexpectedArgument(a.positionals[0], command: Self.name.rawValue) }
@@ -35,11 +38,11 @@ struct PredictCommand: Command {
         output = try required("output", "where to write the logits .npy")
         model = a.word("model") ?? "auto"
         method = a.word("method") ?? "source"
-        batchSize = a.int("batch-size") ?? standardBatchSize
+        requestedBatchSize = a.int("batch-size")
         seed = a.seed("seed") ?? 1
         arguments = a
         try checkModelName(model)
-        if batchSize == 1, let refusal = singleImageRefusal(method) {
+        if requestedBatchSize == 1, let refusal = singleImageRefusal(method) {
             throw CLIError.usage("--batch-size 1: \(method) \(refusal.why). Give a larger --batch-size ('tta run --window-length N' adapts "
                                  + "on a sliding window of single images), or use a method made for single images: \(refusal.alternatives)")
         }
@@ -61,7 +64,12 @@ struct PredictCommand: Command {
         let file: NPYFile
         do { file = try NPYFile(contentsOf: inputURL) } catch { throw CLIError.wrap(error) }
         let layout = try ImageLayout(file, channels: net.inputChannels, architecture: net.architecture)
-        var configuration = try methodConfiguration(method, family: .cifar, numClasses: net.numClasses, arguments)
+        // As the benchmarks: CIFAR-sized images (CIFAR-10/100-C, the embedded Fashion-MNIST-C) take the reference's CIFAR
+        // settings, larger ones (ImageNet-C, Tiny-ImageNet-C) its ImageNet-C settings.
+        let family: MethodConfiguration.Family = max(layout.height, layout.width) > 32 ? .imagenet : .cifar
+        let batchSize = requestedBatchSize ?? (family == .imagenet ? imageNetBatchSize : standardBatchSize)
+        var configuration = try methodConfiguration(method, family: family, numClasses: net.numClasses, arguments)
+        applyTransformerRate(&configuration, method: method, model: net, arguments)
         // The configured batch size (ROID's loss divisor, UnMix-TNS's momentum), no more than the images there are.
         configuration.batchSize = min(batchSize, max(layout.count, 1))
         let adaptor: Adaptor
@@ -90,7 +98,8 @@ struct PredictCommand: Command {
         if !quiet && console.stderrIsTerminal { console.err("\r\u{1B}[K") }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         do { try NPYFile.write(floats: logits, shape: [n, net.numClasses], to: outputURL) } catch { throw CLIError.wrap(error) }
-        console.out("wrote \(output): float32 (\(n), \(net.numClasses)) logits of \(net.architecture) with \(method), "
+        let settings = method == "source" ? "" : family == .imagenet ? " (ImageNet-C settings)" : " (CIFAR settings)"
+        console.out("wrote \(output): float32 (\(n), \(net.numClasses)) logits of \(net.architecture) with \(method)\(settings), "
                     + "\(n) images in \(batches) batch\(batches == 1 ? "" : "es") of up to \(batchSize), \(formatDuration(seconds))"
                     + " (\(String(format: "%.1f", seconds > 0 ? Double(n) / seconds : 0)) images/s)\n")
         return 0

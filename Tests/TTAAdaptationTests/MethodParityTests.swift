@@ -347,6 +347,9 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let c10 = MethodConfiguration.defaults(for: .cifar), c100 = MethodConfiguration.defaults(for: .cifar, numClasses: 100)
         let imagenet = MethodConfiguration.defaults(for: .imagenet, method: "sar")
         #expect(c10.redundancyMargin == 0.4 && c100.redundancyMargin == 0.1 && imagenet.redundancyMargin == 0.05)
+        // cfgs/cifar100_c/rdumb.yaml keeps EATA.D_MARGIN 0.4 (eta.yaml and eata.yaml set 0.1).
+        #expect(MethodConfiguration.defaults(for: .cifar, method: "rdumb", numClasses: 100).redundancyMargin == 0.4)
+        #expect(MethodConfiguration.defaults(for: .cifar, method: "eata", numClasses: 100).redundancyMargin == 0.1)
         #expect(c10.fisherAlpha == 1 && imagenet.fisherAlpha == 2000 && imagenet.lr == 2.5e-4)
         #expect(c10.entropyMarginFactor == 0.4 && c10.sarResetConstant == 0.2 && c10.samRho == 0.05)
         #expect(c10.lameAffinity == .rbf && c10.lameNeighbours == 5 && !c10.lameForceSymmetry)

@@ -84,12 +84,18 @@ import TTATestSupport
         #expect(model.store.trainableNames == expected)
     }
 
-    /// CoTTA's `collect_params` takes every `weight` and `bias`: the class token and position embedding stay.
-    @Test func cottaAdaptsWeightsAndBiasesOnly() throws {
+    /// CoTTA's `collect_params` and RMT's (the base class's) take every `weight` and `bias`: the class token and
+    /// position embedding stay. (RMT trained them too until the defaults were read against the reference's cfgs.)
+    @Test(arguments: ["cotta", "rmt"])
+    func adaptsWeightsAndBiasesOnly(_ name: String) throws {
         let model = Self.deepNarrowViT()
-        _ = try Adaptor(model: model, method: MethodRegistry.make("cotta", configuration: .defaults(for: .imagenet)), seed: 0)
+        var config = MethodConfiguration.defaults(for: .imagenet, method: name)
+        config.rmtWarmupSamples = 0
+        let source = Tensor(shape: [4, 3, 8, 8], storage: (0..<768).map { Float($0 % 17) / 17 })
+        _ = try Adaptor(model: model, method: MethodRegistry.make(name, configuration: config, augment: { x, _ in x },
+                                                                  sourceBatches: [source], sourceLabels: [[0, 1, 2, 0]]), seed: 0)
         let frozen = model.store.entries.map(\.name).filter { !model.store.trainableNames.contains($0) }
-        #expect(frozen == ["cls_token", "pos_embed"])
+        #expect(frozen == ["cls_token", "pos_embed"], "\(name)")
     }
 
     /// Every norm-layer method runs on the tiny ViT: finite outputs, and the adapted parameters move.

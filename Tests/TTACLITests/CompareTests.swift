@@ -268,6 +268,28 @@ import TTAAdaptation
         #expect(html.replacingOccurrences(of: "http://www.w3.org/2000/svg", with: "").range(of: "http") == nil)
     }
 
+    /// norm_alpha run alone takes the reference's batch size, 1 (cfgs/*/norm_alpha.yaml); compared with other
+    /// methods it shares their stream's batches, and a note says so. A given --batch-size applies as given.
+    @Test func normAlphaAloneRunsOnSingleImages() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        var options = tiny.dataOptions
+        let i = try #require(options.firstIndex(of: "--batch-size"))
+        options.removeSubrange(i...(i + 1))
+        let alone = tta(["run"] + options + ["--method", "norm_alpha", "--format", "json"])
+        #expect(alone.code == 0, "\(alone.err)")
+        let aloneFile = try JSONDecoder().decode(ResultsFile.self, from: Data(alone.out.utf8))
+        #expect(aloneFile.config.stream.batchSize == 1 && aloneFile.runs[0].domains.map(\.samples) == [8, 8, 8])
+        let compared = tta(["compare"] + options.filter { $0 != "--quiet" } + ["--methods", "source,norm_alpha", "--format", "json"])
+        #expect(compared.code == 0, "\(compared.err)")
+        #expect(try JSONDecoder().decode(ResultsFile.self, from: Data(compared.out.utf8)).config.stream.batchSize == 200)
+        #expect(compared.err.contains("tta compare: note: norm_alpha shares the stream's batches of 200 here; the reference runs it on "
+                                      + "batches of 1 ('tta run --method norm_alpha', or --batch-size 1)\n"), "\(compared.err)")
+        let given = tta(["compare"] + tiny.dataOptions.filter { $0 != "--quiet" } + ["--methods", "norm_alpha", "--format", "json"])
+        #expect(try JSONDecoder().decode(ResultsFile.self, from: Data(given.out.utf8)).config.stream.batchSize == 4)
+        #expect(!given.err.contains("note:"))
+    }
+
     @Test func embeddedBenchmarkByDefault() throws {
         let r = tta(["compare", "--methods", "source", "--corruptions", "gaussian_noise,fog", "--quiet"])
         #expect(r.code == 0, "\(r.err)")

@@ -24,8 +24,8 @@ import Testing
 
     @Test func compareHelpShowsTheDocumentedDefaults() {
         let out = tta(["compare", "--help"]).out
-        #expect(out.contains("  --batch-size <n>                Images per batch (one adaptation step each). norm_alpha's\n"))
-        for d in ["(default: 200; 64 for imagenet-c, tiny-imagenet-c; 50 for fmnist-c)", "(default: source,norm_test,tent,cotta)", "(default: shuffled)", "(default: 0.001)",
+        #expect(out.contains("  --batch-size <n>                Images per batch (one adaptation step each). norm_alpha run alone\n"))
+        for d in ["(default: 200; 64 for imagenet-c, tiny-imagenet-c; 50 for fmnist-c; 1 for norm_alpha alone)", "(default: source,norm_test,tent,cotta)", "(default: shuffled)", "(default: 0.001)",
                   "(default: adam)", "(default: continual)", "(default: auto)", "(default: 1)", "(default: 5)", "(default: table)"] {
             #expect(out.split(whereSeparator: \.isWhitespace).joined(separator: " ").contains(d), "\(d)")
         }

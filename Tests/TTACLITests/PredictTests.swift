@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TTAAdaptation
 import TTAData
 import TTAModels
 import TTANN
@@ -76,6 +77,36 @@ import TTATestSupport
         // (norm_test's pass records nothing and its 3x3 convolutions take Winograd, tent's the GEMM).
         expectClose(Array(outputs[1][0..<40]), Array(outputs[2][0..<40]), tolerance: 2e-5, "first batch")
         #expect(outputs[1][40...] != outputs[2][40...])
+    }
+
+    /// The method's defaults follow the images' size, as the benchmarks' do: 16×16 images take the reference's
+    /// CIFAR settings (TENT: Adam, lr 1e-3), 40×40 ones its ImageNet-C settings (SGD, lr 2.5e-4, Nesterov
+    /// momentum 0.9). The logits of two batches equal an in-process TENT so configured, and not one configured
+    /// the other way (the second batch follows the first update).
+    @Test func methodSettingsFollowTheImageSize() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        for (size, family, label) in [(16, MethodConfiguration.Family.cifar, "CIFAR settings"), (40, .imagenet, "ImageNet-C settings")] {
+            let (bytes, nchw) = Self.images(count: 8, channels: 3, size: size)
+            let input = tiny.folder.path("images-\(size).npy"), output = tiny.folder.path("logits-\(size).npy")
+            try NPYFile.write(uint8: bytes, shape: [8, size, size, 3], to: URL(fileURLWithPath: input))
+            let r = tta(["predict", "--weights", tiny.weights, "--input", input, "--output", output, "--method", "tent", "--batch-size", "4"])
+            #expect(r.code == 0, "\(r.err)")
+            #expect(r.out.contains("logits of wideresnet-10-1 with tent (\(label)), 8 images in 2 batches of up to 4, "), "\(r.out)")
+            func inProcess(_ f: MethodConfiguration.Family) throws -> [Float] {
+                let model = try ModelZoo.load(SafeTensorsFile.read(URL(fileURLWithPath: tiny.weights)))
+                let adaptor = try Adaptor(model: model, method: MethodRegistry.make("tent", configuration: .defaults(for: f, method: "tent")), seed: 1)
+                let x = Tensor(shape: [8, 3, size, size], storage: nchw)
+                return try adaptor.adapt(x.slice(0..<4)).storage + adaptor.adapt(x.slice(4..<8)).storage
+            }
+            let logits = try NPYFile(contentsOf: URL(fileURLWithPath: output)).floats()
+            expectClose(logits, try inProcess(family), tolerance: 1e-5, "\(size)×\(size)")
+            #expect(relativeError(Array(logits[40...]), Array(try inProcess(family == .cifar ? .imagenet : .cifar)[40...])) > 1e-3, "\(size)×\(size)")
+        }
+        // Without --batch-size, 64 images a batch for ImageNet-sized images.
+        let input = tiny.folder.path("images-40.npy"), output = tiny.folder.path("logits-default.npy")
+        let r = tta(["predict", "--weights", tiny.weights, "--input", input, "--output", output])
+        #expect(r.out.contains("with source, 8 images in 1 batch of up to 64, "), "\(r.out)")
     }
 
     @Test func inputThatIsNotImages() throws {
