@@ -275,7 +275,7 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         for (v, flag) in [(rmtLambdaTarget, "rmt-lambda-target"), (rmtLambdaContrast, "rmt-lambda-contrast"), (rmtLambdaSource, "rmt-lambda-source")] {
             try check(v.isFinite && v >= 0, "\(flag) must be non-negative, got \(v)")
         }
-        try check(rmtWarmupSamples >= 0, "rmt-warmup-samples must be non-negative, got \(rmtWarmupSamples)")
+        try check(rmtWarmupSamples >= 0, "warmup-samples must be non-negative, got \(rmtWarmupSamples)")
         try check(contrastTemperature.isFinite && contrastTemperature > 0, "contrast-temperature must be positive, got \(contrastTemperature)")
         try check(projectionDim >= 1, "projection-dim must be at least 1, got \(projectionDim)")
     }

@@ -64,8 +64,8 @@ public final class EATAMethod: AdaptationMethod {
     /// 2000 source-training images in test-sized batches). With `fisherAlpha` 0 it is ETA, as in the reference.
     public init(eata configuration: MethodConfiguration, sourceBatches: [Tensor]) throws {
         if configuration.fisherAlpha > 0 && sourceBatches.isEmpty {
-            throw AdaptationError("eata needs source data for its Fisher regulariser (fisher-alpha \(configuration.fisherAlpha) > 0); "
-                                  + "give it source batches, set fisher-alpha to 0, or use eta")
+            throw AdaptationError("eata needs source images for its Fisher information (fisherAlpha \(configuration.fisherAlpha) > 0) "
+                                  + "and none were given; give source batches, a fisherAlpha of 0, or use eta (EATA without its Fisher term)")
         }
         (name, self.configuration, steps, self.sourceBatches) = ("eata", configuration, configuration.steps, sourceBatches)
         wantsFisher = configuration.fisherAlpha > 0

@@ -13,12 +13,16 @@ public final class Console {
     private let onLongWork: () -> Void
     /// The environment (`TTA_EMBEDDED_DIR`).
     package var environment: [String: String]
+    /// Why stdout could not be written (a closed pipe, a full disk), once it could not; the command goes on (its
+    /// files are written) and then fails.
+    package let outputFailure: () -> String?
 
     /// A console over arbitrary sinks (tests capture output this way).
     package init(stderrIsTerminal: Bool = false, out: @escaping (String) -> Void, err: @escaping (String) -> Void,
                  shouldStop: @escaping () -> Bool = { false }, onLongWork: @escaping () -> Void = {},
-                 environment: [String: String] = ProcessInfo.processInfo.environment) {
+                 environment: [String: String] = ProcessInfo.processInfo.environment, outputFailure: @escaping () -> String? = { nil }) {
         self.stderrIsTerminal = stderrIsTerminal
+        self.outputFailure = outputFailure
         self.environment = environment
         writeOut = out
         writeErr = err
@@ -27,12 +31,33 @@ public final class Console {
     }
 
     /// The process's stdout and stderr; Ctrl-C (SIGINT) during a run stops it after the current batch.
+    /// A write that fails (a closed pipe, `/dev/full`) is recorded, not fatal: SIGPIPE is ignored, and FileHandle's
+    /// `write`, which traps on an error, is not used.
     public static func standard() -> Console {
-        Console(stderrIsTerminal: isatty(2) == 1,
-                out: { FileHandle.standardOutput.write(Data($0.utf8)) },
-                err: { FileHandle.standardError.write(Data($0.utf8)) },
-                shouldStop: { Interrupt.requested },
-                onLongWork: { Interrupt.install() })
+        signal(SIGPIPE, SIG_IGN)
+        final class Failure { var reason: String? }
+        let stdout = Failure()
+        return Console(stderrIsTerminal: isatty(2) == 1,
+                       out: { text in if stdout.reason == nil { stdout.reason = writeAll(text, to: 1) } },
+                       err: { _ = writeAll($0, to: 2) },
+                       shouldStop: { Interrupt.requested },
+                       onLongWork: { Interrupt.install() },
+                       outputFailure: { stdout.reason })
+    }
+
+    /// Writes all of `text` to file descriptor `fd`; the error when it cannot.
+    static func writeAll(_ text: String, to fd: Int32) -> String? {
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return String(cString: strerror(errno))
+            }
+            done += n
+        }
+        return nil
     }
 
     func out(_ text: String) { writeOut(text) }

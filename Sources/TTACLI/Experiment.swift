@@ -89,6 +89,61 @@ struct ExperimentOptions {
 }
 
 /// A method's hyper-parameters: the reference defaults of `family` for `method`, then the options given.
+/// Whether two paths name the same file (after `.`, `..` and symbolic links).
+func samePath(_ a: String) -> (String) -> Bool {
+    func key(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
+    let k = key(a)
+    return { key($0) == k }
+}
+
+/// Refuses output paths that would fail after the work is done or lose a file: a path that is a folder or whose folder
+/// does not exist, two outputs on one file, an output on one of the inputs. A checkpoint may be the one resumed.
+func checkOutputPaths(_ outputs: [(flag: String, path: String)], inputs: [(flag: String, path: String)]) throws {
+    for (i, (flag, path)) in outputs.enumerated() {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            throw CLIError.usage("--\(flag) \(path) is a folder; give the path of a file to write")
+        }
+        let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
+        guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
+            throw CLIError.failed("cannot write \(path): the folder \(dir.path) does not exist")
+        }
+        let same = samePath(path)
+        if let other = outputs[..<i].first(where: { same($0.path) }) {
+            throw CLIError.usage("--\(other.flag) and --\(flag) are the same file, \(path): one would overwrite the other")
+        }
+        if let input = inputs.first(where: { same($0.path) && !(flag == "checkpoint" && $0.flag == "resume") }) {
+            throw CLIError.usage("--\(flag) \(path) is the --\(input.flag) file: writing it would overwrite an input")
+        }
+    }
+}
+
+/// The first method option given that none of `methods` reads, with the (single) methods that read it: the
+/// optimizer settings (SAR builds its own SGD from lr, momentum and steps; source, norm_*, lame and unmix_tns train
+/// nothing), each method's hyper-parameters (`ListCommand.methodParameters`; a `<method>+unmix_tns` reads its
+/// method's and UnMix-TNS's) and the source data's options. Nil when every option given is read.
+func unreadOption(_ a: ParsedArguments, methods: [String]) -> (flag: String, readers: [String])? {
+    let entries = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) == $0.name }
+    let trained = entries.filter(\.usesGradients), configured = trained.filter { $0.ownOptimizer == nil }
+    var readers: [(flag: String, methods: [String])] =
+        ["optimizer", "beta1", "nesterov", "weight-decay", "dampening"].map { ($0, configured.map(\.name)) }
+        + ["lr", "momentum", "steps"].map { ($0, trained.map(\.name)) }
+        + [("source-data", entries.filter(\.needsSourceData).map(\.name)), ("source-samples", entries.filter(\.needsSourceData).map(\.name)),
+           ("cache-dir", ["rmt"])]
+    let parameters = ListCommand.methodParameters
+    for flag in Set(parameters.values.joined()).subtracting(readers.map(\.flag)).sorted() {
+        readers.append((flag, parameters.keys.filter { parameters[$0]!.contains(flag) }.sorted()))
+    }
+    for (flag, names) in readers where a.has(flag) {
+        let read = methods.contains { m in
+            let base = MethodRegistry.baseName(m)
+            return names.contains(base) || (base != m && names.contains("unmix_tns"))
+        }
+        if !read { return (flag, names) }
+    }
+    return nil
+}
+
 /// The reference's SAR trains transformers (ViT, Swin) with lr 0.001 whatever OPTIM.LR says; an explicit --lr still
 /// applies here.
 func applyTransformerRate(_ c: inout MethodConfiguration, method: String, model: any ImageClassifier, _ a: ParsedArguments) {
@@ -102,6 +157,7 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
     if let v = a.number("lr") { c.lr = Float(v) }
     if let v = a.int("steps") { c.steps = v }
     if let v = a.number("momentum") { c.momentum = Float(v) }
+    if let v = a.number("dampening") { c.dampening = Float(v) }
     if let v = a.bool("nesterov") { c.nesterov = v }
     if let v = a.number("weight-decay") { c.weightDecay = Float(v) }
     if let v = a.number("beta1") { c.beta1 = Float(v) }
@@ -116,6 +172,7 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
     if let v = a.number("redundancy-margin") { c.redundancyMargin = Float(v) }
     if let v = a.number("fisher-alpha") { c.fisherAlpha = Float(v) }
     if let v = a.number("sar-reset-constant") { c.sarResetConstant = Float(v) }
+    if let v = a.number("sam-rho") { c.samRho = Float(v) }
     if let v = a.word("lame-affinity"), let k = LAMEAffinity(rawValue: v) { c.lameAffinity = k }
     if let v = a.int("lame-neighbours") { c.lameNeighbours = v }
     if let v = a.bool("lame-force-symmetry") { c.lameForceSymmetry = v }
@@ -124,6 +181,8 @@ func methodConfiguration(_ method: String, family: MethodConfiguration.Family, n
     if let v = a.int("rotta-update-frequency") { c.rottaUpdateFrequency = v }
     if let v = a.number("rotta-nu") { c.rottaNu = Float(v) }
     if let v = a.number("rotta-alpha") { c.rottaAlpha = Float(v) }
+    if let v = a.number("rotta-lambda-t") { c.rottaLambdaT = Float(v) }
+    if let v = a.number("rotta-lambda-u") { c.rottaLambdaU = Float(v) }
     if let v = a.bool("roid-weighting") { c.roidWeighting = v }
     if let v = a.bool("roid-prior-correction") { c.roidPriorCorrection = v }
     if let v = a.bool("roid-consistency") { c.roidConsistency = v }
@@ -185,6 +244,14 @@ func parseNormalization(_ text: String) throws -> (mean: [Float], std: [Float])?
             throw CLIError.invalidValue(option: "normalize", value: text,
                                         expected: "none, imagenet, half, or per-channel means and positive stds as m,m,m:s,s,s")
         }
+        // The model computes (x - mean) * (1 / std): pixels in [0, 1] must stay finite, or every logit is NaN.
+        if let c = mean.indices.first(where: { i in
+            !((0 - mean[i]) * (1 / std[i])).isFinite || !((1 - mean[i]) * (1 / std[i])).isFinite
+        }) {
+            throw CLIError.invalidValue(option: "normalize", value: text,
+                                        expected: "means and stds with which (x - mean) / std stays finite for pixels x in [0, 1] "
+                                                  + "(channel \(c + 1), mean \(mean[c]) and std \(std[c]), overflows float32)")
+        }
         return (mean, std)
     }
 }
@@ -202,7 +269,9 @@ struct LoadedWeights {
         normalization = try normalize.map(parseNormalization)
         url = URL(fileURLWithPath: path)
         guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError.fileNotFound(what: "--weights", path: path) }
-        do { file = try SafeTensorsFile.read(url) } catch { throw CLIError.wrap(error) }
+        do { file = try SafeTensorsFile.read(url) } catch let e as DataError {
+            throw CLIError.data("--weights \(e.description)")
+        } catch { throw CLIError.wrap(error) }
         self.modelName = modelName
     }
 
@@ -291,15 +360,28 @@ final class Experiment {
         if o.dirichlet > 0 && o.setting != .correlated {
             throw CLIError.usage("--dirichlet applies only to --setting correlated (the setting is \(o.setting.rawValue))")
         }
+        // Options that would be accepted and then do nothing are refused, naming what they need.
+        if o.setting == .gradual, o.arguments.has("severity"), o.severities.count == 1 {
+            let sequence = StreamConfiguration(setting: .gradual, severities: o.severities).effectiveSeverities
+            throw CLIError.usage("--severity \(o.severities[0]): --setting gradual runs each corruption at severities "
+                                 + "\(sequence.map(String.init).joined(separator: ",")); give the whole sequence to change it (e.g. --severity 1,3,5,3,1)")
+        }
+        if o.arguments.has("checkpoint-every") && o.checkpoint == nil {
+            throw CLIError.usage("--checkpoint-every needs --checkpoint (the file to save the run's state in)")
+        }
+        if let (flag, readers) = unreadOption(o.arguments, methods: o.methods) {
+            throw CLIError.usage("--\(flag) is read only by \(readers.joined(separator: ", ")); "
+                                 + (o.methods.count == 1 ? "\(o.methods[0]) does not read it" : "none of \(o.methods.joined(separator: ", ")) does"))
+        }
         try checkModelName(o.model)
         do { try o.collapse.validate() } catch let e as RuntimeError { throw CLIError.usage("--" + e.message) }
         if let path = o.resume, !FileManager.default.fileExists(atPath: path) { throw CLIError.fileNotFound(what: "--resume", path: path) }
-        for path in [o.output, o.report, o.checkpoint].compactMap({ $0 }) {
-            let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
-                throw CLIError.failed("cannot write \(path): the folder \(dir.path) does not exist")
-            }
+        let outputs = [("output", o.output), ("report", o.report), ("checkpoint", o.checkpoint)].compactMap { f, p in p.map { (flag: f, path: $0) } }
+        try checkOutputPaths(outputs, inputs: [("weights", o.weights), ("source-data", o.sourceData), ("resume", o.resume)]
+                                .compactMap { f, p in p.map { (flag: f, path: $0) } })
+        if let path = o.checkpoint, o.resume.map(samePath(path)) != true, FileManager.default.fileExists(atPath: path) {
+            throw CLIError.usage("--checkpoint \(path) already exists (another run's checkpoint?): continue that run with --resume \(path), "
+                                 + "or give another path")
         }
         if let s = o.sourceData, !FileManager.default.fileExists(atPath: s) {
             throw CLIError.fileNotFound(what: "--source-data", path: s)
@@ -348,6 +430,12 @@ final class Experiment {
         // 3. The hyper-parameters of every method (range errors are usage errors).
         var methods = try o.methods.map { name in
             (name: name, configuration: try methodConfiguration(name, family: dataset.family, numClasses: dataset.numClasses, o.arguments))
+        }
+        // SAR builds its own SGD (no Nesterov, dampening or weight decay) whatever --optimizer says for the other methods:
+        // its results record what it ran with.
+        for i in methods.indices where MethodRegistry.entry(methods[i].name)?.ownOptimizer != nil {
+            methods[i].configuration.optimizer = .sgd
+            (methods[i].configuration.nesterov, methods[i].configuration.dampening, methods[i].configuration.weightDecay) = (false, 0, 0)
         }
 
         // 4. The benchmark and the stream.
@@ -473,6 +561,16 @@ final class Experiment {
             guard let first = try stream.next() else { return }
             probe = first.images
         } catch { throw CLIError.wrap(error) }
+        // The most images a step takes: a batch never crosses a domain (mixed_domains: a severity's mixed segment), so
+        // --batch-size 100000 on 8-image domains takes 8; a sliding window adapts on up to --window-length images.
+        let c = stream.configuration
+        let segments = c.setting == .mixed_domains
+            ? Dictionary(grouping: stream.domains, by: \.severity).values.map { $0.reduce(0) { $0 + $1.sampleCount } }
+            : stream.domains.map(\.sampleCount)
+        let batchImages = min(c.batchSize, segments.max() ?? 1), windowImages = min(c.windowLength, stream.totalSamples)
+        let imagesPerStep = max(batchImages, windowImages)
+        let flag = windowImages > batchImages ? "--window-length \(c.windowLength)"
+            : "--batch-size \(c.batchSize)" + (batchImages < c.batchSize ? " (batches of at most \(batchImages) images here)" : "")
         for m in methods {
             do {
                 let model = try weights.makeModel(numClasses: benchmark.numClasses, inputChannels: benchmark.imageChannels)
@@ -481,7 +579,7 @@ final class Experiment {
                 let adaptor = try Adaptor(model: model, method: method, seed: options.seed, windowLength: stream.configuration.windowLength)
                 // A sliding window adapts on windowLength images at a time.
                 guard let e = try MemoryEstimate.probe(adaptor, batch: probe,
-                                                       batchSize: max(stream.configuration.batchSize, stream.configuration.windowLength),
+                                                       batchSize: imagesPerStep,
                                                        threads: KernelThreads.count) else { return }
                 memoryEstimates[m.name] = e
             } catch { throw CLIError.wrap(error) }
@@ -491,7 +589,7 @@ final class Experiment {
               worst.peakBytes > budget else { return }
         let fits = worst.largestBatch(within: budget)
         let source = limit == nil ? "available" : "allowed by --memory-limit"
-        throw CLIError.failed("\(name) at --batch-size \(worst.batchSize) needs about \(formatBytes(worst.peakBytes)) of memory "
+        throw CLIError.failed("\(name) at \(flag) needs about \(formatBytes(worst.peakBytes)) of memory "
                               + "(\(formatBytes(worst.baseBytes)) model and data, \(formatBytes(Int(worst.bytesPerImage))) per image); "
                               + "\(formatBytes(budget)) is \(source). "
                               + (fits > 0 ? "A batch size of at most \(fits) fits" : "No batch size fits") + "; or raise --memory-limit.")
@@ -605,19 +703,20 @@ func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Co
     let progress = ProgressPrinter(console: console, quiet: o.quiet, domainLinesOnStdout: lines)
     let (runs, interrupted) = try experiment.run(console: console, progress: progress)
     let view = ResultsView(file: experiment.resultsFile(runs), domains: stream.domains)
+    // The files first: a closed or full stdout must not cost them. A file that cannot be written does not cost the other
+    // one, nor the table on stdout.
+    var failures: [String] = []
+    func write(_ flag: String, _ path: String, _ text: () throws -> String) {
+        do {
+            try writeAtomically(Data(try text().utf8), to: URL(fileURLWithPath: path))
+            if !o.quiet { console.err("tta: \(flag == "output" ? "results" : "report") written to \(path)\n") }
+        } catch { failures.append("--\(flag): \(CLIError.wrap(error).description)") }
+    }
+    if let path = o.output { write("output", path) { try view.render(o.outputFileFormat) } }
+    if let path = o.report { write("report", path) { HTMLReport(view: view, sourceData: o.sourceData, generated: Date()).render() } }
     if lines { console.out("\n") }
     console.out(try view.render(o.format))
-    if let path = o.output {
-        do {
-            try writeAtomically(Data(try view.render(o.outputFileFormat).utf8), to: URL(fileURLWithPath: path))
-        } catch { throw CLIError.wrap(error) }
-        if !o.quiet { console.err("tta: results written to \(path)\n") }
-    }
-    if let path = o.report {
-        let html = HTMLReport(view: view, sourceData: o.sourceData, generated: Date()).render()
-        do { try writeAtomically(Data(html.utf8), to: URL(fileURLWithPath: path)) } catch { throw CLIError.wrap(error) }
-        if !o.quiet { console.err("tta: report written to \(path)\n") }
-    }
+    if !failures.isEmpty { throw CLIError.failed(failures.joined(separator: "; ")) }
     if interrupted {
         let done = runs.last.map { "\($0.domains.count) of \(stream.domains.count) domains of \($0.method)" } ?? "nothing"
         console.err("tta: interrupted: kept \(done)\(o.output.map { "; partial results written to \($0)" } ?? "")"
@@ -658,6 +757,9 @@ struct SourcePlan {
         }
         if let bad = data.labels.first(where: { $0 >= numClasses }) {
             throw CLIError.data("--source-data \(path): label \(bad) is not a class of this \(numClasses)-class benchmark")
+        }
+        if let n = o.sourceSamples, n > data.count {
+            throw CLIError.usage("--source-samples \(n): --source-data \(path) holds \(data.count) images")
         }
         (samples, seed, self.batchSize, self.numClasses, self.path) = (o.sourceSamples, o.seed, batchSize, numClasses, path)
         if o.methods.contains("rmt") {

@@ -11,7 +11,7 @@ struct InspectCommand: Command {
     (with its parameter count and whether the weights load into it). For .npy: dtype, shape, value range, and \
     whether it looks like CIFAR-C-layout images or labels.
     """
-    static let usage = "tta inspect <file>"
+    static let usage = "tta inspect [--] <file>"
 
     let path: String
 
@@ -36,7 +36,8 @@ struct InspectCommand: Command {
             console.out(isNPY ? try Self.describeNPY(url) : try Self.describeSafeTensors(url))
         } catch let e as DataError {
             if !isNPY && url.pathExtension != "safetensors" {
-                throw CLIError.data("\(path): neither a .npy file (no \\x93NUMPY magic) nor a safetensors file (\(e.message))")
+                // The safetensors reader says what the file is not, and what it seems to be instead.
+                throw CLIError.data("\(path): not a .npy file (no \\x93NUMPY magic), and \(e.message)")
             }
             throw CLIError.wrap(e)
         }
@@ -88,14 +89,19 @@ struct InspectCommand: Command {
                      + "\(formatCount(file.count)) elements, \(formatCount(h.byteCount)) bytes of data"]
         // Value range, for arrays small enough to scan quickly.
         if file.count > 0 && file.count <= 50_000_000 {
+            // Over the finite values only: a NaN or an infinity says nothing about the range of the others.
             let v = try file.floats()
-            var lo = v[0], hi = v[0], nonFinite = 0
+            var lo = Float.infinity, hi = -Float.infinity, nonFinite = 0
             for x in v {
                 if !x.isFinite { nonFinite += 1; continue }
                 lo = min(lo, x); hi = max(hi, x)
             }
-            lines.append("values: min \(formatNumber(Double(lo))), max \(formatNumber(Double(hi)))"
-                         + (nonFinite > 0 ? ", \(formatCount(nonFinite)) NaN or infinite" : ""))
+            if nonFinite == v.count {
+                lines.append("values: none finite, \(formatCount(nonFinite)) NaN or infinite")
+            } else {
+                lines.append("values: min \(formatNumber(Double(lo))), max \(formatNumber(Double(hi)))"
+                             + (nonFinite > 0 ? " (of the finite values), \(formatCount(nonFinite)) NaN or infinite" : ""))
+            }
         }
         let s = file.shape
         if file.dtype == .uint8, s.count == 4, s[3] == 1 || s[3] == 3 {

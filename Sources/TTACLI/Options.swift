@@ -18,7 +18,8 @@ enum ValueKind: Sendable, Equatable {
     case int(min: Int)
     /// A seed: an integer in `0...UInt64.max`.
     case seed
-    /// A finite number `≥ 0`, optionally `≤ 1` (`unit`) or `< 1` (`unitOpen`).
+    /// A finite number `≥ 0`, optionally `≤ 1` (`unit`) or `< 1` (`unitOpen`); or `> 0` (`positive`), optionally
+    /// `≤ 1` (`positiveUnit`).
     case number(NumberRange)
     /// One of a fixed set of words.
     case choice([String])
@@ -29,7 +30,7 @@ enum ValueKind: Sendable, Equatable {
     /// A file or folder path, or any other free text (a model name).
     case text(placeholder: String)
 
-    enum NumberRange: Sendable, Equatable { case nonNegative, unit, unitOpen }
+    enum NumberRange: Sendable, Equatable { case nonNegative, unit, unitOpen, positive, positiveUnit }
 
     /// What a valid value looks like, for error messages.
     var expected: String {
@@ -41,6 +42,8 @@ enum ValueKind: Sendable, Equatable {
         case .number(.nonNegative): return "a non-negative number"
         case .number(.unit): return "a number in [0, 1]"
         case .number(.unitOpen): return "a number in [0, 1)"
+        case .number(.positive): return "a positive number"
+        case .number(.positiveUnit): return "a number in (0, 1]"
         case .choice(let words): return "one of " + words.joined(separator: ", ")
         case .list(let allowed?): return "a comma-separated list of " + allowed.joined(separator: ", ")
         case .list(nil): return "a comma-separated list of names"
@@ -206,6 +209,9 @@ let optionTable: [OptionSpec] = [
                help: "Gradient steps per batch.", group: .hyper, commands: adapting),
     OptionSpec(name: "momentum", kind: .number(.nonNegative), defaultText: text(cifarDefaults.momentum),
                help: "SGD momentum.", group: .hyper, commands: adapting),
+    OptionSpec(name: "dampening", kind: .number(.unit), defaultText: text(cifarDefaults.dampening),
+               help: "SGD dampening of the momentum, in [0, 1]; Nesterov momentum applies only with 0 (OPTIM.DAMPENING).",
+               group: .hyper, commands: adapting),
     OptionSpec(name: "nesterov", kind: .bool, defaultText: "\(cifarDefaults.nesterov)",
                help: "SGD Nesterov momentum.", group: .hyper, commands: adapting),
     OptionSpec(name: "weight-decay", kind: .number(.nonNegative), defaultText: text(cifarDefaults.weightDecay),
@@ -226,14 +232,17 @@ let optionTable: [OptionSpec] = [
     OptionSpec(name: "warmup-samples", kind: .int(min: 0), defaultText: "\(cifarDefaults.rmtWarmupSamples)",
                help: "rmt: source images of the warm-up before adapting (steps = samples / batch size); 0 skips it.",
                group: .hyper, commands: adapting),
-    OptionSpec(name: "entropy-margin", kind: .number(.nonNegative), defaultText: text(cifarDefaults.entropyMarginFactor),
-               help: "eta, eata, sar, rdumb: reliability margin E0 as a fraction of ln(classes) (EATA.MARGIN_E0).", group: .hyper, commands: adapting),
+    OptionSpec(name: "entropy-margin", kind: .number(.positive), defaultText: text(cifarDefaults.entropyMarginFactor),
+               help: "eta, eata, sar, rdumb: reliability margin E0 as a fraction of ln(classes), positive (EATA.MARGIN_E0).", group: .hyper, commands: adapting),
     OptionSpec(name: "redundancy-margin", kind: .number(.nonNegative), defaultText: "\(text(cifarDefaults.redundancyMargin)); 0.1 for eta and eata with 100 classes; 0.05 for imagenet-c",
                help: "eta, eata, rdumb: redundancy threshold on the cosine to the mean prediction (EATA.D_MARGIN).", group: .hyper, commands: adapting),
     OptionSpec(name: "fisher-alpha", kind: .number(.nonNegative), defaultText: "\(text(cifarDefaults.fisherAlpha)); 2000 for imagenet-c",
                help: "eata: weight of the Fisher penalty (EATA.FISHER_ALPHA).", group: .hyper, commands: adapting),
     OptionSpec(name: "sar-reset-constant", kind: .number(.nonNegative), defaultText: text(cifarDefaults.sarResetConstant),
                help: "sar: reset to the source when the moving average of the loss falls below this (SAR.RESET_CONSTANT_EM).", group: .hyper, commands: adapting),
+    OptionSpec(name: "sam-rho", kind: .number(.nonNegative), defaultText: text(cifarDefaults.samRho),
+               help: "sar: radius ρ of the sharpness-aware (SAM) neighbourhood (rho of the reference's SAM, which SAR leaves at its default).",
+               group: .hyper, commands: adapting),
     OptionSpec(name: "lame-affinity", kind: .choice(LAMEAffinity.allCases.map(\.rawValue)), defaultText: cifarDefaults.lameAffinity.rawValue,
                help: "lame: affinity between features (LAME.AFFINITY).", group: .hyper, commands: adapting),
     OptionSpec(name: "lame-neighbours", kind: .int(min: 1), defaultText: "\(cifarDefaults.lameNeighbours)",
@@ -250,6 +259,10 @@ let optionTable: [OptionSpec] = [
                help: "rotta: teacher EMA weight of the student (ROTTA.NU).", group: .hyper, commands: adapting),
     OptionSpec(name: "rotta-alpha", kind: .number(.unit), defaultText: text(cifarDefaults.rottaAlpha),
                help: "rotta: robust-BN weight of the batch statistics (ROTTA.ALPHA).", group: .hyper, commands: adapting),
+    OptionSpec(name: "rotta-lambda-t", kind: .number(.nonNegative), defaultText: text(cifarDefaults.rottaLambdaT),
+               help: "rotta: weight of a sample's age in the memory's eviction score (ROTTA.LAMBDA_T).", group: .hyper, commands: adapting),
+    OptionSpec(name: "rotta-lambda-u", kind: .number(.nonNegative), defaultText: text(cifarDefaults.rottaLambdaU),
+               help: "rotta: weight of a sample's uncertainty in the memory's eviction score (ROTTA.LAMBDA_U).", group: .hyper, commands: adapting),
     OptionSpec(name: "roid-weighting", kind: .bool, defaultText: "\(cifarDefaults.roidWeighting)",
                help: "roid: sample weighting and diversity term (ROID.USE_WEIGHTING).", group: .hyper, commands: adapting),
     OptionSpec(name: "roid-prior-correction", kind: .bool, defaultText: "\(cifarDefaults.roidPriorCorrection)",
@@ -260,16 +273,16 @@ let optionTable: [OptionSpec] = [
                help: "roid: weight ensembling with the source after each step (ROID.MOMENTUM_SRC).", group: .hyper, commands: adapting),
     OptionSpec(name: "roid-momentum-probs", kind: .number(.unit), defaultText: text(cifarDefaults.roidMomentumProbabilities),
                help: "roid: momentum of the class-probability average (ROID.MOMENTUM_PROBS).", group: .hyper, commands: adapting),
-    OptionSpec(name: "roid-temperature", kind: .number(.nonNegative), defaultText: text(cifarDefaults.roidTemperature),
-               help: "roid: temperature of the sample weights (ROID.TEMPERATURE).", group: .hyper, commands: adapting),
+    OptionSpec(name: "roid-temperature", kind: .number(.positive), defaultText: text(cifarDefaults.roidTemperature),
+               help: "roid: temperature of the sample weights, positive (ROID.TEMPERATURE).", group: .hyper, commands: adapting),
     OptionSpec(name: "rmt-lambda-target", kind: .number(.nonNegative), defaultText: text(cifarDefaults.rmtLambdaTarget),
                help: "rmt: weight of the self-training loss (RMT.LAMBDA_CE_TRG).", group: .hyper, commands: adapting),
     OptionSpec(name: "rmt-lambda-contrast", kind: .number(.nonNegative), defaultText: text(cifarDefaults.rmtLambdaContrast),
                help: "rmt: weight of the contrastive loss (RMT.LAMBDA_CONT).", group: .hyper, commands: adapting),
     OptionSpec(name: "rmt-lambda-source", kind: .number(.nonNegative), defaultText: text(cifarDefaults.rmtLambdaSource),
                help: "rmt: weight of the source replay; 0 is the source-free variant (RMT.LAMBDA_CE_SRC).", group: .hyper, commands: adapting),
-    OptionSpec(name: "contrast-temperature", kind: .number(.nonNegative), defaultText: text(cifarDefaults.contrastTemperature),
-               help: "rmt: temperature of the contrastive loss (CONTRAST.TEMPERATURE).", group: .hyper, commands: adapting),
+    OptionSpec(name: "contrast-temperature", kind: .number(.positive), defaultText: text(cifarDefaults.contrastTemperature),
+               help: "rmt: temperature of the contrastive loss, positive (CONTRAST.TEMPERATURE).", group: .hyper, commands: adapting),
     OptionSpec(name: "projection-dim", kind: .int(min: 1), defaultText: "\(cifarDefaults.projectionDim)",
                help: "rmt: width of the contrastive projector (CONTRAST.PROJECTION_DIM).", group: .hyper, commands: adapting),
     OptionSpec(name: "symmetric-loss", kind: .bool, defaultText: "\(cifarDefaults.symmetricLoss)",
@@ -300,8 +313,8 @@ let optionTable: [OptionSpec] = [
                help: "No progress on stderr.", group: .output, commands: adapting),
     OptionSpec(name: "collapse-window", kind: .int(min: 1), defaultText: "10",
                help: "Batches over which the predicted classes are checked for collapse.", group: .output, commands: experiment),
-    OptionSpec(name: "collapse-threshold", kind: .number(.unit), defaultText: "0.95",
-               help: "Collapse: one class takes at least this share of the window's predictions (reported in the results).",
+    OptionSpec(name: "collapse-threshold", kind: .number(.positiveUnit), defaultText: "0.95",
+               help: "Collapse: one class takes at least this share, in (0, 1], of the window's predictions (reported in the results).",
                group: .output, commands: experiment),
     OptionSpec(name: "on-collapse", kind: .choice(["report", "reset"]), defaultText: "report",
                help: "What a detected collapse does: only report it, or also reset the model to the source.",
@@ -321,7 +334,7 @@ let optionTable: [OptionSpec] = [
                help: "Refuse up front a run whose estimated peak memory exceeds this (e.g. 8GiB, 512MiB); none skips the estimate.",
                group: .runtime, commands: experiment),
     OptionSpec(name: "config", kind: .text(placeholder: "file.json"), defaultText: nil,
-               help: "A JSON object of options: keys are the option names without dashes (\"lr\": 0.01, \"methods\": [\"tent\"]); flags override it.",
+               help: "A JSON object of options: keys are the option names without dashes, e.g. \(Parser.configExample); flags override it.",
                group: .runtime, commands: adapting),
 ]
 

@@ -14,16 +14,26 @@ struct ResultsView {
     let file: ResultsFile
     let columns: [Column]
 
+    /// One column per domain of the stream that holds images: in `mixed_domains` a small
+    /// `--samples-per-domain` can leave a corruption none, and runs report no error for it.
     init(file: ResultsFile, domains: [StreamDomain]) {
         self.file = file
-        let varying = Set(domains.map(\.severity)).count > 1
-        columns = domains.map { Column(label: varying ? $0.description : $0.name, domain: $0) }
+        let shown = domains.filter { $0.sampleCount > 0 }
+        let varying = Set(shown.map(\.severity)).count > 1
+        columns = shown.map { Column(label: varying ? $0.description : $0.name, domain: $0) }
     }
 
-    /// The error of `run` in column `k`: domains are reported in stream order and an interrupted run
-    /// holds a prefix of them.
-    func error(_ run: RunResult, column k: Int) -> Double? {
-        k < run.domains.count ? run.domains[k].error : nil
+    /// The errors of `run` in column order, nil where it has none. Runs report domains in stream order, an
+    /// interrupted run a prefix of them; a domain may come back (`gradual`), so they are matched in turn,
+    /// by name and severity, never by position alone.
+    func errors(_ run: RunResult) -> [Double?] {
+        var next = run.domains.startIndex
+        return columns.map { c in
+            guard next < run.domains.endIndex, run.domains[next].name == c.domain.name,
+                  run.domains[next].severity == c.domain.severity else { return nil }
+            defer { next += 1 }
+            return run.domains[next].error
+        }
     }
 
     static func percent(_ x: Double) -> String { String(format: "%.2f", x) }
@@ -38,9 +48,10 @@ struct ResultsView {
     /// One line naming what was run.
     var title: String {
         let c = file.config, s = c.stream
-        let severities = s.severities.map(String.init).joined(separator: ",")
+        let severities = s.effectiveSeverities.map(String.init).joined(separator: ",")
         let counts = Set(columns.map(\.domain.sampleCount))
-        let samples = counts.count == 1 ? "\(counts.first!) images per domain" : "all images"
+        let samples = s.setting == .mixed_domains ? "\(columns.reduce(0) { $0 + $1.domain.sampleCount }) images mixed"
+            : counts.count == 1 ? "\(counts.first!) images per domain" : "all images"
         return "Error (%) · \(c.dataset) · \(c.model) · \(s.setting.rawValue)\(s.episodic ? " (episodic)" : "") · severity \(severities) · \(samples) · batch \(s.batchSize) · \(s.order.rawValue) order · seed \(s.seed)"
     }
 
@@ -74,7 +85,7 @@ struct ResultsView {
         lines.append(row("method", headers.map(\.1)))
         lines.append(String(repeating: "-", count: lines.last!.count))
         for run in file.runs {
-            let cells = columns.indices.map { error(run, column: $0).map(Self.percent) ?? "–" } + [mean(run)]
+            let cells = errors(run).map { $0.map(Self.percent) ?? "–" } + [mean(run)]
             lines.append(row(run.method, cells))
         }
         lines.append("")
@@ -117,7 +128,7 @@ struct ResultsView {
         lines.append("| method | " + (columns.map(\.label) + ["mean"]).joined(separator: " | ") + " |")
         lines.append("|---|" + String(repeating: "---:|", count: columns.count + 1))
         for run in file.runs {
-            let cells = columns.indices.map { error(run, column: $0).map(Self.percent) ?? "–" } + [mean(run)]
+            let cells = errors(run).map { $0.map(Self.percent) ?? "–" } + [mean(run)]
             lines.append("| \(run.method) | " + cells.joined(separator: " | ") + " |")
         }
         lines.append("")
@@ -137,7 +148,7 @@ struct ResultsView {
         let head = ["method"] + columns.map(\.label) + ["mean", "images_per_second", "seconds", "peak_memory_bytes", "completed"]
         var lines = [head.map(csvField).joined(separator: ",")]
         for run in file.runs {
-            let cells = [run.method] + columns.indices.map { error(run, column: $0).map(Self.percent) ?? "" }
+            let cells = [run.method] + errors(run).map { $0.map(Self.percent) ?? "" }
                 + [run.domains.isEmpty ? "" : Self.percent(run.meanError), String(format: "%.1f", run.imagesPerSecond),
                    String(format: "%.3f", run.seconds), String(run.peakMemoryBytes), String(run.completed)]
             lines.append(cells.map(csvField).joined(separator: ","))
@@ -253,6 +264,8 @@ final class ProgressPrinter {
             console.err("\r\u{1B}[K" + line)
             lineShown = true
         case .domainFinished(let d):
+            // mixed_domains: a corruption the cut left without images has no error to print.
+            guard d.samples > 0 else { return }
             let text = "\(d.name)\(d.severity)  error \(ResultsView.percent(d.error))%  (\(d.samples) images, \(formatClock(e.elapsed)) into the run)"
             if domainLinesOnStdout {
                 clearLine()

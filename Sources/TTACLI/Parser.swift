@@ -22,21 +22,31 @@ struct ParsedArguments: Sendable, Equatable {
     func flag(_ name: String) -> Bool { bool(name) ?? false }
 }
 
-/// The hand-written parser: `--name value`, `--name=value`, flags, `-h`/`--help`, positionals;
-/// then the `--config` file, whose keys are option names and which the flags override.
+/// The hand-written parser: `--name value`, `--name=value`, flags, `-h`/`--help`, positionals, `--` (everything
+/// after it is positional); then the `--config` file, whose keys are option names and which the flags override.
+/// An option given twice on the command line is refused: none takes several values that way.
 enum Parser {
+    /// A `--config` object every command that takes the file accepts, for the help and the errors.
+    static let configExample = #"{"lr": 0.01, "batch-size": 64}"#
+
     static func parse(_ arguments: [String], command: CommandName) throws -> ParsedArguments {
         var result = ParsedArguments()
-        if arguments.contains(where: { $0 == "-h" || $0 == "--help" }) {
+        let options = arguments.prefix { $0 != "--" }
+        if options.contains(where: { $0 == "-h" || $0 == "--help" }) {
             result.help = true
             return result
         }
         let specs = OptionSpec.options(for: command)
         var flags: [String: OptionValue] = [:]
+        var given: [String: String] = [:]   // the text of each option given, for the refusal of a repeat
         var i = 0
         while i < arguments.count {
             let arg = arguments[i]
             i += 1
+            if arg == "--" {
+                result.positionals += arguments[i...]
+                break
+            }
             guard arg.hasPrefix("-"), arg != "-" else {
                 result.positionals.append(arg)
                 continue
@@ -66,6 +76,10 @@ enum Parser {
                 raw = arguments[i]
                 i += 1
             }
+            if let first = given[name] {
+                throw CLIError.usage(spec.kind == .flag ? "--\(name) given twice" : "--\(name) given twice ('\(first)', then '\(raw)')")
+            }
+            given[name] = raw
             flags[name] = try convert(raw, for: spec)
         }
         if case .word(let path)? = flags["config"] {
@@ -103,6 +117,8 @@ enum Parser {
             case .nonNegative: break
             case .unit: guard v <= 1 else { throw bad }
             case .unitOpen: guard v < 1 else { throw bad }
+            case .positive: guard v > 0 else { throw bad }
+            case .positiveUnit: guard v > 0 && v <= 1 else { throw bad }
             }
             return .number(v)
         case .choice(let words):
@@ -150,7 +166,7 @@ enum Parser {
     static func parseConfig(_ data: Data, path: String, command: CommandName) throws -> [String: OptionValue] {
         let root: ConfigValue
         do { root = try JSONDecoder().decode(ConfigValue.self, from: data) } catch {
-            throw CLIError.usage("\(path): not valid JSON; expected an object such as {\"lr\": 0.01, \"methods\": [\"tent\"]}")
+            throw CLIError.usage("\(path): not valid JSON; expected an object such as \(configExample)")
         }
         guard case .object(let members) = root else {
             throw CLIError.usage("\(path): expected a JSON object of options, e.g. {\"lr\": 0.01}")
@@ -181,6 +197,7 @@ enum ConfigValue: Decodable {
     case string(String)
     case bool(Bool)
     case int(Int)
+    case unsigned(UInt64)
     case number(Double)
     case null
 
@@ -189,6 +206,8 @@ enum ConfigValue: Decodable {
         if c.decodeNil() { self = .null }
         else if let b = try? c.decode(Bool.self) { self = .bool(b) }
         else if let i = try? c.decode(Int.self) { self = .int(i) }
+        // Integers past Int.max (a seed up to UInt64.max) stay exact: through Double they would lose digits.
+        else if let u = try? c.decode(UInt64.self) { self = .unsigned(u) }
         else if let d = try? c.decode(Double.self) { self = .number(d) }
         else if let s = try? c.decode(String.self) { self = .string(s) }
         else if let a = try? c.decode([ConfigValue].self) { self = .array(a) }
@@ -201,6 +220,7 @@ enum ConfigValue: Decodable {
         case .string(let s): return s
         case .bool(let b): return b ? "true" : "false"
         case .int(let i): return String(i)
+        case .unsigned(let u): return String(u)
         case .number(let d): return "\(d)"
         case .array(let items):
             let parts = items.compactMap { item -> String? in
@@ -220,7 +240,7 @@ enum ConfigValue: Decodable {
         case .array: "an array of non-scalar values"
         case .string: "a string"
         case .bool: "a boolean"
-        case .int, .number: "a number"
+        case .int, .unsigned, .number: "a number"
         case .null: "null"
         }
     }

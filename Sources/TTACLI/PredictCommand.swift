@@ -42,6 +42,18 @@ struct PredictCommand: Command {
         seed = a.seed("seed") ?? 1
         arguments = a
         try checkModelName(model)
+        // predict reads no source data: the methods that need it are refused before any file is read.
+        if MethodRegistry.entry(method)?.needsSourceData == true {
+            let runInstead = "use 'tta run --method \(method) --source-data <path>' (on a benchmark) instead"
+            guard MethodRegistry.baseName(method) == "eata" else {
+                throw CLIError.usage("--method \(method) needs labelled source data, which 'tta predict' does not take; \(runInstead)")
+            }
+            if a.number("fisher-alpha").map({ Float($0) }) != 0 {
+                throw CLIError.usage("--method \(method) needs source images for its Fisher information (--fisher-alpha > 0), which "
+                                     + "'tta predict' does not take: give --fisher-alpha 0 (EATA without its Fisher term, as eta), "
+                                     + "or \(runInstead)")
+            }
+        }
         if requestedBatchSize == 1, let refusal = singleImageRefusal(method) {
             throw CLIError.usage("--batch-size 1: \(method) \(refusal.why). Give a larger --batch-size ('tta run --window-length N' adapts "
                                  + "on a sliding window of single images), or use a method made for single images: \(refusal.alternatives)")
@@ -84,18 +96,38 @@ struct PredictCommand: Command {
         let batches = n == 0 ? 0 : (n - 1) / batchSize + 1
         var logits: [Float] = []
         logits.reserveCapacity(n * net.numClasses)
+        // The batches whose step the adaptor undid (NaN or infinity after the update), numbered from 1.
+        var rolledBack: [Int] = []
         let start = DispatchTime.now().uptimeNanoseconds
         for b in 0..<batches {
             let rows = (b * batchSize)..<(b * batchSize + min(batchSize, n - b * batchSize))
             let x = try layout.batch(file, rows: rows)
             let y: Tensor
-            do { y = try adaptor.adapt(x) } catch { throw CLIError.failed("batch \(b + 1) of \(batches) (images \(rows.lowerBound)..<\(rows.upperBound)): \(CLIError.wrap(error).description)") }
+            let batchName = "batch \(b + 1) of \(batches) (images \(rows.lowerBound)..<\(rows.upperBound))"
+            do { y = try adaptor.adapt(x) } catch { throw CLIError.failed("\(batchName): \(CLIError.wrap(error).description)") }
+            // Non-finite logits are never written: the output file would look like a result.
+            guard y.isFinite else {
+                let classes = y.count / rows.count
+                let bad = (0..<rows.count).filter { r in y.storage[(r * classes)..<((r + 1) * classes)].contains { !$0.isFinite } }
+                let cause = arguments.word("normalize").map { "--normalize \($0) (the model computes (x - mean) / std)" }
+                    ?? "the weights"
+                throw CLIError.failed("\(batchName): the model's outputs hold NaN or infinity for \(bad.count) of its \(rows.count) images "
+                                      + "(first: image \(rows.lowerBound + (bad.first ?? 0))); nothing was written to \(output). Check \(cause) "
+                                      + "and the input's values (here in [\(x.storage.min() ?? 0), \(x.storage.max() ?? 0)]; uint8 images are "
+                                      + "divided by 255, float32 ones used as they are)")
+            }
+            if adaptor.lastOutcome == .rolledBack { rolledBack.append(b + 1) }
             logits += y.storage
             if !quiet && console.stderrIsTerminal {
                 console.err("\r\u{1B}[Kpredict \(method): batch \(b + 1)/\(batches)")
             }
         }
         if !quiet && console.stderrIsTerminal { console.err("\r\u{1B}[K") }
+        if !rolledBack.isEmpty {
+            let list = rolledBack.prefix(5).map(String.init).joined(separator: ", ") + (rolledBack.count > 5 ? ", … \(rolledBack.count - 5) more" : "")
+            console.err("tta predict: warning: \(rolledBack.count) of \(batches) steps rolled back (NaN or infinity after \(method)'s update; "
+                        + "the model went back to before the batch, whose logits were computed before the update): batch\(rolledBack.count == 1 ? "" : "es") \(list)\n")
+        }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         do { try NPYFile.write(floats: logits, shape: [n, net.numClasses], to: outputURL) } catch { throw CLIError.wrap(error) }
         let settings = method == "source" ? "" : family == .imagenet ? " (ImageNet-C settings)" : " (CIFAR settings)"

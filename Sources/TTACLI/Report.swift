@@ -27,7 +27,7 @@ struct HTMLReport {
         var meta: [(String, String)] = [
             ("dataset", c.dataset), ("data", c.dataDirectory), ("model", c.model), ("weights", c.weights),
             ("setting", c.stream.setting.rawValue + (c.stream.episodic ? " (episodic)" : "")),
-            ("severities", c.stream.severities.map(String.init).joined(separator: ", ")),
+            ("severities", c.stream.effectiveSeverities.map(String.init).joined(separator: ", ")),
             ("images per domain", imagesPerDomain),
             ("batch size", "\(c.stream.batchSize)"), ("order", "\(c.stream.order.rawValue), seed \(c.stream.seed)"),
             ("threads", "\(c.threads)"), ("SwiftTTA", view.file.version),
@@ -95,13 +95,14 @@ struct HTMLReport {
         }
         head += "<th class=\"mean\">mean</th></tr>"
         // The best (lowest) value of each column, among the runs that have it.
-        var best: [Double?] = view.columns.indices.map { k in runs.compactMap { view.error($0, column: k) }.min() }
+        let errors = runs.map(view.errors)
+        var best: [Double?] = view.columns.indices.map { k in errors.compactMap { $0[k] }.min() }
         best.append(runs.filter { !$0.domains.isEmpty }.map(\.meanError).min())
         var body = ""
         for (i, run) in runs.enumerated() {
             body += "<tr><td><span class=\"swatch\" style=\"background:\(Self.colour(i))\"></span>\(esc(run.method))</td>"
             for k in view.columns.indices {
-                if let e = view.error(run, column: k) {
+                if let e = errors[i][k] {
                     body += "<td\(runs.count > 1 && e == best[k] ? " class=\"best\"" : "")>\(ResultsView.percent(e))</td>"
                 } else {
                     body += "<td>–</td>"
@@ -170,11 +171,12 @@ struct HTMLReport {
         svg += legend(x: left, y: 20)
         svg += yAxis(left: left, right: width - right, top: top, bottom: y0, maximum: yMax, step: step, title: "error (%)")
         let labels = view.columns.map(\.label) + ["mean"]
+        let errors = runs.map(view.errors)
         for g in 0..<groups {
             let gx = left + groupW * (Double(g) + (g == groups - 1 ? gap : 0))
             let bx0 = gx + groupW * 0.09
             for (i, run) in runs.enumerated() {
-                let value: Double? = g < view.columns.count ? view.error(run, column: g) : (run.domains.isEmpty ? nil : run.meanError)
+                let value: Double? = g < view.columns.count ? errors[i][g] : (run.domains.isEmpty ? nil : run.meanError)
                 guard let e = value else { continue }
                 let h = plotH * e / yMax
                 svg += "<rect x=\"\(f(bx0 + barW * Double(i)))\" y=\"\(f(y0 - h))\" width=\"\(f(max(barW - 1, 1)))\" height=\"\(f(h))\" fill=\"\(Self.colour(i))\">"

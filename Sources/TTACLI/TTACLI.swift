@@ -33,7 +33,12 @@ public enum TTACLI {
         // Freed activations stay in the heap for the next batch (see `ProcessMemory.HeapPolicy`).
         ProcessMemory.setHeapPolicy(.keepFreed)
         do {
-            return try dispatch(arguments, console: console)
+            let code = try dispatch(arguments, console: console)
+            if let reason = console.outputFailure() {
+                console.err("tta: error: cannot write to standard output: \(reason)\n")
+                return code == 0 ? 1 : code
+            }
+            return code
         } catch {
             let e = CLIError.wrap(error)
             let line = e.description.split(whereSeparator: \.isNewline).joined(separator: " ")
@@ -67,6 +72,9 @@ public enum TTACLI {
             console.out(Help.topLevel())
             return 0
         case "--version":
+            guard arguments.count == 1 else {
+                throw CLIError.usage("unexpected argument '\(arguments[1])' after --version; see 'tta --help'")
+            }
             console.out("tta \(SwiftTTAVersion.string)\n")
             return 0
         case "help":

@@ -229,7 +229,7 @@ public final class BenchmarkStream {
         }
         let available = benchmark.samplesPerSeverity
         if let n = cfg.samplesPerDomain {
-            guard n >= 1 else { throw fail("samplesPerDomain", "must be at least 1 (or nil for all), got \(n)") }
+            guard n >= 1 else { throw fail("samplesPerDomain", "must be at least 1, got \(n) (leave it unset for every sample)") }
             guard n <= available else {
                 throw fail("samplesPerDomain", "\(n) exceeds the \(available) samples per severity of \(benchmark.folder.path)")
             }
@@ -425,7 +425,7 @@ public final class BenchmarkStream {
         guard !kOverflow, !neededOverflow, n >= needed else {
             let chunks = kOverflow ? "\(Int.max) + 1" : "\(k)", total = kOverflow || neededOverflow ? "more than \(Int.max)" : "\(needed)"
             throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                            message: "the Dirichlet ordering needs at least \(minChunk) samples in each of the \(chunks) chunks (one per class), i.e. ≥ \(total) samples, but the domain has \(n); use more samples or dirichletDelta 0")
+                            message: "the Dirichlet ordering needs at least \(minChunk) samples in each of the \(chunks) chunks (one per class), i.e. ≥ \(total) samples, but the domain has \(n); use more samples per domain, or a Dirichlet δ of 0 (each domain sorted by label)")
         }
         var byClass = [[Int]](repeating: [], count: k)
         for (i, l) in labels.enumerated() { byClass[l].append(i) }
@@ -443,7 +443,7 @@ public final class BenchmarkStream {
                 // Finite while some chunk is below N/K, unless δ is so small that log(U)/δ overflows for every chunk.
                 guard let mx = logp.max(), mx.isFinite else {
                     throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                                    message: "δ \(delta) is too small for the Dirichlet draw in double precision (log U / δ overflows); use a δ of at least 1e-300, or 0 for no correlation")
+                                    message: "δ \(delta) is too small for the Dirichlet draw in double precision (log U / δ overflows); use a δ of at least 1e-300, or 0 to sort each domain by label")
                 }
                 var p = logp.map { $0 == -.infinity ? 0 : Foundation.exp($0 - mx) }
                 let sum = p.reduce(0, +)
@@ -473,7 +473,7 @@ public final class BenchmarkStream {
             return out
         }
         throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                        message: "no Dirichlet ordering with every chunk ≥ \(minChunk) samples found in \(dirichletMaxAttempts) attempts (δ \(delta), \(n) samples, \(k) classes); try another dirichletDelta or more samples")
+                        message: "no Dirichlet ordering with every chunk ≥ \(minChunk) samples found in \(dirichletMaxAttempts) attempts (δ \(delta), \(n) samples, \(k) classes); try another Dirichlet δ or more samples per domain")
     }
 
     /// Fisher-Yates with an unbiased bounded draw from `g`.

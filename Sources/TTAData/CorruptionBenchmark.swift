@@ -93,10 +93,12 @@ public struct CorruptionBenchmark: Sendable {
         }
         guard hasLabels(resolved) else {
             let withLabels = subfolders(of: resolved).filter { hasLabels(resolved.appendingPathComponent($0)) }
+            let npyFiles = ((try? fm.contentsOfDirectory(atPath: resolved.path)) ?? []).filter { $0.hasSuffix(".npy") && !$0.hasPrefix(".") }
+            let parent = folderName.flatMap { name -> String? in name.isEmpty ? nil : ", or its parent holding them in \(name)/" } ?? ""
             let hint = withLabels.isEmpty
-                ? "expected the CIFAR-10-C-layout folder itself or its parent with folderName set"
-                : "sub-folders with labels.npy: \(withLabels.joined(separator: ", ")); pass one as the folder name"
-            throw DataError(file: resolved.path, message: "missing labels.npy; \(hint)")
+                ? "expected the folder that holds labels.npy and the <corruption>.npy files\(parent)"
+                : "sub-folders with labels.npy: \(withLabels.joined(separator: ", ")); give one of them as the benchmark folder"
+            throw DataError(file: resolved.path, message: "missing labels.npy\(npyFiles.isEmpty ? " (the folder has no .npy files)" : ""); \(hint)")
         }
         folder = resolved
 
@@ -144,7 +146,7 @@ public struct CorruptionBenchmark: Sendable {
         // of Int64.max would overflow that + 1, and a huge one would size per-class arrays).
         let classBound = numClasses ?? Self.maxClasses
         if let bad = labels.firstIndex(where: { $0 < 0 || $0 >= classBound }) {
-            let range = numClasses.map { "0..<\($0) (numClasses \($0))" }
+            let range = numClasses.map { "0..<\($0) (\($0) classes)" }
                 ?? "non-negative class indices below \(Self.maxClasses) (at most \(Self.maxClasses) classes)"
             throw DataError(file: labelsURL.path, message: "label \(labels[bad]) at row \(bad) is out of range; expected \(range)")
         }

@@ -51,6 +51,26 @@ public struct SafeTensorsFile: Sendable {
     /// Largest header the reference implementation accepts.
     public static let maxHeaderLength = 100_000_000
 
+    /// What a file that is not a safetensors file is, from its first bytes, when it is a format often given
+    /// in its place, with how to convert it: a NumPy `.npy` array (`\x93NUMPY`), a PyTorch `.pt`/`.pth`
+    /// checkpoint (a zip archive, `PK\x03\x04`, or before PyTorch 1.6 a pickle, `\x80` and the protocol).
+    /// Nil for anything else.
+    static func formatGuess(_ data: Data) -> String? {
+        let head = Array(data.prefix(8))
+        let convert = "convert a PyTorch state dict with "
+            + "`safetensors.torch.save_file(torch.load(\"model.pt\"), \"model.safetensors\")`"
+        if head.starts(with: [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) {
+            return "a NumPy .npy array (it starts with \\x93NUMPY)"
+        }
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) {
+            return "a zip archive (it starts with PK\\x03\\x04), as PyTorch saves .pt/.pth checkpoints; \(convert)"
+        }
+        if head.count >= 2, head[0] == 0x80, (2...5).contains(head[1]) {
+            return "a Python pickle (it starts with \\x80\\x0\(head[1])), as PyTorch before 1.6 saved .pt/.pth checkpoints; \(convert)"
+        }
+        return nil
+    }
+
     /// Opens and validates `url` (memory-mapped).
     public static func read(_ url: URL) throws -> SafeTensorsFile {
         try SafeTensorsFile(data: try readFileContents(url), name: url.path)
@@ -64,27 +84,34 @@ public struct SafeTensorsFile: Sendable {
             DataError(file: name, key: key, keyKind: kind, message: message)
         }
 
+        // A file that fails the framing is most often another format given by mistake: name it when it is a
+        // common one (a NumPy array, a PyTorch checkpoint), else say what is wrong with the framing.
+        func notSafeTensors(_ detail: String, _ what: String = "not a safetensors file") -> DataError {
+            fail(Self.formatGuess(data).map { "not a safetensors file but \($0)" } ?? "\(what) (\(detail))")
+        }
         let fileSize = data.count
         guard fileSize >= 8 else {
-            throw fail("file is \(fileSize) bytes, shorter than the 8-byte header-length prefix; not a safetensors file")
+            throw notSafeTensors("file is \(fileSize) bytes, shorter than the 8-byte header-length prefix")
         }
         let n64: UInt64 = data.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard n64 <= UInt64(Self.maxHeaderLength) else {
-            throw fail("header length \(n64) exceeds the limit of \(Self.maxHeaderLength) bytes")
+            throw notSafeTensors("header length \(n64) exceeds the limit of \(Self.maxHeaderLength) bytes")
         }
         let n = Int(n64)
         guard 8 + n <= fileSize else {
-            throw fail("header length \(n) runs past the end of the file: the header would end at byte \(8 + n) but the file is \(fileSize) bytes")
+            throw notSafeTensors("header length \(n) runs past the end of the file: the header would end at byte \(8 + n) "
+                                 + "but the file is \(fileSize) bytes", "not a safetensors file, or a truncated one")
         }
-        guard n > 0 else { throw fail("header is empty (length 0); expected a JSON object starting with '{'") }
+        guard n > 0 else { throw notSafeTensors("header length 0; the header is a JSON object starting with '{'") }
         self.headerLength = n
 
         let headerBytes: [UInt8] = data.withUnsafeBytes { Array($0[8..<(8 + n)]) }
         if let bad = firstInvalidUTF8Offset(headerBytes) {
-            throw fail("header is not valid UTF-8 (invalid byte at offset \(bad) of the header)")
+            throw notSafeTensors("invalid byte at offset \(bad) of the header", "header is not valid UTF-8")
         }
         guard headerBytes[0] == UInt8(ascii: "{") else {
-            throw fail("header must start with '{' (byte 0x7B), found byte 0x\(String(headerBytes[0], radix: 16, uppercase: true)); not a safetensors file")
+            throw notSafeTensors("the header starts with byte 0x\(String(headerBytes[0], radix: 16, uppercase: true)); "
+                                 + "a safetensors header is a JSON object, starting with '{' (byte 0x7B)")
         }
         let root: JSONValue
         do {

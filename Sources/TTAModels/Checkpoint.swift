@@ -169,8 +169,14 @@ public enum ModelZoo {
         func shape(_ key: String) -> [Int]? {
             (try? file.entry(key))?.shape ?? (try? file.entry("module." + key))?.shape
         }
-        if let c1 = shape("conv1.weight"), c1.count == 4, let fc = shape("fc.weight"), fc.count == 2,
-           let b1 = shape("block1.layer.0.conv1.weight"), b1.count == 4 {
+        if shape("block1.layer.0.conv1.weight") != nil {
+            // The WideResNet's own key is there: a stem or head missing or of the wrong rank is named, not
+            // taken for another architecture. Zero dimensions are refused below, by the shapes the model needs.
+            func ranked(_ key: String, _ rank: Int) throws -> [Int] {
+                if let s = shape(key), s.count == rank { return s }
+                return try requireShape(shape, file: file.name, key, rank: rank, of: "a RobustBench WideResNet")
+            }
+            let c1 = try ranked("conv1.weight", 4), fc = try ranked("fc.weight", 2), b1 = try ranked("block1.layer.0.conv1.weight", 4)
             var n = 0
             while shape("block1.layer.\(n).conv1.weight") != nil { n += 1 }
             let widen = b1[0] / 16

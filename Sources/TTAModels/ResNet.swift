@@ -127,15 +127,16 @@ extension ResNet {
     /// positive dimensions, whole groups, the size limits of `ModelZoo`) and every convolution weight must be in the
     /// file with the shape the inferred model gives it: a small file cannot ask for a huge model.
     static func infer(_ shape: (String) -> [Int]?, file: String) throws -> ResNet? {
-        guard let c1 = shape("conv1.weight"), c1.count == 4, let fc = shape("fc.weight"), fc.count == 2,
-              shape("layer1.0.conv1.weight") != nil else { return nil }
+        // The keys say it is a torchvision ResNet; a wrong rank is then an error naming the key, not "no ResNet keys".
+        guard shape("conv1.weight") != nil, shape("fc.weight") != nil, shape("layer1.0.conv1.weight") != nil else { return nil }
         guard shape("layer1.0.conv2.weight") != nil, shape("layer1.0.conv3.weight") != nil else {
             throw DataError(file: file, key: "layer1.0.conv3.weight",
                             message: "looks like a torchvision ResNet without bottlenecks (resnet18/34); only bottleneck ResNets (resnet50 and up) are supported")
         }
         let model = "a torchvision bottleneck ResNet"
         let stem = try requireShape(shape, file: file, "conv1.weight", rank: 4, of: model)
-        let classes = try requireShape(shape, file: file, "fc.weight", rank: 2, of: model)[0]
+        let fc = try requireShape(shape, file: file, "fc.weight", rank: 2, of: model)
+        let classes = fc[0]
         let c2 = try requireShape(shape, file: file, "layer1.0.conv2.weight", rank: 4, of: model)
         let (base, inputChannels, width) = (stem[0], stem[1], c2[0])
         // torchvision: width = ⌊planes · widthPerGroup / 64⌋ · groups, and the 3×3 weight is (width, width / groups, 3, 3).

@@ -51,22 +51,45 @@ public struct RunCheckpoint: Sendable {
             (self.stream, self.methods, self.methodConfigurations, self.seed, self.collapse) = (stream, methods, methodConfigurations, seed, collapse)
         }
 
-        /// The first difference from `other`, as "what (checkpoint: x, now: y)", or nil when they match.
+        /// The first difference from `other` (the run asked to continue), as "what (checkpoint: x, now: y)", or nil
+        /// when they match. The stream, the method settings and the collapse policy list only the settings that
+        /// differ: "method settings (lr 0.001 in the checkpoint, 0.01 now)", each method named when there are several.
         public func difference(from other: Identity) -> String? {
-            func text<T: Encodable>(_ v: T) -> String {
-                let e = JSONEncoder()
-                e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-                return (try? e.encode(v)).map { String(decoding: $0, as: UTF8.self) } ?? "\(v)"
+            func plain(_ a: String, _ b: String) -> String? { a == b ? nil : "checkpoint: \(a), now: \(b)" }
+            var methodSettings: String?
+            if methodConfigurations.count == other.methodConfigurations.count {
+                let parts = methodConfigurations.indices.compactMap { i -> String? in
+                    guard let d = Self.settingsDifference(methodConfigurations[i], other.methodConfigurations[i]) else { return nil }
+                    return methods.count > 1 && i < methods.count ? "\(methods[i]): \(d)" : d
+                }
+                methodSettings = parts.isEmpty ? nil : parts.joined(separator: "; ")
+            } else {
+                methodSettings = Self.settingsDifference(methodConfigurations, other.methodConfigurations)
             }
-            let fields: [(String, String, String)] = [
-                ("dataset", dataset, other.dataset), ("model", model, other.model),
-                ("weights (content fingerprint)", weightsFingerprint, other.weightsFingerprint),
-                ("data (content fingerprint)", dataFingerprint, other.dataFingerprint),
-                ("stream", text(stream), text(other.stream)), ("methods", methods.joined(separator: ","), other.methods.joined(separator: ",")),
-                ("method settings", text(methodConfigurations), text(other.methodConfigurations)),
-                ("seed", "\(seed)", "\(other.seed)"), ("collapse policy", text(collapse), text(other.collapse)),
+            let fields: [(String, String?)] = [
+                ("dataset", plain(dataset, other.dataset)), ("model", plain(model, other.model)),
+                ("weights (content fingerprint)", plain(weightsFingerprint, other.weightsFingerprint)),
+                ("data (content fingerprint)", plain(dataFingerprint, other.dataFingerprint)),
+                ("stream", Self.settingsDifference(stream, other.stream)),
+                ("methods", plain(methods.joined(separator: ","), other.methods.joined(separator: ","))),
+                ("method settings", methodSettings),
+                ("seed", plain("\(seed)", "\(other.seed)")), ("collapse policy", Self.settingsDifference(collapse, other.collapse)),
             ]
-            return fields.first { $0.1 != $0.2 }.map { "\($0.0) (checkpoint: \($0.1), now: \($0.2))" }
+            for case let (what, detail?) in fields { return "\(what) (\(detail))" }
+            return nil
+        }
+
+        /// The settings that differ between `old` (the checkpoint's) and `new`, compared key by key in their JSON
+        /// form: "lr 0.001 in the checkpoint, 0.01 now; steps 1 in the checkpoint, 2 now" (keys in words, at most
+        /// six listed), or nil when they encode alike.
+        static func settingsDifference<T: Encodable>(_ old: T, _ new: T) -> String? {
+            guard let a = SettingValue(encoding: old), let b = SettingValue(encoding: new) else {
+                let (x, y) = ("\(old)", "\(new)")
+                return x == y ? nil : "checkpoint: \(x), now: \(y)"
+            }
+            let lines = a.differences(now: b, path: "")
+            guard !lines.isEmpty else { return nil }
+            return lines.prefix(6).joined(separator: "; ") + (lines.count > 6 ? "; … \(lines.count - 6) more" : "")
         }
     }
 
@@ -256,5 +279,80 @@ public struct RunCheckpoint: Sendable {
                                        inProgress: inProgress)
         checkpoint.changedModelEntries = changedModel
         return checkpoint
+    }
+}
+
+/// A setting in its JSON form, read back to compare two settings key by key (`Identity.difference(from:)`).
+/// Numbers, strings and booleans are kept as the text they print as.
+private enum SettingValue: Decodable, Equatable {
+    case object([String: SettingValue])
+    case array([SettingValue])
+    case scalar(String)
+    case null
+
+    /// `value` encoded as JSON (non-finite numbers as "inf", "-inf", "nan") and read back; nil if it does not encode.
+    init?<T: Encodable>(encoding value: T) {
+        let e = JSONEncoder()
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        guard let data = try? e.encode(value), let v = try? JSONDecoder().decode(SettingValue.self, from: data) else { return nil }
+        self = v
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() {
+            self = .null
+        } else if let b = try? c.decode(Bool.self) {
+            self = .scalar(b ? "true" : "false")
+        } else if let u = try? c.decode(UInt64.self) {   // integers first: seeds beyond 2^53 stay exact
+            self = .scalar("\(u)")
+        } else if let i = try? c.decode(Int64.self) {
+            self = .scalar("\(i)")
+        } else if let d = try? c.decode(Double.self) {
+            self = .scalar("\(d)")
+        } else if let s = try? c.decode(String.self) {
+            self = .scalar(s)
+        } else if let items = try? c.decode([SettingValue].self) {
+            self = .array(items)
+        } else {
+            self = .object(try c.decode([String: SettingValue].self))
+        }
+    }
+
+    /// How the value reads in a message: `0.001`, `[5, 4]`, `none`.
+    var text: String {
+        switch self {
+        case .scalar(let s): s
+        case .null: "none"
+        case .array(let items): "[" + items.map(\.text).joined(separator: ", ") + "]"
+        case .object(let members): "{" + members.sorted { $0.key < $1.key }.map { "\(Self.words($0.key)) \($0.value.text)" }.joined(separator: ", ") + "}"
+        }
+    }
+
+    /// The settings under `path` whose values differ from `now`'s, one line each:
+    /// `["batch size 4 in the checkpoint, 8 now"]`; empty when they are equal.
+    func differences(now: SettingValue, path: String) -> [String] {
+        if case .object(let old) = self, case .object(let new) = now {
+            return Set(old.keys).union(new.keys).sorted().flatMap { key -> [String] in
+                let name = path.isEmpty ? Self.words(key) : path + " " + Self.words(key)
+                switch (old[key], new[key]) {
+                case let (a?, b?): return a.differences(now: b, path: name)
+                case let (a?, nil): return ["\(name) \(a.text) in the checkpoint, not set now"]
+                case let (nil, b?): return ["\(name) not set in the checkpoint, \(b.text) now"]
+                case (nil, nil): return []
+                }
+            }
+        }
+        guard self != now else { return [] }
+        return ["\(path.isEmpty ? "" : path + " ")\(text) in the checkpoint, \(now.text) now"]
+    }
+
+    /// A coding key in words: `samplesPerDomain` → `samples per domain`.
+    static func words(_ key: String) -> String {
+        var out = ""
+        for c in key {
+            if c.isUppercase { out += " " + c.lowercased() } else { out.append(c) }
+        }
+        return out
     }
 }

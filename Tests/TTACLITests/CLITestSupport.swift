@@ -107,6 +107,19 @@ struct TinyBenchmark {
          "--batch-size", "4", "--quiet"]
     }
 
+    /// `dataOptions` with `overrides` in place of the options of the same names (an option may be given once).
+    func dataOptions(with overrides: [String]) -> [String] {
+        let replaced = Set(overrides.filter { $0.hasPrefix("--") })
+        var kept: [String] = [], i = 0
+        let base = dataOptions
+        while i < base.count {
+            let flag = base[i] == "--quiet"
+            if !replaced.contains(base[i]) { kept += base[i..<(flag ? i + 1 : i + 2)] }
+            i += flag ? 1 : 2
+        }
+        return kept + overrides
+    }
+
     func cleanup() { folder.cleanup() }
 }
 

@@ -99,7 +99,7 @@ import TTAAdaptation
     @Test func severitySuffixOnlyWhenSeveritiesVary() throws {
         let tiny = try TinyBenchmark()
         defer { tiny.cleanup() }
-        let md = tta(["compare"] + tiny.dataOptions + ["--methods", "source", "--severity", "5,3", "--corruptions", "fog", "--format", "markdown"])
+        let md = tta(["compare"] + tiny.dataOptions(with: ["--methods", "source", "--severity", "5,3", "--corruptions", "fog", "--format", "markdown"]))
         #expect(md.code == 0)
         #expect(md.out.hasPrefix("| method | fog5 | fog3 | mean |\n"))
     }
@@ -168,7 +168,7 @@ import TTAAdaptation
                       ["--setting", "gradual", "--corruptions", "fog"],
                       ["--setting", "mixed_domains", "--samples-per-domain", "4"],
                       ["--setting", "correlated", "--seed", "3"]] {
-            let r = tta(["compare"] + tiny.dataOptions + ["--methods", "source,norm_alpha,norm_ema", "--format", "json"] + extra)
+            let r = tta(["compare"] + tiny.dataOptions(with: ["--methods", "source,norm_alpha,norm_ema", "--format", "json"] + extra))
             #expect(r.code == 0, "\(extra): \(r.err)")
             let file = try JSONDecoder().decode(ResultsFile.self, from: Data(r.out.utf8))
             let allCompleted = file.runs.allSatisfy { $0.completed }
@@ -203,8 +203,8 @@ import TTAAdaptation
     @Test func cottaAndHyperParametersReachTheMethod() throws {
         let tiny = try TinyBenchmark()
         defer { tiny.cleanup() }
-        let r = tta(["compare"] + tiny.dataOptions + ["--methods", "tent,cotta", "--format", "json", "--lr", "0.01", "--optimizer", "sgd",
-                                                      "--augmentations", "2", "--steps", "2", "--corruptions", "fog"])
+        let r = tta(["compare"] + tiny.dataOptions(with: ["--methods", "tent,cotta", "--format", "json", "--lr", "0.01", "--optimizer", "sgd",
+                                                      "--augmentations", "2", "--steps", "2", "--corruptions", "fog"]))
         #expect(r.code == 0, "\(r.err)")
         let file = try JSONDecoder().decode(ResultsFile.self, from: Data(r.out.utf8))
         for run in file.runs {

@@ -42,6 +42,7 @@ import Testing
         for c in CommandName.allCases { #expect(r.out.contains("\n  \(c.rawValue) ")) }
         #expect(tta([]).out == r.out && tta(["help"]).out == r.out && tta(["-h"]).out == r.out)
         #expect(tta(["--version"]).out == "tta 0.1.0\n")
+        #expect(r.out.contains("\n  --version ") && r.out.contains("\n  -h, --help "))
     }
 
     @Test func listShowsMethodsWithDefaults() {
@@ -56,7 +57,8 @@ import Testing
         #expect(r.out.contains("\n  resnet50 ") && r.out.contains("\n  resnext-29-4x32 "))
         #expect(r.out.contains("  unmix_tns    per-sample BN statistics mixed from K running components, no training (UnMix-TNS)\n"
                                + "               --unmix-components 16 --unmix-batch-size-max 64\n"))
-        #expect(r.out.contains("  <method>+unmix_tns: tent, eta, eata, sar, rdumb, lame, cotta, rotta, roid adapting through UnMix-TNS normalisation\n"))
+        #expect(r.out.contains("  <method>+unmix_tns: tent, eta, eata, sar, rdumb, lame, cotta, rotta, roid adapting through\n"
+                               + "               UnMix-TNS normalisation (e.g. tent+unmix_tns): "))
         for section in ["METHODS", "MODELS (--model)", "DATASETS (--dataset)", "SETTINGS (--setting)", "ORDERS (--order)"] {
             #expect(r.out.contains(section))
         }

@@ -43,7 +43,8 @@ import TTAData
         let text = dir.path("notes.txt")
         try Data("hello".utf8).write(to: URL(fileURLWithPath: text))
         let r = tta(["inspect", text])
-        #expect(r.code == 1 && r.err.hasPrefix("tta: error: \(text): neither a .npy file (no \\x93NUMPY magic) nor a safetensors file ("))
+        expectError(r, "\(text): not a .npy file (no \\x93NUMPY magic), and not a safetensors file (file is 5 bytes, shorter than the "
+                    + "8-byte header-length prefix)", code: 1)
         expectError(tta(["inspect", dir.url.path]), "\(dir.url.path) is a folder; expected a .safetensors or .npy file", code: 1)
     }
 }

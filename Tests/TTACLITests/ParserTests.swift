@@ -33,6 +33,7 @@ import TTAData
         (["--optimizer", "sgd"], "optimizer", .word("sgd")),
         (["--steps", "3"], "steps", .int(3)),
         (["--momentum", "0.8"], "momentum", .number(0.8)),
+        (["--dampening", "0.1"], "dampening", .number(0.1)),
         (["--nesterov", "false"], "nesterov", .bool(false)),
         (["--weight-decay", "0.0005"], "weight-decay", .number(0.0005)),
         (["--beta1", "0.5"], "beta1", .number(0.5)),
@@ -63,6 +64,7 @@ import TTAData
         (["--redundancy-margin", "0.2"], "redundancy-margin", .number(0.2)),
         (["--fisher-alpha", "2000"], "fisher-alpha", .number(2000)),
         (["--sar-reset-constant", "0.1"], "sar-reset-constant", .number(0.1)),
+        (["--sam-rho", "0.1"], "sam-rho", .number(0.1)),
         (["--lame-affinity", "knn"], "lame-affinity", .word("knn")),
         (["--lame-neighbours", "3"], "lame-neighbours", .int(3)),
         (["--lame-force-symmetry", "true"], "lame-force-symmetry", .bool(true)),
@@ -71,6 +73,8 @@ import TTAData
         (["--rotta-update-frequency", "8"], "rotta-update-frequency", .int(8)),
         (["--rotta-nu", "0.01"], "rotta-nu", .number(0.01)),
         (["--rotta-alpha", "0.1"], "rotta-alpha", .number(0.1)),
+        (["--rotta-lambda-t", "0.5"], "rotta-lambda-t", .number(0.5)),
+        (["--rotta-lambda-u", "2"], "rotta-lambda-u", .number(2)),
         (["--roid-weighting", "false"], "roid-weighting", .bool(false)),
         (["--roid-prior-correction", "false"], "roid-prior-correction", .bool(false)),
         (["--roid-consistency", "false"], "roid-consistency", .bool(false)),
@@ -171,7 +175,7 @@ import TTAData
         try write(#"[1, 2]"#)
         expectError(tta(["compare", "--config", path]), "\(path): expected a JSON object of options, e.g. {\"lr\": 0.01}", code: 64)
         try write(#"{"lr": 0.1,"#)
-        expectError(tta(["compare", "--config", path]), "\(path): not valid JSON; expected an object such as {\"lr\": 0.01, \"methods\": [\"tent\"]}", code: 64)
+        expectError(tta(["compare", "--config", path]), "\(path): not valid JSON; expected an object such as {\"lr\": 0.01, \"batch-size\": 64}", code: 64)
         try write(#"{"config": "other.json"}"#)
         expectError(tta(["compare", "--config", path]), "\(path): unknown key 'config'", code: 64)
         expectError(tta(["compare", "--config", dir.path("missing.json")]), "--config: no such file: \(dir.path("missing.json"))", code: 1)

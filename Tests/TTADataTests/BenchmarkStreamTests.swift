@@ -442,7 +442,7 @@ struct BenchmarkStreamTests {
         for (bad, chunks, total) in [(Int.max, "\(Int.max) + 1", "more than \(Int.max)"), (399, "400", "4000")] {
             #expect(throws: DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
                                       message: "the Dirichlet ordering needs at least 10 samples in each of the \(chunks) chunks (one per class), "
-                                          + "i.e. ≥ \(total) samples, but the domain has 400; use more samples or dirichletDelta 0")) {
+                                          + "i.e. ≥ \(total) samples, but the domain has 400; use more samples per domain, or a Dirichlet δ of 0 (each domain sorted by label)")) {
                 try BenchmarkStream.dirichletOrder(labels: [bad] + labels.dropFirst(), delta: 0.1, seed: 11)
             }
         }

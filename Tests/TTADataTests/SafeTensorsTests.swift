@@ -184,7 +184,7 @@ struct SafeTensorsTests {
         expectDataError(file: name, key: nil, contains: ["header length 3 runs past the end of the file: the header would end at byte 11 but the file is 10 bytes"]) {
             _ = try SafeTensorsFile(data: stBytes("{}", length: 3), name: name)
         }
-        expectDataError(file: name, key: nil, contains: ["header is empty (length 0)"]) {
+        expectDataError(file: name, key: nil, contains: ["not a safetensors file (header length 0;"]) {
             _ = try SafeTensorsFile(data: stBytes(""), name: name)
         }
         // A header that is exactly the limit but missing from the file.
@@ -202,10 +202,10 @@ struct SafeTensorsTests {
                 _ = try SafeTensorsFile(data: stBytes([0x7B, 0x22] + bad + [0x22, 0x3A, 0x31, 0x7D]), name: name)
             }
         }
-        expectDataError(file: name, key: nil, contains: ["header must start with '{' (byte 0x7B), found byte 0x20"]) {
+        expectDataError(file: name, key: nil, contains: ["not a safetensors file (the header starts with byte 0x20; a safetensors header is a JSON object, starting with '{' (byte 0x7B))"]) {
             _ = try SafeTensorsFile(data: stBytes(" {}"), name: name)
         }
-        expectDataError(file: name, key: nil, contains: ["header must start with '{'", "found byte 0x5B"]) {
+        expectDataError(file: name, key: nil, contains: ["not a safetensors file", "the header starts with byte 0x5B"]) {
             _ = try SafeTensorsFile(data: stBytes("[]"), name: name)
         }
         let syntax: [(String, String)] = [

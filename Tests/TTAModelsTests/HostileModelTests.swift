@@ -81,6 +81,9 @@ import TTATensor
         // No classes: ResNet's init stopped on a precondition.
         let noClasses = try #require(try Self.inferError(Self.replacing("fc.weight", with: [0, 128], in: Self.resnet)))
         #expect(noClasses.key == "fc.weight" && noClasses.description.contains("fc.weight"))
+        // A head of the wrong rank is named, not reported as "no ResNet keys".
+        let flatHead = try #require(try Self.inferError(Self.replacing("fc.weight", with: [10, 128, 1], in: Self.resnet)))
+        #expect(flatHead.key == "fc.weight" && flatHead.message.hasPrefix("expected a 2-D tensor"))
         // No input channels.
         let noChannels = try #require(try Self.inferError(Self.replacing("conv1.weight", with: [4, 0, 7, 7], in: Self.resnet)))
         #expect(noChannels.key == "conv1.weight" && noChannels.description.contains("conv1.weight"))
@@ -127,6 +130,24 @@ import TTATensor
         // A later block that does not match is refused before the model is built.
         let badQKV = try #require(try Self.inferError(Self.replacing("blocks.1.attn.qkv.weight", with: [5, 8], in: Self.vit), metadata: Self.vitMetadata))
         #expect(badQKV.key == "blocks.1.attn.qkv.weight" && badQKV.message.contains("[24, 8]"))
+    }
+
+    /// RobustBench-style WideResNet-10-1: conv1 (16, 3, 3, 3), block1 width 16, fc (10, 64).
+    static let wideResNet = shapes(of: WideResNet(depth: 10, widenFactor: 1, numClasses: 10))
+
+    /// With the WideResNet's own keys present, a stem or head of the wrong rank (or missing) is named with the
+    /// rank expected; it used to fall through to "no WideResNet keys … found".
+    @Test func wideResNetShapesOfTheWrongRankAreRefusedByKey() throws {
+        #expect(try Self.inferError(Self.wideResNet) == nil)
+        let head = try #require(try Self.inferError(Self.replacing("fc.weight", with: [10, 64, 2], in: Self.wideResNet)))
+        #expect(head.key == "fc.weight")
+        #expect(head.message == "expected a 2-D tensor with every dimension at least 1 for a RobustBench WideResNet, found shape [10, 64, 2]")
+        let stem = try #require(try Self.inferError(Self.replacing("conv1.weight", with: [16, 3, 9], in: Self.wideResNet)))
+        #expect(stem.key == "conv1.weight" && stem.message.hasPrefix("expected a 4-D tensor"))
+        let block = try #require(try Self.inferError(Self.replacing("block1.layer.0.conv1.weight", with: [16, 16], in: Self.wideResNet)))
+        #expect(block.key == "block1.layer.0.conv1.weight" && block.message.hasPrefix("expected a 4-D tensor"))
+        let noHead = try #require(try Self.inferError(Self.replacing("fc.weight", with: nil, in: Self.wideResNet)))
+        #expect(noHead.key == "fc.weight" && noHead.message == "missing; a RobustBench WideResNet checkpoint needs it")
     }
 
     /// Every architecture refuses no classes or no input channels the way the WideResNet does.
