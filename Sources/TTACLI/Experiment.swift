@@ -118,11 +118,11 @@ func checkOutputPaths(_ outputs: [(flag: String, path: String)], inputs: [(flag:
     }
 }
 
-/// The first method option given that none of `methods` reads, with the (single) methods that read it: the
-/// optimizer settings (SAR builds its own SGD from lr, momentum and steps; source, norm_*, lame and unmix_tns train
-/// nothing), each method's hyper-parameters (`ListCommand.methodParameters`; a `<method>+unmix_tns` reads its
-/// method's and UnMix-TNS's) and the source data's options. Nil when every option given is read.
-func unreadOption(_ a: ParsedArguments, methods: [String]) -> (flag: String, readers: [String])? {
+/// Throws a usage error for the first method option given that none of `methods` reads, naming the methods that
+/// read it: the optimizer settings (SAR builds its own SGD from lr, momentum and steps; source, norm_*, lame and
+/// unmix_tns train nothing), each method's hyper-parameters (`ListCommand.methodParameters`; a `<method>+unmix_tns`
+/// reads its method's and UnMix-TNS's) and the source data's options.
+func refuseUnreadOptions(_ a: ParsedArguments, methods: [String]) throws {
     let entries = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) == $0.name }
     let trained = entries.filter(\.usesGradients), configured = trained.filter { $0.ownOptimizer == nil }
     var readers: [(flag: String, methods: [String])] =
@@ -139,9 +139,11 @@ func unreadOption(_ a: ParsedArguments, methods: [String]) -> (flag: String, rea
             let base = MethodRegistry.baseName(m)
             return names.contains(base) || (base != m && names.contains("unmix_tns"))
         }
-        if !read { return (flag, names) }
+        if !read {
+            throw CLIError.usage("--\(flag) is read only by \(names.joined(separator: ", ")); "
+                                 + (methods.count == 1 ? "\(methods[0]) does not read it" : "none of \(methods.joined(separator: ", ")) does"))
+        }
     }
-    return nil
 }
 
 /// The reference's SAR trains transformers (ViT, Swin) with lr 0.001 whatever OPTIM.LR says; an explicit --lr still
@@ -264,9 +266,12 @@ struct LoadedWeights {
     let modelName: String
     /// `--normalize`: `.some(nil)` removes the model's input normalisation, nil keeps it.
     let normalization: (mean: [Float], std: [Float])??
+    /// `--normalize` as given, for messages.
+    let normalizeText: String?
 
     init(path: String, modelName: String, normalize: String? = nil) throws {
         normalization = try normalize.map(parseNormalization)
+        normalizeText = normalize
         url = URL(fileURLWithPath: path)
         guard FileManager.default.fileExists(atPath: url.path) else { throw CLIError.fileNotFound(what: "--weights", path: path) }
         do { file = try SafeTensorsFile.read(url) } catch let e as DataError {
@@ -307,7 +312,7 @@ struct LoadedWeights {
         }
         if let normalization {
             if let n = normalization, n.mean.count != model.inputChannels {
-                throw CLIError.invalidValue(option: "normalize", value: n.mean.map { "\($0)" }.joined(separator: ","),
+                throw CLIError.invalidValue(option: "normalize", value: normalizeText ?? "",
                                             expected: "\(model.inputChannels) means and stds, one per input channel of \(model.architecture)")
             }
             model.inputNormalization = normalization
@@ -369,10 +374,7 @@ final class Experiment {
         if o.arguments.has("checkpoint-every") && o.checkpoint == nil {
             throw CLIError.usage("--checkpoint-every needs --checkpoint (the file to save the run's state in)")
         }
-        if let (flag, readers) = unreadOption(o.arguments, methods: o.methods) {
-            throw CLIError.usage("--\(flag) is read only by \(readers.joined(separator: ", ")); "
-                                 + (o.methods.count == 1 ? "\(o.methods[0]) does not read it" : "none of \(o.methods.joined(separator: ", ")) does"))
-        }
+        try refuseUnreadOptions(o.arguments, methods: o.methods)
         try checkModelName(o.model)
         do { try o.collapse.validate() } catch let e as RuntimeError { throw CLIError.usage("--" + e.message) }
         if let path = o.resume, !FileManager.default.fileExists(atPath: path) { throw CLIError.fileNotFound(what: "--resume", path: path) }

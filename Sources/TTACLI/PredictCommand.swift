@@ -54,6 +54,7 @@ struct PredictCommand: Command {
                                      + "or \(runInstead)")
             }
         }
+        try refuseUnreadOptions(a, methods: [method])
         if requestedBatchSize == 1, let refusal = singleImageRefusal(method) {
             throw CLIError.usage("--batch-size 1: \(method) \(refusal.why). Give a larger --batch-size ('tta run --window-length N' adapts "
                                  + "on a sliding window of single images), or use a method made for single images: \(refusal.alternatives)")
@@ -63,11 +64,7 @@ struct PredictCommand: Command {
     func run(console: Console) throws -> Int32 {
         let inputURL = URL(fileURLWithPath: input), outputURL = URL(fileURLWithPath: output)
         guard FileManager.default.fileExists(atPath: inputURL.path) else { throw CLIError.fileNotFound(what: "--input", path: input) }
-        let outDir = outputURL.deletingLastPathComponent()
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: outDir.path, isDirectory: &isDir), isDir.boolValue else {
-            throw CLIError.failed("cannot write \(output): the folder \(outDir.path) does not exist")
-        }
+        try checkOutputPaths([(flag: "output", path: output)], inputs: [(flag: "input", path: input), (flag: "weights", path: weights)])
         if let t = arguments.int("threads") { KernelThreads.count = t }
 
         // Validate everything first: weights, model, images, method.

@@ -166,4 +166,14 @@ import TTATensor
                 "\(withNormalize.err)")
         #expect(!FileManager.default.fileExists(atPath: output))
     }
+
+    /// A --normalize whose channel count does not fit the model is quoted as the user typed it, not as numbers.
+    @Test func normalizeIsQuotedAsGiven() throws {
+        let tiny = try TinyBenchmark(channels: 1)
+        defer { tiny.cleanup() }
+        let images = tiny.folder.path("grey.npy")
+        try NPYFile.write(uint8: [UInt8](repeating: 9, count: 2 * 16 * 16), shape: [2, 16, 16], to: URL(fileURLWithPath: images))
+        expectError(tta(["predict", "--weights", tiny.weights, "--input", images, "--output", tiny.folder.path("o.npy"), "--normalize", "imagenet"]),
+                    "invalid value 'imagenet' for '--normalize': expected 1 means and stds, one per input channel of wideresnet-10-1", code: 64)
+    }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TTAAdaptation
+import TTAData
 import TTARuntime
 @testable import TTACLI
 
@@ -56,6 +57,8 @@ import TTARuntime
                     "--lr is read only by tent, cotta, eta, eata, sar, rdumb, rotta, roid, rmt; none of source, norm_test does", code: 64)
         expectError(tta(["run"] + tiny.dataOptions + ["--method", "tent", "--source-data", tiny.root]),
                     "--source-data is read only by eata, rmt; tent does not read it", code: 64)
+        expectError(tta(["predict", "--weights", tiny.weights, "--input", "x.npy", "--output", "y.npy", "--augmentations", "2"]),
+                    "--augmentations is read only by cotta; source does not read it", code: 64)
         expectError(tta(["run"] + tiny.dataOptions + ["--method", "tent", "--checkpoint-every", "3"]),
                     "--checkpoint-every needs --checkpoint (the file to save the run's state in)", code: 64)
         // Read by one of the methods compared: taken.
@@ -92,6 +95,12 @@ import TTARuntime
         let report = tiny.folder.path("report.html")
         expectError(tta(run + ["--report", report, "--checkpoint", report]),
                     "--report and --checkpoint are the same file, \(report): one would overwrite the other", code: 64)
+        // predict: its logits are not written over its images.
+        let images = tiny.folder.path("images.npy")
+        try NPYFile.write(uint8: [UInt8](repeating: 7, count: 2 * 16 * 16 * 3), shape: [2, 16, 16, 3], to: URL(fileURLWithPath: images))
+        expectError(tta(["predict", "--weights", tiny.weights, "--input", images, "--output", images]),
+                    "--output \(images) is the --input file: writing it would overwrite an input", code: 64)
+        #expect(try NPYFile(contentsOf: URL(fileURLWithPath: images)).dtype == .uint8)
     }
 
     /// A stdout that cannot be written (a full device, a closed pipe) no longer stops the process: the results
