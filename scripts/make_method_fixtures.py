@@ -344,8 +344,9 @@ def run_sar(model, xs, cfg, params=None):
         recovered = ema is not None and ema < cfg["reset_constant"]
         print(f"  sar: loss EMA {ema}" + (" < reset constant: back to the source" if recovered else ""))
         if recovered:
+            # The reference's recovery reloads the SAM wrapper's state_dict, which leaves the inner SGD's momentum
+            # buffers as they are (checked with torch 2.15): the SGD goes on with its momentum.
             model.load_state_dict(source_state)
-            opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=0.9)
             ema = None
         emas.append(float("nan") if ema is None else ema)
         outs.append(y.detach())
@@ -775,17 +776,20 @@ def sliding_window(images, window, adapt, predict):
 
 def window_cases():
     """methods/window_<method>.safetensors: the fixture stream fed one image at a time through a sliding
-    window of WINDOW images (`sliding_window`), for tent (Adam, lr 1e-3) and norm_test; `image<i>` is
-    the output for image i, `final.*` the BN state after the stream (tent)."""
+    window of WINDOW images (`sliding_window`), for tent (Adam, lr 1e-3), norm_test and norm_ema (whose EMA
+    BatchNorm updates the running statistics on every call of the model, forward_sliding_window's too);
+    `image<i>` is the output for image i, `final.*` the BN state after the stream."""
     state = load_file(os.path.join(OUT, "model.safetensors"))
     images = load_file(os.path.join(OUT, "stream.safetensors"))["x"].double()
-    for name in ["tent", "norm_test"]:
+    for name in ["tent", "norm_test", "norm_ema"]:
         model = WideResNet(depth=16, widen_factor=1, num_classes=10)
         model.load_state_dict(state)
         model = model.double()
         model.train()
-        params = bn_affine_only(model)
-        opt = make_optimizer(params, {"optimizer": "adam", "lr": 1e-3})
+        # tent and norm_test: BN on batch statistics in either mode (bn_affine_only drops the running ones);
+        # norm_ema keeps them.
+        params = bn_affine_only(model) if name != "norm_ema" else []
+        opt = make_optimizer(params, {"optimizer": "adam", "lr": 1e-3}) if params else None
 
         def predict(x):
             with torch.no_grad():
@@ -797,7 +801,17 @@ def window_cases():
             opt.step(); opt.zero_grad()
             return y
 
-        outs = sliding_window(images, WINDOW, tent_step if name == "tent" else predict, predict)
+        def ema_predict(x):   # BN momentum 0.1: a train pass updates the running statistics, an eval pass predicts
+            with torch.no_grad():
+                model.train()
+                model(x)
+                model.eval()
+                return model(x)
+
+        if name == "norm_ema":
+            outs = sliding_window(images, WINDOW, ema_predict, ema_predict)
+        else:
+            outs = sliding_window(images, WINDOW, tent_step if name == "tent" else predict, predict)
         tensors = {f"image{i}": o.float().contiguous() for i, o in enumerate(outs)}
         tensors.update({f"final.{k}": v.detach().float().clone() for k, v in model.state_dict().items()
                         if v.is_floating_point() and "bn" in k})

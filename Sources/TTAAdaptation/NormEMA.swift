@@ -17,12 +17,18 @@ public final class NormEMAMethod: AdaptationMethod {
     }
 
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
-        timer.measure(.forward) {
-            model.setBatchNormMode(.batchStatisticsUpdatingRunning)
-            _ = model.forward(x, .inference)
-            model.setBatchNormMode(.runningStatistics)
-            return model.forward(x, .inference)
-        }
+        timer.measure(.forward) { Self.updateAndPredict(x, model) }
+    }
+
+    /// A sliding window's predictions between updates update the statistics too: the reference's EMA BatchNorm does
+    /// both passes on every call of the model (`forward_sliding_window` included).
+    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor { Self.updateAndPredict(x, model) }
+
+    private static func updateAndPredict(_ x: Tensor, _ model: any ImageClassifier) -> Tensor {
+        model.setBatchNormMode(.batchStatisticsUpdatingRunning)
+        _ = model.forward(x, .inference)
+        model.setBatchNormMode(.runningStatistics)
+        return model.forward(x, .inference)
     }
 
     public func reset() {}

@@ -86,8 +86,16 @@ public final class RMTMethod: AdaptationMethod {
         try requireSeveralValuesPerChannel(images: remainder == 0 ? source.batchSize : remainder,
                                            height: source.images.shape[2], width: source.images.shape[3], in: model, "rmt: a source batch")
         // The reference's RMT keeps the base class's collect_params: every `weight` and `bias` (a ViT's class token and
-        // position embedding stay, as in CoTTA).
-        model.store.setTrainable(.weightsAndBiases)
+        // position embedding stay, as in CoTTA). On a timm ViT its split into features and classifier then classifies
+        // with a copy of `head` that no optimizer holds (model.py's split_up_model replaces `head` after the optimizer
+        // was built), so the head stays at its source weights, the teacher's too; a CNN's `fc` is shared and trains.
+        if model is VisionTransformer {
+            model.store.setTrainable(.names(Set(model.store.entries.filter { e in
+                e.kind == .parameter && ParameterSelection.weightsAndBiases.selects(e) && !e.name.hasPrefix("head.")
+            }.map(\.name))))
+        } else {
+            model.store.setTrainable(.weightsAndBiases)
+        }
         studentOptimizer = configuration.makeOptimizer(model.store)
         let teacher = model.copy()
         self.teacher = teacher
@@ -138,6 +146,14 @@ public final class RMTMethod: AdaptationMethod {
             projectorStore.zeroGrads()
             updateMeanTeacher(teacher.store, from: model.store, momentum: c.teacherMomentum)
         }
+        return Tensor(shape: s.shape, storage: zip(s.storage, t.storage).map { $0 + $1 })
+    }
+
+    /// A sliding window's predictions between updates are the student's plus the teacher's logits, as the step's
+    /// (the reference's `forward_sliding_window`).
+    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
+        guard let teacher else { throw AdaptationError("rmt: predict before configure") }
+        let (s, t) = (model.forward(x, .inference), teacher.forward(x, .inference))
         return Tensor(shape: s.shape, storage: zip(s.storage, t.storage).map { $0 + $1 })
     }
 

@@ -10,7 +10,8 @@ import TTATensor
 /// `g` of `mean over S1 of H_i` moves the parameters to `θ + ρ·g/(‖g‖₂ + 1e-12)`; there, a second
 /// forward keeps `S2 = {i ∈ S1 : H′_i < E0}` and `L2 = mean over S2 of H′_i`; SAM step 2: back to `θ`,
 /// then SGD (momentum 0.9, no Nesterov) with the gradient of `L2`. The EMA `e ← 0.9·e + 0.1·L2` (when
-/// `S2` is not empty) triggers a reset to the source when `e < e_m` (0.2). The SGD step is taken even
+/// `S2` is not empty) triggers a reset of the model to the source when `e < e_m` (0.2); the SGD keeps its
+/// momentum through it and through `reset()`, as the reference's does. The SGD step is taken even
 /// when a filter leaves nothing, as in the reference (the momentum still moves the parameters).
 /// Output: the logits of the first forward pass, before the update.
 ///
@@ -74,9 +75,10 @@ public final class SARMethod: RestoresSource {
             store.zeroGrads()
         }
 
+        // Recovery and reset reload the model, not the SGD's momentum: the reference reloads its SAM wrapper's
+        // state_dict, which leaves the inner SGD's momentum buffers as they are.
         if let e = lossAverage, e < Double(configuration.sarResetConstant) {
             store.restore(sourceState)
-            optimizer.reset()
             lossAverage = nil
             recoveries += 1
         }
@@ -84,7 +86,6 @@ public final class SARMethod: RestoresSource {
     }
 
     public func reset() {
-        optimizer?.reset()
         lossAverage = nil
         recoveries = 0
     }

@@ -146,6 +146,15 @@ func refuseUnreadOptions(_ a: ParsedArguments, methods: [String]) throws {
     }
 }
 
+/// The images of an image-folder benchmark a run takes without `--subset`: on ImageNet-C RobustBench's 5000, except
+/// where the reference switches to all 50,000 validation images (datasets/corruptions_datasets.py: a correlated
+/// setting, or NUM_EX set, here --samples-per-domain); every image on Tiny-ImageNet-C. The reference lists the 50,000
+/// in an order of its own (imagenet_val_ids_50k.txt, which --subset takes): "all" holds the same images in folder order,
+/// so the shuffled stream draws the same pool in another order.
+func defaultSubset(_ dataset: Dataset, _ setting: StreamSetting, samplesPerDomain: Int?) -> String {
+    dataset == .imagenet && setting != .correlated && samplesPerDomain == nil ? "robustbench5000" : "all"
+}
+
 /// The reference's SAR trains transformers (ViT, Swin) with lr 0.001 whatever OPTIM.LR says; an explicit --lr still
 /// applies here.
 func applyTransformerRate(_ c: inout MethodConfiguration, method: String, model: any ImageClassifier, _ a: ParsedArguments) {
@@ -446,7 +455,7 @@ final class Experiment {
         let benchmark: any CorruptionDataset
         do {
             if dataset.isImageFolder {
-                let subset: ImageFolderBenchmark.Subset = switch o.subset ?? (dataset == .imagenet ? "robustbench5000" : "all") {
+                let subset: ImageFolderBenchmark.Subset = switch o.subset ?? defaultSubset(dataset, o.setting, samplesPerDomain: o.samplesPerDomain) {
                 case "robustbench5000": .robustBench5000
                 case "all": .all
                 case let path: .list(URL(fileURLWithPath: path))

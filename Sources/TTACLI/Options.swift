@@ -134,8 +134,9 @@ let optionTable: [OptionSpec] = [
     OptionSpec(name: "data-dir", kind: .text(placeholder: "dir"), defaultText: "the embedded FMNIST-C folder",
                help: "The benchmark folder (e.g. CIFAR-10-C, holding labels.npy and <corruption>.npy; ImageNet-C, holding <corruption>/<severity>/<wnid>/<file>.JPEG) or its parent.",
                group: .data, commands: experiment),
-    OptionSpec(name: "subset", kind: .text(placeholder: "robustbench5000|all|list.txt"), defaultText: "robustbench5000 for imagenet-c, else all",
-               help: "ImageNet-C-layout benchmarks: RobustBench's fixed 5,000 images, every image, or a file of <wnid>/<file> lines, in its order.",
+    OptionSpec(name: "subset", kind: .text(placeholder: "robustbench5000|all|list.txt"), defaultText: "robustbench5000 for imagenet-c (all with --setting correlated or --samples-per-domain, as the reference), else all",
+               help: "ImageNet-C-layout benchmarks: RobustBench's fixed 5,000 images, every image, or a file of <wnid>/<file> lines, in its order "
+                   + "(the reference's classification/datasets/imagenet_list/imagenet_val_ids_50k.txt gives its exact sample order).",
                group: .data, commands: experiment),
     OptionSpec(name: "source-data", kind: .text(placeholder: "path"), defaultText: nil,
                help: "Labelled source-domain data, needed by eata and rmt: a folder with images.npy (uint8 NHWC or float32 NCHW in [0, 1]) "

@@ -257,6 +257,9 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         (fresh.method as? UnMixTNSMethod)?.initialMeans = (adaptor.method as? UnMixTNSMethod)?.initialMeans
         // RMT's source replay goes on across a reset, as the reference's `src_loader_iter` does (rmt.py: `reset`
         // reloads the models and optimizers only): the fresh adaptor's sampler starts where the reset one's stands.
+        // SAR's SGD keeps its momentum across a reset, as the reference's (its SAM wrapper's load_state_dict leaves
+        // the inner SGD's buffers): the fresh adaptor starts with the reset one's.
+        if MethodRegistry.baseName(method) == "sar" { try fresh.method.restoreState(adaptor.method.captureState()) }
         if method == "rmt" {
             var state = fresh.method.captureState()
             for (key, value) in adaptor.method.captureState().numbers where key.hasPrefix("source.") { state.numbers[key] = value }

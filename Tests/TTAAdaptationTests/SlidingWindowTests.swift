@@ -13,9 +13,10 @@ import TTATestSupport
     }
 
     /// Each image's output against PyTorch, window of 3: predictions with the buffer between updates,
-    /// an update on the whole buffer at every third image.
+    /// an update on the whole buffer at every third image. norm_ema's predictions between updates move its
+    /// running statistics too (the reference's EMA BatchNorm does on every call): its final BN state is compared.
     /// Golden: `window_cases()` (with `sliding_window`) in scripts/make_method_fixtures.py.
-    @Test(arguments: ["tent", "norm_test"])
+    @Test(arguments: ["tent", "norm_test", "norm_ema"])
     func matchesPyTorchImageByImage(_ name: String) throws {
         let expected = try fixture("methods/window_\(name).safetensors")
         let window = try #require(Int(expected.metadata["window"] ?? ""))
@@ -30,6 +31,35 @@ import TTATestSupport
         let updated = outcomes.enumerated().filter { $0.element == .adapted }.map(\.offset)
         #expect(updated == Array(stride(from: window - 1, to: 32, by: window)))
         #expect(outcomes.filter { $0 == .windowed }.count == 32 - updated.count)
+        if name == "norm_ema" {
+            let finals = expected.names.filter { $0.hasPrefix("final.") && $0.contains("running") }
+            #expect(finals.count == 2 * adaptor.model.batchNorms.count)
+            for key in finals {
+                let p = String(key.dropFirst("final.".count))
+                expectClose(try #require(adaptor.model.store.tensor(p)), try expected.tensor(key), "final \(p)")
+            }
+        }
+    }
+
+    /// Between updates RMT shows its student's plus its teacher's prediction of the window, as its step does (the
+    /// reference's `forward_sliding_window` override). Before the first update the teacher is the student: twice the
+    /// student's logits.
+    @Test func rmtPredictsWithStudentAndTeacher() throws {
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.rmtWarmupSamples = 0
+        let images = try singleImages()
+        let source = Tensor(shape: [10] + images[0].shape.dropFirst(), storage: images[8..<18].flatMap(\.storage))
+        let adaptor = try Adaptor(model: try methodFixtureModel(),
+                                  method: try MethodRegistry.make("rmt", configuration: c, augment: { x, _ in x }, sourceBatches: [source],
+                                                                  sourceLabels: [Array(0..<10)]),
+                                  seed: 1, windowLength: 4)
+        let student = adaptor.model.copy()
+        _ = try adaptor.process(images[0])
+        let r = try adaptor.process(images[1])
+        #expect(r.outcome == .windowed)
+        let buffer = Tensor(shape: [2] + images[0].shape.dropFirst(), storage: images[0].storage + images[1].storage)
+        let single = student.forward(buffer, .inference).slice(1..<2)
+        expectClose(try #require(r.output), Tensor(shape: single.shape, storage: single.storage.map { 2 * $0 }), tolerance: 1e-6, "window row 1")
     }
 
     /// Between updates CoTTA shows its teacher's prediction of the window (the reference's

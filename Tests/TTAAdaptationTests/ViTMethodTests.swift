@@ -95,7 +95,8 @@ import TTATestSupport
         _ = try Adaptor(model: model, method: MethodRegistry.make(name, configuration: config, augment: { x, _ in x },
                                                                   sourceBatches: [source], sourceLabels: [[0, 1, 2, 0]]), seed: 0)
         let frozen = model.store.entries.map(\.name).filter { !model.store.trainableNames.contains($0) }
-        #expect(frozen == ["cls_token", "pos_embed"], "\(name)")
+        // RMT on a timm ViT classifies with a copy of the head that no optimizer holds (the reference's split_up_model).
+        #expect(frozen == ["cls_token", "pos_embed"] + (name == "rmt" ? ["head.weight", "head.bias"] : []), "\(name)")
     }
 
     /// Every norm-layer method runs on the tiny ViT: finite outputs, and the adapted parameters move.

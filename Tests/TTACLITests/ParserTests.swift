@@ -189,4 +189,14 @@ import TTAData
         #expect(closest(to: "xyz", in: ["batch-size", "seed"]) == nil)
         #expect(editDistance(Array("ab"), Array("ba")) == 1)
     }
+
+    /// ImageNet-C takes RobustBench's 5000 images unless the reference switches to all 50,000 (a correlated setting, or
+    /// NUM_EX set: datasets/corruptions_datasets.py); Tiny-ImageNet-C always takes every image.
+    @Test func imageNetSubsetFollowsTheReference() {
+        #expect(defaultSubset(.imagenet, .continual, samplesPerDomain: nil) == "robustbench5000")
+        #expect(defaultSubset(.imagenet, .mixed_domains, samplesPerDomain: nil) == "robustbench5000")
+        #expect(defaultSubset(.imagenet, .correlated, samplesPerDomain: nil) == "all")
+        #expect(defaultSubset(.imagenet, .continual, samplesPerDomain: 1000) == "all")
+        #expect(defaultSubset(.tinyImagenet, .continual, samplesPerDomain: nil) == "all")
+    }
 }
