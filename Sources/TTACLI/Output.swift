@@ -90,10 +90,17 @@ struct ResultsView {
         }
         lines.append("")
         lines.append(contentsOf: timingTable())
-        let notes = stabilityNotes
+        let notes = self.notes
         if !notes.isEmpty { lines.append(""); lines.append(contentsOf: notes) }
         if anyInterrupted { lines.append(""); lines.append(interruptedNote) }
         return lines.map { $0.trailingSpacesRemoved }.joined(separator: "\n") + "\n"
+    }
+
+    /// The lines under the tables: the mean error at severity 5 where it is not the mean, then the stability notes.
+    var notes: [String] {
+        let five = file.runs.compactMap { r in r.meanErrorAtSeverity5.map { "\(r.method) \(Self.percent($0))" } }
+        return (five.isEmpty ? [] : ["mean error at severity 5 (the reference's \"mean error at 5\"): " + five.joined(separator: ", ")])
+            + stabilityNotes
     }
 
     /// One line per run whose guard or collapse monitor saw something (none when all ran cleanly).
@@ -138,7 +145,7 @@ struct ResultsView {
             lines.append("| \(r.method) | \(String(format: "%.1f", r.imagesPerSecond)) | \(String(format: "%.1f", r.seconds)) | "
                          + "\(String(format: "%.1f", Double(r.peakMemoryBytes) / 1_048_576)) | \(r.batches)/\(r.totalBatches) |")
         }
-        let notes = stabilityNotes
+        let notes = self.notes
         if !notes.isEmpty { lines.append(""); lines.append(contentsOf: notes) }
         if anyInterrupted { lines.append(""); lines.append(interruptedNote) }
         return lines.joined(separator: "\n") + "\n"

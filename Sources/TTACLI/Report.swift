@@ -37,7 +37,7 @@ struct HTMLReport {
         if let s = sourceData { meta.append(("source data", s)) }
         let metaHTML = meta.map { "<dt>\(esc($0.0))</dt><dd>\(esc($0.1))</dd>" }.joined()
         let interrupted = view.anyInterrupted ? "<p class=\"note\">\(esc(view.interruptedNote))</p>" : ""
-        let stability = view.stabilityNotes.map { "<p class=\"note\">\(esc($0))</p>" }.joined()
+        let stability = view.notes.map { "<p class=\"note\">\(esc($0))</p>" }.joined()
         return """
         <!DOCTYPE html>
         <html lang="en">

@@ -64,6 +64,16 @@ public struct RunResult: Sendable, Codable, Equatable {
 }
 
 extension RunResult {
+    /// The mean error over the severity-5 domains, which the reference prints beside the mean ("mean error at 5")
+    /// when the stream holds other severities too (`gradual`, `--severity 5,3,1`); nil when it holds only severity 5
+    /// or none of it, and in `mixed_domains` (whose per-domain errors split one mixed stream).
+    public var meanErrorAtSeverity5: Double? {
+        guard setting != "mixed_domains" else { return nil }
+        let five = domains.filter { $0.severity == 5 }
+        guard !five.isEmpty, five.count < domains.count else { return nil }
+        return five.map(\.error).reduce(0, +) / Double(five.count)
+    }
+
     /// The result with its measured fields (times, throughput, peak memory) zeroed: what two runs of the
     /// same configuration, or a run and its resumption from a checkpoint, have bit for bit in common.
     public var withoutMeasurements: RunResult {

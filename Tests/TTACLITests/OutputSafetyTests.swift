@@ -42,6 +42,14 @@ import TTARuntime
                     + "to change it (e.g. --severity 1,3,5,3,1)", code: 64)
         let r = tta(["run"] + options + ["--method", "source", "--setting", "gradual"])
         #expect(r.code == 0 && r.out.contains(" · severity 1,2,3,4,5,4,3,2,1 · "), "\(r.out)")
+        // The reference prints the mean over the severity-5 domains beside the mean; so does the table.
+        let json = tta(["run"] + options + ["--method", "source", "--setting", "gradual", "--format", "json"])
+        let run = try JSONDecoder().decode(ResultsFile.self, from: Data(json.out.utf8)).runs[0]
+        let five = try #require(run.domains.first { $0.severity == 5 })
+        #expect(run.domains.count == 9 && run.meanErrorAtSeverity5 == five.error)
+        #expect(r.out.contains("mean error at severity 5 (the reference's \"mean error at 5\"): source \(ResultsView.percent(five.error))\n"), "\(r.out)")
+        // A stream of severity 5 alone has no such line: its mean is that mean.
+        #expect(!tta(["run"] + options + ["--method", "source"]).out.contains("mean error at severity 5"))
     }
 
     /// Options none of the methods reads are refused by name, with the methods that read them; read by one of
