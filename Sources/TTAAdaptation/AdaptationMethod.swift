@@ -41,12 +41,14 @@ public protocol AdaptationMethod: AnyObject {
     /// Predicts on `x` and adapts. Returns the method's output for the batch (logits, or what the
     /// reference returns, e.g. CoTTA's teacher logits), computed before this step's update.
     func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor
-    /// The method's prediction for `x` without an update: what the sliding window of a single-image
+    /// The method's prediction for `x` without a gradient update: what the sliding window of a single-image
     /// stream shows between its updates (the reference's `forward_sliding_window`). Default: the model's
-    /// forward pass as the method configured it.
+    /// forward pass as the method configured it. (norm_ema's updates its BN statistics, as the reference's
+    /// EMA BatchNorm does on every call.)
     func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor
-    /// Restores the method's own state (optimizer moments, teacher, anchor, …) to just after `configure`.
-    /// The adaptor restores the model itself.
+    /// Restores the method's own state (optimizer moments, teacher, anchor, …) to just after `configure`, but
+    /// what the reference's reset keeps (SAR's SGD momentum, RMT's place in its source data, RDumb's update
+    /// count). The adaptor restores the model itself.
     func reset()
     /// The method's mutable state between batches (see the protocol's discussion).
     func captureState() -> MethodState

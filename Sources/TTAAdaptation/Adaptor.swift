@@ -84,8 +84,9 @@ public final class Adaptor {
     /// single-sample adaptation: the image goes into a buffer of the last W images (appended while it is
     /// not full, else written over slot `p`, with p = 0, 1, …, W−1 in turn). When slot W−1 is written the
     /// method adapts on the whole buffer (guarded as above); otherwise the buffer is predicted without
-    /// an update (`AdaptationMethod.predict`), so that BN statistics come from W images. Either way the
-    /// output is row `p`. Batches of several images are not windowed.
+    /// a gradient update (`AdaptationMethod.predict`; norm_ema's moves its BN statistics, guarded likewise),
+    /// so that BN statistics come from W images. Either way the output is row `p`. Batches of several
+    /// images are not windowed.
     public func process(_ x: Tensor) throws -> StepResult {
         guard x.rank == 4, x.shape[1] == model.inputChannels, x.shape[0] > 0 else {
             throw AdaptationError("batch has shape \(x.shape); \(model.architecture) expects (N, \(model.inputChannels), H, W) with N ≥ 1")
@@ -144,7 +145,14 @@ public final class Adaptor {
             let r = try guardedStep(buffer)
             return StepResult(output: row(r.output), outcome: r.outcome)
         }
+        // A prediction may move state (norm_ema's statistics): NaN or infinity there is undone as a step's is.
+        let saved = model.store.snapshot(entries: adaptable)
         let out = try timer.measure(.forward) { try method.predict(buffer, model: model) }
+        guard model.store.isFinite(entries: adaptable) else {
+            model.store.restore(saved)
+            rolledBackSteps += 1
+            return StepResult(output: row(out), outcome: .rolledBack)
+        }
         return StepResult(output: row(out), outcome: .windowed)
     }
 
@@ -233,8 +241,9 @@ public final class Adaptor {
     }
 
     /// Restores the model's parameters, BN buffers and counters to the source snapshot and the
-    /// method's optimizer and internal state to their initial values. The random generator runs on,
-    /// as in the reference code, and so does the sliding window (the reference's input buffer).
+    /// method's state as its `reset()` says (its optimizer and internal state to their initial values, but
+    /// what the reference keeps: SAR's SGD momentum, RMT's place in its source data, …). The random generator
+    /// runs on, as in the reference code, and so does the sliding window (the reference's input buffer).
     public func reset() {
         model.store.restore(source)
         model.store.zeroGrads()

@@ -146,7 +146,7 @@ public final class RMTMethod: AdaptationMethod {
             projectorStore.zeroGrads()
             updateMeanTeacher(teacher.store, from: model.store, momentum: c.teacherMomentum)
         }
-        return Tensor(shape: s.shape, storage: zip(s.storage, t.storage).map { $0 + $1 })
+        return Self.sum(s, t)
     }
 
     /// A sliding window's predictions between updates are the student's plus the teacher's logits, as the step's
@@ -154,7 +154,12 @@ public final class RMTMethod: AdaptationMethod {
     public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
         guard let teacher else { throw AdaptationError("rmt: predict before configure") }
         let (s, t) = (model.forward(x, .inference), teacher.forward(x, .inference))
-        return Tensor(shape: s.shape, storage: zip(s.storage, t.storage).map { $0 + $1 })
+        return Self.sum(s, t)
+    }
+
+    /// The student's plus the teacher's logits: what RMT shows.
+    private static func sum(_ s: Tensor, _ t: Tensor) -> Tensor {
+        Tensor(shape: s.shape, storage: zip(s.storage, t.storage).map { $0 + $1 })
     }
 
     public func reset() {

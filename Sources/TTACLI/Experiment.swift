@@ -88,12 +88,19 @@ struct ExperimentOptions {
     }
 }
 
-/// A method's hyper-parameters: the reference defaults of `family` for `method`, then the options given.
-/// Whether two paths name the same file (after `.`, `..` and symbolic links).
+/// `path` with `.`, `..` and symbolic links resolved, to compare paths.
+func canonicalPath(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path }
+
+/// Whether two paths name the same file.
 func samePath(_ a: String) -> (String) -> Bool {
-    func key(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.resolvingSymlinksInPath().path }
-    let k = key(a)
-    return { key($0) == k }
+    let k = canonicalPath(a)
+    return { canonicalPath($0) == k }
+}
+
+/// Whether `path` lies inside `folder`.
+func isInside(_ path: String, folder: String) -> Bool {
+    let f = canonicalPath(folder)
+    return canonicalPath(path).hasPrefix(f.hasSuffix("/") ? f : f + "/")
 }
 
 /// Refuses output paths that would fail after the work is done or lose a file: a path that is a folder or whose folder
@@ -118,8 +125,8 @@ func checkOutputPaths(_ outputs: [(flag: String, path: String)], inputs: [(flag:
     }
 }
 
-/// Throws a usage error for the first method option given that none of `methods` reads, naming the methods that
-/// read it: the optimizer settings (SAR builds its own SGD from lr, momentum and steps; source, norm_*, lame and
+/// Throws a usage error for the first method option given on the command line that none of `methods` reads, naming
+/// the methods that read it (a `--config` file shared by several runs may set what one of them does not read): the optimizer settings (SAR builds its own SGD from lr, momentum and steps; source, norm_*, lame and
 /// unmix_tns train nothing), each method's hyper-parameters (`ListCommand.methodParameters`; a `<method>+unmix_tns`
 /// reads its method's and UnMix-TNS's) and the source data's options.
 func refuseUnreadOptions(_ a: ParsedArguments, methods: [String]) throws {
@@ -134,7 +141,7 @@ func refuseUnreadOptions(_ a: ParsedArguments, methods: [String]) throws {
     for flag in Set(parameters.values.joined()).subtracting(readers.map(\.flag)).sorted() {
         readers.append((flag, parameters.keys.filter { parameters[$0]!.contains(flag) }.sorted()))
     }
-    for (flag, names) in readers where a.has(flag) {
+    for (flag, names) in readers where a.commandLine.contains(flag) {
         let read = methods.contains { m in
             let base = MethodRegistry.baseName(m)
             return names.contains(base) || (base != m && names.contains("unmix_tns"))
@@ -155,12 +162,30 @@ func defaultSubset(_ dataset: Dataset, _ setting: StreamSetting, samplesPerDomai
     dataset == .imagenet && setting != .correlated && samplesPerDomain == nil ? "robustbench5000" : "all"
 }
 
+/// Throws for an optimizer setting given on the command line that the optimizer each method runs with does not read:
+/// momentum, nesterov and dampening are SGD's, beta1 is Adam's; SAR's own SGD reads momentum.
+func refuseUnusedOptimizerSettings(_ a: ParsedArguments, methods: [(name: String, configuration: MethodConfiguration)]) throws {
+    func reads(_ flag: String, _ m: (name: String, configuration: MethodConfiguration)) -> Bool {
+        guard let e = MethodRegistry.entry(m.name), e.usesGradients else { return false }
+        if let own = e.ownOptimizer { return own.settings.contains(flag) }
+        return m.configuration.optimizer == (flag == "beta1" ? .adam : .sgd)
+    }
+    for flag in ["momentum", "nesterov", "dampening", "beta1"] where a.commandLine.contains(flag) && !methods.contains(where: { reads(flag, $0) }) {
+        let (optimizer, choice) = flag == "beta1" ? ("Adam", "adam") : ("SGD", "sgd")
+        let who = methods.count == 1
+            ? "\(methods[0].name) runs \(methods[0].configuration.optimizer == .adam ? "Adam" : "SGD")"
+            : "none of \(methods.map(\.name).joined(separator: ", ")) runs \(optimizer)"
+        throw CLIError.usage("--\(flag) is read by \(optimizer) only; \(who) here (--optimizer \(choice) selects it)")
+    }
+}
+
 /// The reference's SAR trains transformers (ViT, Swin) with lr 0.001 whatever OPTIM.LR says; an explicit --lr still
 /// applies here.
 func applyTransformerRate(_ c: inout MethodConfiguration, method: String, model: any ImageClassifier, _ a: ParsedArguments) {
     if method == "sar" && model is VisionTransformer && a.number("lr") == nil { c.lr = 0.001 }
 }
 
+/// A method's hyper-parameters: the reference defaults of `family` for `method`, then the options given.
 func methodConfiguration(_ method: String, family: MethodConfiguration.Family, numClasses: Int,
                          _ a: ParsedArguments) throws -> MethodConfiguration {
     var c = MethodConfiguration.defaults(for: family, method: method, numClasses: numClasses)
@@ -388,8 +413,11 @@ final class Experiment {
         do { try o.collapse.validate() } catch let e as RuntimeError { throw CLIError.usage("--" + e.message) }
         if let path = o.resume, !FileManager.default.fileExists(atPath: path) { throw CLIError.fileNotFound(what: "--resume", path: path) }
         let outputs = [("output", o.output), ("report", o.report), ("checkpoint", o.checkpoint)].compactMap { f, p in p.map { (flag: f, path: $0) } }
-        try checkOutputPaths(outputs, inputs: [("weights", o.weights), ("source-data", o.sourceData), ("resume", o.resume)]
+        let subsetFile = o.subset.flatMap { ["robustbench5000", "all"].contains($0) ? nil : $0 }
+        try checkOutputPaths(outputs, inputs: [("weights", o.weights), ("source-data", o.sourceData), ("resume", o.resume),
+                                               ("config", o.arguments.word("config")), ("subset", subsetFile)]
                                 .compactMap { f, p in p.map { (flag: f, path: $0) } })
+
         if let path = o.checkpoint, o.resume.map(samePath(path)) != true, FileManager.default.fileExists(atPath: path) {
             throw CLIError.usage("--checkpoint \(path) already exists (another run's checkpoint?): continue that run with --resume \(path), "
                                  + "or give another path")
@@ -448,6 +476,7 @@ final class Experiment {
             methods[i].configuration.optimizer = .sgd
             (methods[i].configuration.nesterov, methods[i].configuration.dampening, methods[i].configuration.weightDecay) = (false, 0, 0)
         }
+        try refuseUnusedOptimizerSettings(o.arguments, methods: methods)
 
         // 4. The benchmark and the stream.
         var seen = Set<String>()
@@ -474,6 +503,10 @@ final class Experiment {
                 throw CLIError.invalidValue(option: "corruptions", value: typo, expected: "a corruption name (did you mean '\(guess)'?)")
             }
             throw CLIError.data(e.description)
+        }
+        if let inside = outputs.first(where: { isInside($0.path, folder: benchmark.folder.path) }) {
+            throw CLIError.usage("--\(inside.flag) \(inside.path) is inside the benchmark folder \(benchmark.folder.path): "
+                                 + "results are not written among its files")
         }
         // Without --batch-size: the dataset's, or the reference's own for a method run alone (norm_alpha: 1).
         let batchSize = o.batchSize ?? (o.methods.count == 1 ? MethodRegistry.entry(o.methods[0])?.referenceBatchSize : nil)
@@ -523,9 +556,9 @@ final class Experiment {
                                       weights: weights.url.path, stream: streamConfiguration, methods: o.methods,
                                       threads: KernelThreads.count)
         do {
-            config.inputs = try InputFingerprint(weights: weights.url,
-                                                 data: benchmark.dataFileGroups(corruptions: unique, severities: streamConfiguration.effectiveSeverities)
-                                                 + (source?.data.files ?? []).map(DataFileGroup.init(file:)))
+            let data = (benchmark as? ImageFolderBenchmark)?.dataFileGroups(readBy: stream)
+                ?? benchmark.dataFileGroups(corruptions: unique, severities: streamConfiguration.effectiveSeverities)
+            config.inputs = try InputFingerprint(weights: weights.url, data: data + (source?.data.files ?? []).map(DataFileGroup.init(file:)))
         } catch { throw CLIError.wrap(error) }
 
         // 8. Checkpoints: what identifies this run, and the checkpoint to resume, which must match it.
@@ -710,6 +743,11 @@ func executeExperiment(_ o: ExperimentOptions, command: CommandName, console: Co
         }
     }
     console.beginLongWork()
+    if o.output == nil && o.report == nil && o.checkpoint == nil {
+        // Only stdout takes the results: once it cannot be written (the reader of a pipe has exited), stop as Ctrl-C does.
+        let stop = console.shouldStop
+        console.shouldStop = { [weak console] in stop() || console?.outputFailure() != nil }
+    }
     let lines = command == .run && o.format == .table
     let progress = ProgressPrinter(console: console, quiet: o.quiet, domainLinesOnStdout: lines)
     let (runs, interrupted) = try experiment.run(console: console, progress: progress)

@@ -6,6 +6,9 @@ struct ParsedArguments: Sendable, Equatable {
     /// Checked values by option name: those of the `--config` file, overridden by the flags.
     var values: [String: OptionValue] = [:]
     var positionals: [String] = []
+    /// The options given on the command line (not only in the `--config` file): a config file shared by several runs
+    /// may set what one of them does not read.
+    var commandLine: Set<String> = []
     /// True when `-h` / `--help` was given (everything else is then ignored).
     var help = false
 
@@ -86,6 +89,7 @@ enum Parser {
             result.values = try readConfig(path, command: command)
         }
         result.values.merge(flags) { _, flag in flag }
+        result.commandLine = Set(flags.keys)
         return result
     }
 

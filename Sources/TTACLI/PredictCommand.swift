@@ -79,6 +79,7 @@ struct PredictCommand: Command {
         let batchSize = requestedBatchSize ?? (family == .imagenet ? imageNetBatchSize : standardBatchSize)
         var configuration = try methodConfiguration(method, family: family, numClasses: net.numClasses, arguments)
         applyTransformerRate(&configuration, method: method, model: net, arguments)
+        try refuseUnusedOptimizerSettings(arguments, methods: [(method, configuration)])
         // The configured batch size (ROID's loss divisor, UnMix-TNS's momentum), no more than the images there are.
         configuration.batchSize = min(batchSize, max(layout.count, 1))
         let adaptor: Adaptor

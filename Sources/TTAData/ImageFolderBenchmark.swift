@@ -223,6 +223,25 @@ public struct ImageFolderBenchmark: CorruptionDataset {
         }
     }
 
+    /// The images `stream` reads, by domain folder, for the run's fingerprint: with `--samples-per-domain` on the
+    /// 50,000-image pool a run hashes the images it runs, not the pool. A domain that comes back (`gradual`) is one
+    /// group.
+    public func dataFileGroups(readBy stream: BenchmarkStream) -> [DataFileGroup] {
+        var byDomain = [Set<Int>](repeating: [], count: stream.domains.count)
+        for s in stream.samples { byDomain[s.domainIndex].insert(s.index) }
+        var names: [String] = [], read: [String: (corruption: String, severity: Int, indices: Set<Int>)] = [:]
+        for (d, indices) in zip(stream.domains, byDomain) where !indices.isEmpty {
+            let name = "\(d.name)/\(d.severity)"
+            if read[name] == nil { names.append(name) }
+            read[name, default: (d.name, d.severity, [])].indices.formUnion(indices)
+        }
+        return names.map { name in
+            let (c, s, indices) = read[name]!
+            return DataFileGroup(folder: folder.appendingPathComponent(c).appendingPathComponent(String(s)), name: name,
+                                 files: indices.sorted().map { url(corruption: c, severity: s, index: $0) })
+        }
+    }
+
     /// The path of one sample of one domain.
     public func url(corruption: String, severity: Int, index: Int) -> URL {
         folder.appendingPathComponent(corruption).appendingPathComponent(String(severity)).appendingPathComponent(samples[index])

@@ -9,7 +9,8 @@ import TTATensor
 /// images from the stream; the peak resident memory each adds above the current resident size is fitted
 /// with a line in the batch size, then read at the run's batch size. Afterwards the model and the method
 /// are reset and the random generator and timers put back, but what a method's reset keeps (as in the
-/// reference: UnMix-TNS's drawn components, RMT's place in its source data, RDumb's update count)
+/// reference: UnMix-TNS's drawn components, RMT's place in its source data, RDumb's update count, SAR's
+/// SGD momentum)
 /// survives the probe, as do the adaptor's counters and window: probe a throwaway adaptor, as `tta`
 /// does, when the run must give the same numbers as one without an estimate.
 ///

@@ -69,6 +69,19 @@ import TTARuntime
                     "--augmentations is read only by cotta; source does not read it", code: 64)
         expectError(tta(["run"] + tiny.dataOptions + ["--method", "tent", "--checkpoint-every", "3"]),
                     "--checkpoint-every needs --checkpoint (the file to save the run's state in)", code: 64)
+        // Optimizer settings the optimizer a method runs does not read: tent runs Adam on CIFAR, so --momentum is SGD's.
+        expectError(tta(["run"] + tiny.dataOptions + ["--method", "tent", "--momentum", "0.5"]),
+                    "--momentum is read by SGD only; tent runs Adam here (--optimizer sgd selects it)", code: 64)
+        expectError(tta(["compare"] + tiny.dataOptions + ["--methods", "tent,cotta", "--optimizer", "sgd", "--beta1", "0.5"]),
+                    "--beta1 is read by Adam only; none of tent, cotta runs Adam here (--optimizer adam selects it)", code: 64)
+        #expect(tta(["run"] + tiny.dataOptions + ["--method", "tent", "--optimizer", "sgd", "--momentum", "0.5"]).code == 0)
+        #expect(tta(["run"] + tiny.dataOptions + ["--method", "sar", "--momentum", "0.5"]).code == 0)
+        // A --config file may set what a run does not read (it may serve several runs): the help's own example runs
+        // with a method that trains nothing.
+        let config = tiny.folder.path("shared.json")
+        try Data(Parser.configExample.utf8).write(to: URL(fileURLWithPath: config))
+        let shared = tta(["run"] + tiny.dataOptions(with: ["--method", "norm_test", "--config", config]))
+        #expect(shared.code == 0, "\(shared.err)")
         // Read by one of the methods compared: taken.
         let both = tta(["compare"] + tiny.dataOptions + ["--methods", "tent,sar", "--optimizer", "sgd", "--format", "json"])
         #expect(both.code == 0, "\(both.err)")
@@ -103,6 +116,14 @@ import TTARuntime
         let report = tiny.folder.path("report.html")
         expectError(tta(run + ["--report", report, "--checkpoint", report]),
                     "--report and --checkpoint are the same file, \(report): one would overwrite the other", code: 64)
+        // Nor over the --config file, nor among the benchmark's files.
+        let config = tiny.folder.path("run.json")
+        try Data(#"{"seed": 2}"#.utf8).write(to: URL(fileURLWithPath: config))
+        expectError(tta(run + ["--config", config, "--output", config]),
+                    "--output \(config) is the --config file: writing it would overwrite an input", code: 64)
+        let inData = tiny.dataFolder.appendingPathComponent("labels.json").path
+        expectError(tta(run + ["--output", inData]),
+                    "--output \(inData) is inside the benchmark folder \(tiny.dataFolder.path): results are not written among its files", code: 64)
         // predict: its logits are not written over its images.
         let images = tiny.folder.path("images.npy")
         try NPYFile.write(uint8: [UInt8](repeating: 7, count: 2 * 16 * 16 * 3), shape: [2, 16, 16, 3], to: URL(fileURLWithPath: images))

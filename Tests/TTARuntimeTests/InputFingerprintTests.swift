@@ -42,6 +42,17 @@ import TTATestSupport
         #expect(g.data[0].sha256 == "843be69f01b982c6703ca92999b628e255042fba4cf44fa70d50f08855e61b3e")
     }
 
+    /// A run hashes the images its stream reads: every image of each domain without --samples-per-domain (the same
+    /// groups as the whole folders), two per domain with 2 (the 50,000-image pool is not hashed for a short run).
+    @Test func groupsHoldTheImagesTheStreamReads() throws {
+        let b = try open()
+        let full = try BenchmarkStream(benchmark: b, configuration: StreamConfiguration(corruptions: ["fog"], severities: [5, 1]))
+        #expect(b.dataFileGroups(readBy: full) == b.dataFileGroups(corruptions: ["fog"], severities: [5, 1]))
+        let two = try BenchmarkStream(benchmark: b, configuration: StreamConfiguration(corruptions: ["fog"], severities: [5, 1], samplesPerDomain: 2))
+        let groups = b.dataFileGroups(readBy: two)
+        #expect(groups.map(\.name) == ["fog/5", "fog/1"] && groups.allSatisfy { $0.files.count == 2 })
+    }
+
     @Test func aMissingFileIsNamed() throws {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("fingerprint-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
