@@ -26,6 +26,8 @@ public final class Adaptor {
     private let source: ParameterStore.Snapshot
     /// The store entries a step can change (trainable parameters and buffers), saved before each step.
     private let adaptable: [Int]
+    /// The buffers among them (BN statistics): all a prediction, which takes no gradient step, can move (norm_ema's).
+    private let adaptableBuffers: [Int]
     /// Single-image streams: the length W of the sliding window (the reference's `TEST.WINDOW_LENGTH`);
     /// 1 means none. See `process`.
     public let windowLength: Int
@@ -44,6 +46,7 @@ public final class Adaptor {
         try method.configure(model)
         source = model.store.snapshot()
         adaptable = model.store.adaptableEntries
+        adaptableBuffers = adaptable.filter { model.store.entries[$0].kind == .buffer }
     }
 
     /// The source state (after configuration), as restored by `reset()`.
@@ -146,9 +149,9 @@ public final class Adaptor {
             return StepResult(output: row(r.output), outcome: r.outcome)
         }
         // A prediction may move state (norm_ema's statistics): NaN or infinity there is undone as a step's is.
-        let saved = model.store.snapshot(entries: adaptable)
+        let saved = model.store.snapshot(entries: adaptableBuffers)
         let out = try timer.measure(.forward) { try method.predict(buffer, model: model) }
-        guard model.store.isFinite(entries: adaptable) else {
+        guard model.store.isFinite(entries: adaptableBuffers) else {
             model.store.restore(saved)
             rolledBackSteps += 1
             return StepResult(output: row(out), outcome: .rolledBack)

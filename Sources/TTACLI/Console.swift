@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TTAData
 
 /// Where a command writes, and whether it should stop: the real terminal streams with Ctrl-C
 /// handling (`Console.standard()`), or in-memory buffers for tests.
@@ -47,17 +48,7 @@ public final class Console {
 
     /// Writes all of `text` to file descriptor `fd`; the error when it cannot.
     static func writeAll(_ text: String, to fd: Int32) -> String? {
-        let bytes = Array(text.utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return String(cString: strerror(errno))
-            }
-            done += n
-        }
-        return nil
+        Array(text.utf8).withUnsafeBytes { writeFully($0, to: fd) }.map { String(cString: strerror($0)) }
     }
 
     func out(_ text: String) { writeOut(text) }

@@ -126,15 +126,18 @@ func checkOutputPaths(_ outputs: [(flag: String, path: String)], inputs: [(flag:
 }
 
 /// Throws a usage error for the first method option given on the command line that none of `methods` reads, naming
-/// the methods that read it (a `--config` file shared by several runs may set what one of them does not read): the optimizer settings (SAR builds its own SGD from lr, momentum and steps; source, norm_*, lame and
-/// unmix_tns train nothing), each method's hyper-parameters (`ListCommand.methodParameters`; a `<method>+unmix_tns`
-/// reads its method's and UnMix-TNS's) and the source data's options.
+/// the methods that read it (a `--config` file shared by several runs may set what one of them does not read): the
+/// optimizer settings (a method with its own optimizer reads the settings its registry entry lists, SAR lr, momentum
+/// and steps; source, norm_*, lame and unmix_tns train nothing), each method's hyper-parameters
+/// (`ListCommand.methodParameters`; a `<method>+unmix_tns` reads its method's and UnMix-TNS's) and the source data's
+/// options.
 func refuseUnreadOptions(_ a: ParsedArguments, methods: [String]) throws {
     let entries = MethodRegistry.entries.filter { MethodRegistry.baseName($0.name) == $0.name }
-    let trained = entries.filter(\.usesGradients), configured = trained.filter { $0.ownOptimizer == nil }
+    let trained = entries.filter(\.usesGradients)
     var readers: [(flag: String, methods: [String])] =
-        ["optimizer", "beta1", "nesterov", "weight-decay", "dampening"].map { ($0, configured.map(\.name)) }
-        + ["lr", "momentum", "steps"].map { ($0, trained.map(\.name)) }
+        ["optimizer", "beta1", "nesterov", "weight-decay", "dampening", "lr", "momentum", "steps"].map { flag in
+            (flag, trained.filter { $0.ownOptimizer?.settings.contains(flag) ?? true }.map(\.name))
+        }
         + [("source-data", entries.filter(\.needsSourceData).map(\.name)), ("source-samples", entries.filter(\.needsSourceData).map(\.name)),
            ("cache-dir", ["rmt"])]
     let parameters = ListCommand.methodParameters

@@ -13,14 +13,9 @@ public func writeAtomically(_ data: Data, to url: URL) throws {
     let fd = open(tmp.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     guard fd >= 0 else { throw fail("cannot create a temporary file in \(dir.path)") }
     do {
-        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            var done = 0
-            while done < raw.count {
-                let n = write(fd, raw.baseAddress! + done, raw.count - done)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw fail("write failed") }
-                done += n
-            }
+        if let e = data.withUnsafeBytes({ writeFully($0, to: fd) }) {
+            errno = e
+            throw fail("write failed")
         }
         guard fsync(fd) == 0 else { throw fail("fsync failed") }
         guard close(fd) == 0 else { throw fail("close failed") }
@@ -36,4 +31,17 @@ public func writeAtomically(_ data: Data, to url: URL) throws {
     }
     let dirfd = open(dir.path, O_RDONLY)
     if dirfd >= 0 { _ = fsync(dirfd); close(dirfd) }
+}
+
+/// Writes all of `bytes` to the open file descriptor `fd`, again after a signal interrupts it; the `errno` of the
+/// write that failed (a closed pipe, a full disk), nil when everything was written.
+public func writeFully(_ bytes: UnsafeRawBufferPointer, to fd: Int32) -> Int32? {
+    var done = 0
+    while done < bytes.count {
+        let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { return n < 0 ? errno : EIO }
+        done += n
+    }
+    return nil
 }
