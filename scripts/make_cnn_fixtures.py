@@ -134,9 +134,10 @@ def entropy(logits):
 
 
 def write_cases(name, make, wrap, x, x_all):
-    """`<name>.safetensors` (state dict) and `<name>_io.safetensors`: logits, mean entropy and its
-    gradients w.r.t. every BN gamma/beta in three BN modes (float32, as models run), running statistics
-    after the tracked pass; and, in float64 with batch statistics, gradients w.r.t. every parameter."""
+    """`<name>.safetensors` (state dict) and `<name>_io.safetensors`: logits, pre-logits features (`<mode>.features`,
+    the input of the final Linear: the pooled, flattened last stage) and the mean entropy and its gradients
+    w.r.t. every BN gamma/beta in three BN modes (float32, as models run), running statistics after the
+    tracked pass; and, in float64 with batch statistics, gradients w.r.t. every parameter."""
     model = make()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(OUT, f"{name}.safetensors"))
@@ -150,7 +151,12 @@ def write_cases(name, make, wrap, x, x_all):
         for mod in m.modules():
             if isinstance(mod, nn.BatchNorm2d):
                 mod.weight.requires_grad_(True); mod.bias.requires_grad_(True)
+        features = []
+        head = [mod for mod in m.modules() if isinstance(mod, nn.Linear)][-1]   # torchvision `fc`, RobustBench `classifier`
+        hook = head.register_forward_hook(lambda mod, inp, out: features.append(inp[0].detach().clone()))
         logits = wrap(m)(x)
+        hook.remove()
+        t[f"{mode}.features"] = features[0]
         loss = entropy(logits)
         loss.backward()
         t[f"{mode}.logits"], t[f"{mode}.loss"] = logits, loss.reshape(1)

@@ -37,6 +37,12 @@ def conv2d_cases():
         "k3s1p1g2": dict(n=2, c=4, h=5, w=5, o=6, k=3, stride=1, padding=1, groups=2),
         "k3s2p1g4": dict(n=1, c=8, h=6, w=6, o=8, k=3, stride=2, padding=1, groups=4),
         "k3s1p0": dict(n=3, c=2, h=4, w=5, o=3, k=3, stride=1, padding=0, groups=1),
+        # Where SwiftTTA takes Winograd F(4x4) (3x3, stride 1, one group, >= 8 channels in and out: its forward
+        # passes that no backward follows, and every backward pass to the input), at paddings 1, 0 and 2, with
+        # outputs that are not whole 4x4 tiles. Drawn after the cases above, so their data are unchanged.
+        "k3s1p1c16": dict(n=2, c=16, h=9, w=10, o=16, k=3, stride=1, padding=1, groups=1),
+        "k3s1p0c16": dict(n=2, c=16, h=10, w=11, o=16, k=3, stride=1, padding=0, groups=1),
+        "k3s1p2c16": dict(n=2, c=16, h=7, w=9, o=16, k=3, stride=1, padding=2, groups=1),
     }
     t = {}
     for name, p in cases.items():

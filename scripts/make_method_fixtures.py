@@ -19,8 +19,8 @@ ETA, EATA and SAR (mariodoebler `methods/eata.py`, `sar.py`) run on a copy of th
 whose classifier is rescaled to be confident and class-diverse on the stream (`model_confident`), so that
 the entropy and redundancy filters keep some samples and drop others at the reference margins.
 
-UnMix-TNS (devavratTomar/unmixtns `unmixtns.py`) runs alone (`unmix_tns`) and under TENT, ETA and SAR
-(`tent_unmix_tns`, `eta_unmix_tns`, `sar_unmix_tns`): its layers replace the BNs before the method is set up, and the
+UnMix-TNS (devavratTomar/unmixtns `unmixtns.py`) runs alone (`unmix_tns`) and under TENT, ETA, EATA, RDumb and SAR
+(`tent_unmix_tns`, `eta_unmix_tns`, `eata_unmix_tns`, `rdumb_unmix_tns`, `sar_unmix_tns`; and LAME, CoTTA, RoTTA, ROID): its layers replace the BNs before the method is set up, and the
 method trains their affine parameters through them. The initial component draws are saved for Swift.
 
 Run from the repository root: python3 scripts/make_method_fixtures.py [case ...] (or --window: the
@@ -183,7 +183,10 @@ def run_cotta(model, xs, cfg):
             anchor_prob = anchor(x).softmax(1).max(1)[0]
             # As the reference's loss_calculation: the augmented passes or the plain one, not both (under
             # UnMix-TNS every teacher pass moves the teacher's components).
-            if anchor_prob.mean(0) < cfg["ap"]:  # augmentation-averaged teacher logits
+            augmented = anchor_prob.mean(0) < cfg["ap"]
+            print(f"  cotta: batch {len(outs)}: anchor confidence {anchor_prob.mean(0).item():.6f} "
+                  + (f"< ap {cfg['ap']}: augmented teacher" if augmented else f">= ap {cfg['ap']}: plain teacher"))
+            if augmented:  # augmentation-averaged teacher logits
                 t = torch.stack([teacher(x.flip(3)) for _ in range(cfg["n_aug"])]).mean(0)
             else:
                 t = teacher(x)
@@ -270,7 +273,8 @@ def run_eata(model, xs, cfg):
     params = configure_norm_adaptation(model)
     opt = make_optimizer(params, cfg)
     e_margin = cfg["margin_e0"] * math.log(10)
-    fishers = eata_fisher(model, cfg["source"]) if cfg["fisher_alpha"] > 0 else None
+    # (`with_fisher_before_unmix_tns` passes the Fisher information in, computed before UnMix-TNS was installed.)
+    fishers = cfg.get("fishers") or (eata_fisher(model, cfg["source"]) if cfg["fisher_alpha"] > 0 else None)
     current = None
     outs, gaps = [], []
     source_state = copy.deepcopy(model.state_dict())
@@ -299,12 +303,14 @@ def run_eata(model, xs, cfg):
             opt.step()
         opt.zero_grad()
         outs.append(y.detach())
-        cfg.get("after_batch", lambda: None)()
         if cfg.get("reset_after", 0) > 0 and step % cfg["reset_after"] == 0:
             # RDumb (MODEL.RESET_AFTER_NUM_UPDATES): back to the source model, a new optimizer, no probability average.
+            # (Under UnMix-TNS the state dict holds the components: they go back to their initial draws too.)
             model.load_state_dict(source_state)
             opt = make_optimizer(params, cfg)
             current = None
+            print(f"  eata: reset to the source after batch {step - 1}")
+        cfg.get("after_batch", lambda: None)()   # after any reset, as the Swift test reads the parameters after the batch
     print(f"  eata: smallest distance of an entropy to E0 or |cos| to d_margin: {min(gaps):.2e}")
     extra = {f"fisher.{k}": v[0].float() for k, v in (fishers or {}).items()}
     return outs, extra
@@ -619,6 +625,18 @@ def with_unmix_tns(host):
     return run
 
 
+def with_fisher_before_unmix_tns(run):
+    """EATA on UnMix-TNS (`eata_unmix_tns`): the Fisher information is computed as SwiftTTA computes it, when
+    EATA is configured, before UnMix-TNS replaces the BNs (BN batch statistics, source parameters as the anchor;
+    the reference has no EATA). On a copy, so that the model keeps the running statistics the components start
+    from; its Fisher passes move no component. `run`: `with_unmix_tns(run_eata)`."""
+    def go(model, xs, cfg):
+        fisher_model = copy.deepcopy(model)
+        configure_norm_adaptation(fisher_model)
+        return run(model, xs, dict(cfg, fishers=eata_fisher(fisher_model, cfg["source"])))
+    return go
+
+
 RECOVERY_CONSTANT = 0.3   # sar_recovery: the loss EMA falls below it after batch 1, so the model goes back to the source
 
 CASES = {
@@ -630,6 +648,10 @@ CASES = {
     "tent_sgd_steps2": (run_tent, {"optimizer": "sgd", "lr": 0.01, "steps": 2}),
     "cotta": (run_cotta, {"optimizer": "adam", "lr": 1e-3, "ap": 1.0, "n_aug": 2, "mt": 0.9, "symmetric": False}),
     "cotta_symmetric_sgd": (run_cotta, {"optimizer": "sgd", "lr": 0.01, "ap": 1.0, "n_aug": 2, "mt": 0.9, "symmetric": True}),
+    # CoTTA's confident-anchor branch: the anchor's mean confidences on the stream are 0.166924, 0.167728, 0.166625
+    # and 0.167761 (printed by run_cotta), so with ap 0.1672 batches 0 and 2 take the augmented teacher (flips) and
+    # batches 1 and 3 the plain teacher pass. (SGD: PyTorch's float32 run stays within 6e-7 of its float64 run.)
+    "cotta_anchor_sgd": (run_cotta, {"optimizer": "sgd", "lr": 0.01, "ap": 0.1672, "n_aug": 2, "mt": 0.9, "symmetric": False}),
     # LAME on the source fixture model; ETA/EATA/SAR on model_confident (see the module docstring).
     # Reference CIFAR-10 defaults unless noted.
     "lame": (run_lame, {"affinity": "rbf", "knn": 5, "force_symmetry": False}),
@@ -668,6 +690,20 @@ CASES["eta_unmix_tns"] = (with_unmix_tns(run_eata), {"components": 4, "batch_siz
 # margin_e0 0.25 the run is ill-conditioned: PyTorch's float32 run leaves its float64 run by 1.3e-3 after batch 3.)
 CASES["sar_unmix_tns"] = (with_unmix_tns(run_sar), {"components": 4, "batch_size_max": 64, "lr": 1e-3, "margin_e0": 0.4,
                                                     "reset_constant": 0.2})
+# EATA on UnMix-TNS, on eta_unmix_tns's settings: the Fisher information from the source batches is computed before
+# UnMix-TNS replaces the BNs (`with_fisher_before_unmix_tns`), so it is eata's; fisher_alpha 50 (2000 with SGD lr 0.002
+# diverges: lr·2·alpha·max F = 15) changes the parameter updates by a quarter from eta_unmix_tns's and the outputs of
+# batches 2-3 by 2e-3 to 6e-3. Given the float64 Fisher, PyTorch's float32 run stays within 6e-7 of its float64 run
+# (PyTorch's own float32 Fisher is up to 1.6e-2 off on some layers, which moves that run's parameters by 9e-5; the
+# Swift test holds SwiftTTA's Fisher to 1e-4 of this one, which is eata's, bit for bit).
+CASES["eata_unmix_tns"] = (with_fisher_before_unmix_tns(with_unmix_tns(run_eata)),
+                           {"components": 4, "batch_size_max": 64, "optimizer": "sgd", "lr": 0.002, "margin_e0": 0.25,
+                            "d_margin": 0.6, "fisher_alpha": 50.0})
+# RDumb on UnMix-TNS, on eta_unmix_tns's settings, reset after every 3 updates: the reset after batch 2 puts back the
+# source parameters (params2) and the components' initial draws, and clears the probability average, so batch 3, which
+# eta_unmix_tns drops whole by redundancy, updates.
+CASES["rdumb_unmix_tns"] = (with_unmix_tns(run_eata), {"components": 4, "batch_size_max": 64, "optimizer": "sgd", "lr": 0.002,
+                                                       "margin_e0": 0.25, "d_margin": 0.6, "fisher_alpha": 0.0, "reset_after": 3})
 # LAME on UnMix-TNS: the features come through the UnMix-TNS layers (eval mode, no training), which move their
 # components at every batch.
 CASES["lame_unmix_tns"] = (with_unmix_tns(run_lame), {"components": 4, "batch_size_max": 64, "affinity": "rbf", "knn": 5,
@@ -685,7 +721,7 @@ CASES["rotta_unmix_tns"] = (with_unmix_tns(run_rotta), {"components": 4, "batch_
 CASES["roid_unmix_tns"] = (with_unmix_tns(run_roid), {"components": 4, "batch_size_max": 64, "optimizer": "adam", "lr": 1e-3,
                                                       "weighting": True, "consistency": True, "prior": True, "temperature": 1 / 3})
 CONFIDENT = {"eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns", "sar_unmix_tns",
-             "rotta_unmix_tns", "roid_unmix_tns"}
+             "rotta_unmix_tns", "roid_unmix_tns", "eata_unmix_tns", "rdumb_unmix_tns"}
 
 
 def make_source_batches():
@@ -712,7 +748,7 @@ def confident_state(state, xs):
 
 def method_cases(only=None):
     """methods/model.safetensors, methods/model_confident.safetensors, methods/stream.safetensors and
-    methods/<case>.safetensors (per-batch outputs; for eata also `source`, the Fisher batches, and
+    methods/<case>.safetensors (per-batch outputs; for eata and eata_unmix_tns also `source`, the Fisher batches, and
     `fisher.<name>`; for sar `ema`, the loss average after each batch and any recovery, NaN when unset). `only`: write just these cases."""
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(31)
@@ -739,7 +775,7 @@ def method_cases(only=None):
         outs, extra = result if isinstance(result, tuple) else (result, {})
         tensors = {f"batch{i}": o.float().contiguous() for i, o in enumerate(outs)}
         tensors.update({k: v.contiguous() for k, v in extra.items()})
-        if name == "eata":
+        if cfg.get("fisher_alpha", 0) > 0:   # eata, eata_unmix_tns
             tensors["source"] = torch.cat(source).contiguous()
         # Final BN state (affine parameters and running statistics): what these methods change.
         final = {f"final.{k}": v.detach().float().clone() for k, v in model.state_dict().items()

@@ -106,8 +106,9 @@ def layer_norm_affine_only(model):
 
 
 def model_cases():
-    """tiny.safetensors (state dict, metadata num_heads) + tiny_io.safetensors: float32 logits and the
-    LayerNorm-affine gradients of the mean entropy; float64 gradients of every parameter."""
+    """tiny.safetensors (state dict, metadata num_heads) + tiny_io.safetensors: float32 logits, pre-logits
+    features (`features`: timm's `forward_head(forward_features(x), pre_logits=True)`, the class token after the
+    final norm) and the LayerNorm-affine gradients of the mean entropy; float64 gradients of every parameter."""
     model = tiny_vit(3)
     state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, os.path.join(OUT, "tiny.safetensors"), metadata={"num_heads": str(TINY["num_heads"]),
@@ -120,6 +121,8 @@ def model_cases():
     loss.backward()
     t["logits"] = logits
     t["loss"] = loss.reshape(1)
+    with torch.no_grad():
+        t["features"] = model.forward_head(model.forward_features(normalized(x)), pre_logits=True)
     for name, p in model.named_parameters():
         if p.grad is not None:
             t[f"grad.{name}"] = p.grad

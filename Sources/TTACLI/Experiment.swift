@@ -402,13 +402,14 @@ final class Experiment {
         if o.dirichlet > 0 && o.setting != .correlated {
             throw CLIError.usage("--dirichlet applies only to --setting correlated (the setting is \(o.setting.rawValue))")
         }
-        // Options that would be accepted and then do nothing are refused, naming what they need.
-        if o.setting == .gradual, o.arguments.has("severity"), o.severities.count == 1 {
+        // Options that would be accepted and then do nothing are refused, naming what they need (only when given on
+        // the command line: a --config file may serve several runs).
+        if o.setting == .gradual, o.arguments.commandLine.contains("severity"), o.severities.count == 1 {
             let sequence = StreamConfiguration(setting: .gradual, severities: o.severities).effectiveSeverities
             throw CLIError.usage("--severity \(o.severities[0]): --setting gradual runs each corruption at severities "
                                  + "\(sequence.map(String.init).joined(separator: ",")); give the whole sequence to change it (e.g. --severity 1,3,5,3,1)")
         }
-        if o.arguments.has("checkpoint-every") && o.checkpoint == nil {
+        if o.arguments.commandLine.contains("checkpoint-every") && o.checkpoint == nil {
             throw CLIError.usage("--checkpoint-every needs --checkpoint (the file to save the run's state in)")
         }
         try refuseUnreadOptions(o.arguments, methods: o.methods)

@@ -75,18 +75,20 @@ enum Help {
         return nameLines + [rest] + body.map { indent + $0 }
     }
 
-    /// Greedy word wrap.
-    static func wrap(_ text: String, width: Int, indent: String) -> [String] {
+    /// Greedy word wrap: lines of at most `width` characters after `indent`; the first line starts with `first` instead
+    /// when given (a name column: when the first word does not fit beside it, the name stands on its own line). A word
+    /// that does not fit starts the next line; only a word longer than a whole line (a path) goes past.
+    static func wrap(_ text: String, width: Int, indent: String, first: String? = nil) -> [String] {
         var lines: [String] = []
-        var line = ""
+        var line = first ?? indent, empty = true
         for word in text.split(separator: " ") {
-            if !line.isEmpty && line.count + 1 + word.count > width {
-                lines.append(indent + line)
-                line = ""
+            if line.count + (empty ? 0 : 1) + word.count > indent.count + width && line != indent {
+                lines.append(line.trailingSpacesRemoved)
+                (line, empty) = (indent, true)
             }
-            line += (line.isEmpty ? "" : " ") + word
+            line += (empty ? "" : " ") + word
+            empty = false
         }
-        lines.append(indent + line)
-        return lines
+        return lines + [line]
     }
 }

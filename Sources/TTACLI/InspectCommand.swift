@@ -59,6 +59,13 @@ struct InspectCommand: Command {
             }
             lines.append("architecture: \(model.architecture) (\(model.inputChannels) input channel\(model.inputChannels == 1 ? "" : "s"), "
                          + "\(model.numClasses) classes), \(formatCount(model.store.parameterCount)) parameters; \(loads)")
+            // What `tta run` applies to the [0, 1] images before the network (unless --normalize says otherwise).
+            let stored = (try? CheckpointLayout(file))?.normalizationKeys
+            let values = model.inputNormalization.map { n in
+                "(x - mean) / std, mean " + n.mean.map { "\($0)" }.joined(separator: ", ") + ", std " + n.std.map { "\($0)" }.joined(separator: ", ")
+            } ?? "none"
+            lines.append("input normalisation: \(values) "
+                         + (stored.map { "(stored in the weights: \($0.mean), \($0.std))" } ?? "(the architecture's default; --normalize changes it)"))
         } catch let e as DataError {
             lines.append("architecture: unknown (\(e.message))")
         }

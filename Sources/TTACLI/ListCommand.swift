@@ -73,19 +73,8 @@ struct ListCommand: Command {
     /// `  name   text`: the name padded to `column`, the text from column `column + 2` on, wrapped under itself within
     /// `Help.width`. A name that fills the column is followed by one space (and the first line holds less text).
     static func entry(_ name: String, column: Int, _ text: String) -> [String] {
-        let indent = String(repeating: " ", count: column + 2)
-        var lines: [String] = []
-        var line = "  " + (name.count < column ? pad(name, column) : name + " "), empty = true
-        for word in text.split(separator: " ") {
-            // A word that does not fit starts the next line; only a word longer than a whole line (a path) goes past.
-            if line.count + (empty ? 0 : 1) + word.count > Help.width && line != indent {
-                lines.append(line.trailingSpacesRemoved)
-                (line, empty) = (indent, true)
-            }
-            line += (empty ? "" : " ") + word
-            empty = false
-        }
-        return lines + [line]
+        Help.wrap(text, width: Help.width - column - 2, indent: String(repeating: " ", count: column + 2),
+                  first: "  " + (name.count < column ? pad(name, column) : name + " "))
     }
 
     func run(console: Console) throws -> Int32 {

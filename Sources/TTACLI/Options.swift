@@ -152,7 +152,7 @@ let optionTable: [OptionSpec] = [
     OptionSpec(name: "model", kind: .text(placeholder: "name"), defaultText: "auto",
                help: "wideresnet-<depth>-<widen> (e.g. wideresnet-28-10), resnet50, resnext-29-4x32, vit-b-16 (timm vit_base_patch16_224), or auto to infer it from --weights.",
                group: .model, commands: adapting),
-    OptionSpec(name: "normalize", kind: .text(placeholder: "none|imagenet|half|m,m,m:s,s,s"), defaultText: "the model's (resnet: imagenet, resnext: half, wideresnet: none)",
+    OptionSpec(name: "normalize", kind: .text(placeholder: "none|imagenet|half|m,m,m:s,s,s"), defaultText: "what the weights store (mu/sigma, normalize.mean/std), else the model's (resnet: imagenet, resnext and vit: half, wideresnet: none)",
                help: "Per-channel (x - mean) / std applied to [0, 1] images inside the model: none, ImageNet's, 0.5/0.5, or given means and stds.",
                group: .model, commands: adapting),
     OptionSpec(name: "weights", kind: .text(placeholder: "file.safetensors"), defaultText: "the embedded model for fmnist-c",

@@ -507,26 +507,90 @@ func jsonQuoted(_ s: String) -> String {
 
 // MARK: - Strict state-dict loading
 
+/// How a checkpoint's keys map to the network's state-dict names. PyTorch saves the same network in several
+/// layouts, each read as it is, without key edits:
+/// - a plain `model.state_dict()`;
+/// - `module.` before the keys (`nn.DataParallel`);
+/// - the network under `model.` beside an `ImageNormalizer` under `normalize.` (`normalize.mean`,
+///   `normalize.std`): `nn.Sequential(normalize=…, model=net)`, as the reference repo and RobustBench wrap their
+///   ImageNet models;
+/// - `mu` and `sigma` buffers beside the network's keys: RobustBench's CIFAR models that normalise inside
+///   (the AugMix ResNeXt-29 and WRN-40-2).
+/// The normalisation buffers are not the network's; `inputNormalization(in:)` reads them.
+public struct CheckpointLayout: Sendable {
+    /// The file key of each network key.
+    public let fileKeys: [String: String]
+    /// The file keys of the stored input normalisation's mean and std, if any.
+    public let normalizationKeys: (mean: String, std: String)?
+
+    public init(_ file: SafeTensorsFile) throws {
+        // Strip `module.`, refusing collisions like "module.a" + "a".
+        var stripped: [String: String] = [:]
+        for e in file.entries {
+            let key = e.name.hasPrefix("module.") ? String(e.name.dropFirst("module.".count)) : e.name
+            if let other = stripped[key] {
+                throw DataError(file: file.name, key: key,
+                                message: "appears twice once the 'module.' prefix is stripped (as '\(other)' and '\(e.name)')")
+            }
+            stripped[key] = e.name
+        }
+        if let mean = stripped["normalize.mean"], let std = stripped["normalize.std"],
+           stripped.keys.allSatisfy({ $0.hasPrefix("model.") || $0.hasPrefix("normalize.") }) {
+            normalizationKeys = (mean, std)
+            var network: [String: String] = [:]
+            for (key, fileKey) in stripped where key.hasPrefix("model.") { network[String(key.dropFirst("model.".count))] = fileKey }
+            // Other `normalize.*` keys stay, to be refused as unexpected.
+            for (key, fileKey) in stripped where key.hasPrefix("normalize.") && key != "normalize.mean" && key != "normalize.std" {
+                network[key] = fileKey
+            }
+            fileKeys = network
+        } else if let mean = stripped["mu"], let std = stripped["sigma"] {
+            normalizationKeys = (mean, std)
+            stripped["mu"] = nil
+            stripped["sigma"] = nil
+            fileKeys = stripped
+        } else {
+            normalizationKeys = nil
+            fileKeys = stripped
+        }
+    }
+
+    /// The file key of network key `name`, nil when the file does not have it.
+    public func fileKey(_ name: String) -> String? { fileKeys[name] }
+
+    /// The input normalisation the file stores, `(x - mean) / std` per channel, nil when it stores none. Each buffer
+    /// must hold `channels` finite values (shape (1, C, 1, 1), as PyTorch registers them, or (C)); each std must be
+    /// positive.
+    public func inputNormalization(in file: SafeTensorsFile, channels: Int) throws -> (mean: [Float], std: [Float])? {
+        guard let (meanKey, stdKey) = normalizationKeys else { return nil }
+        func values(_ key: String, positive: Bool) throws -> [Float] {
+            let e = try file.entry(key)
+            guard e.shape == [1, channels, 1, 1] || e.shape == [channels] else {
+                throw DataError(file: file.name, key: key,
+                                message: "expected the input normalisation's shape [1, \(channels), 1, 1] (one value per input channel), found \(shapeString(e.shape))")
+            }
+            let v = try file.tensor(key).storage
+            guard v.allSatisfy({ $0.isFinite && (!positive || $0 > 0) }) else {
+                throw DataError(file: file.name, key: key,
+                                message: "expected \(positive ? "positive " : "")finite values for the input normalisation, found \(v)")
+            }
+            return v
+        }
+        return (try values(meanKey, positive: false), try values(stdKey, positive: true))
+    }
+}
+
 /// Loads the tensors a model expects from `file`, strictly.
 ///
-/// A leading `module.` (left by `nn.DataParallel`) is stripped from file keys. Every expected name
-/// must be present with exactly the expected shape, unless it is in `optional` (e.g. BatchNorm's
-/// `num_batches_tracked`); every file key must be expected. All problems are reported in one error:
-/// when there is exactly one, the error's `key` names it and the message says what was expected
-/// (`expected shape [160], found [16]`); otherwise the message lists missing keys, unexpected keys
-/// and shape mismatches (the first few of each, then "and N more").
+/// The file's keys are read through its `CheckpointLayout` (a `module.` or wrapper prefix stripped, stored input
+/// normalisation set aside). Every expected name must be present with exactly the expected shape, unless it is in
+/// `optional` (e.g. BatchNorm's `num_batches_tracked`); every other file key must be expected. All problems are
+/// reported in one error: when there is exactly one, the error's `key` names it and the message says what was
+/// expected (`expected shape [160], found [16]`); otherwise the message lists missing keys, unexpected keys and
+/// shape mismatches (the first few of each, then "and N more").
 public func loadStateDict(from file: SafeTensorsFile, expected: [(name: String, shape: [Int])],
                           optional: Set<String> = []) throws -> [String: Tensor] {
-    // Map stripped names to file names, refusing collisions like "module.a" + "a".
-    var fileKeys: [String: String] = [:]
-    for e in file.entries {
-        let stripped = e.name.hasPrefix("module.") ? String(e.name.dropFirst("module.".count)) : e.name
-        if let other = fileKeys[stripped] {
-            throw DataError(file: file.name, key: stripped,
-                            message: "appears twice once the 'module.' prefix is stripped (as '\(other)' and '\(e.name)')")
-        }
-        fileKeys[stripped] = e.name
-    }
+    let fileKeys = try CheckpointLayout(file).fileKeys
 
     var missing: [(String, [Int])] = []
     var mismatched: [(String, [Int], [Int])] = []
@@ -545,10 +609,9 @@ public func loadStateDict(from file: SafeTensorsFile, expected: [(name: String, 
             mismatched.append((name, shape, entry.shape))
         }
     }
-    let unexpected = file.entries.compactMap { e -> String? in
-        let stripped = e.name.hasPrefix("module.") ? String(e.name.dropFirst("module.".count)) : e.name
-        return expectedNames.contains(stripped) ? nil : stripped
-    }
+    // In file order; the stored normalisation is not the network's.
+    let networkKey = Dictionary(uniqueKeysWithValues: fileKeys.map { ($1, $0) })
+    let unexpected = file.entries.compactMap { e in networkKey[e.name].flatMap { expectedNames.contains($0) ? nil : $0 } }
 
     let problems = missing.count + mismatched.count + unexpected.count
     if problems == 1 {

@@ -7,8 +7,12 @@ extension ImageClassifier {
     /// Loads a PyTorch state dict exported with `safetensors.torch.save_file(model.state_dict(), path)`.
     ///
     /// Strict: every parameter and buffer must be present with its exact shape and no other key may
-    /// be there (`num_batches_tracked` may be absent; a `module.` prefix is stripped). Errors name the key.
+    /// be there (`num_batches_tracked` may be absent). The keys are read through the file's `CheckpointLayout`
+    /// (`module.`, or the network under `model.` beside `normalize.mean`/`normalize.std`, or `mu`/`sigma` beside
+    /// it); a stored input normalisation becomes `inputNormalization`. Errors name the key.
     public func load(_ file: SafeTensorsFile) throws {
+        let layout = try CheckpointLayout(file)
+        let normalization = try layout.inputNormalization(in: file, channels: inputChannels)
         let expected = store.entries.map { (name: $0.name, shape: $0.shape) } + store.counterNames.map { (name: $0, shape: [Int]()) }
         let tensors = try loadStateDict(from: file, expected: expected, optional: Set(store.counterNames))
         for e in store.entries {
@@ -19,8 +23,7 @@ extension ImageClassifier {
             store.set(e.name, t)
         }
         for c in store.counterNames {
-            let stripped = file.contains(c) ? c : "module.\(c)"
-            if file.contains(stripped) {
+            if let stripped = layout.fileKey(c) {
                 // PyTorch writes I64; our own F32 writer stores the counter as a whole float.
                 let v: [Int64]
                 if try file.entry(stripped).dtype.hasPrefix("F") || file.entry(stripped).dtype == "BF16" {
@@ -38,6 +41,7 @@ extension ImageClassifier {
                 store.counters[c] = v[0]
             }
         }
+        if let normalization { inputNormalization = normalization }
     }
 
     /// Loads weights from a `.safetensors` file.
@@ -166,8 +170,9 @@ public enum ModelZoo {
 
     /// The architecture a checkpoint describes, freshly initialised (not loaded).
     public static func infer(_ file: SafeTensorsFile) throws -> any ImageClassifier {
+        let layout = try CheckpointLayout(file)
         func shape(_ key: String) -> [Int]? {
-            (try? file.entry(key))?.shape ?? (try? file.entry("module." + key))?.shape
+            layout.fileKey(key).flatMap { try? file.entry($0).shape }
         }
         if shape("block1.layer.0.conv1.weight") != nil {
             // The WideResNet's own key is there: a stem or head missing or of the wrong rank is named, not
@@ -218,7 +223,8 @@ public enum ModelZoo {
     /// A timm ViT from its keys: width from `cls_token`, patch size and channels from `patch_embed.proj.weight`,
     /// image size from `pos_embed`, depth from the `blocks.<i>.norm1.weight` present, MLP width from
     /// `blocks.0.mlp.fc1.weight`, classes from `head.weight`. The head count is not in the weights: it is read
-    /// from the metadata entry `num_heads` when present, else taken as width/64 (every timm ViT up to ViT-L).
+    /// from the metadata entry `num_heads` when present, else taken as width/64 for the widths of timm's ViT-Ti/S/B/L
+    /// (refused otherwise: ViT-H/14 is 1280 wide with 16 heads).
     private static func inferVisionTransformer(_ file: SafeTensorsFile, shape: (String) -> [Int]?) throws -> VisionTransformer {
         func require(_ key: String, rank: Int) throws -> [Int] {
             guard let s = shape(key) else {
@@ -255,9 +261,12 @@ public enum ModelZoo {
             }
             heads = h
         } else {
-            guard dim % 64 == 0 else {
+            // timm's ViT-Ti/S/B/L (192, 384, 768, 1024 wide) have 64-wide heads; ViT-H (1280) and ViT-g (1408) do not.
+            guard [192, 384, 768, 1024].contains(dim) else {
                 throw DataError(file: file.name, key: "cls_token",
-                                message: "width \(dim) is not a multiple of 64, so the head count cannot be inferred; add a 'num_heads' metadata entry")
+                                message: "width \(dim): the head count is not in the weights and is inferred (width/64) only for timm's "
+                                    + "ViT-Ti/S/B/L widths 192, 384, 768 and 1024 (not a multiple of 64 here, or a ViT-H/g, whose heads are "
+                                    + "wider); add a 'num_heads' metadata entry: save_file(model.state_dict(), path, metadata={'num_heads': '16'})")
             }
             heads = dim / 64
         }

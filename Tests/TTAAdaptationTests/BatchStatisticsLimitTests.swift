@@ -41,10 +41,11 @@ import TTATensor
                                   seed: 1)
         #expect(adaptor.smallestBatch(height: 4, width: 4) == 2 && adaptor.smallestBatch(height: 32, width: 32) == 1)
         let before = adaptor.model.store.snapshot()
-        #expect(throws: AdaptationError("\(name) normalises with the statistics of the batch: one 4×4 image leaves wideresnet-16-1's "
-                                        + "smallest BatchNorm feature map a single value per channel (PyTorch refuses it too: "
-                                        + "\"Expected more than 1 value per channel when training\"): give batches of at least 2 images, "
-                                        + "or larger images")) {
+        let refusal = AdaptationError("\(name) normalises with the statistics of the batch: one 4×4 image leaves wideresnet-16-1's "
+                                      + "smallest BatchNorm feature map a single value per channel (PyTorch refuses it too: "
+                                      + "\"Expected more than 1 value per channel when training\"): give batches of at least 2 images, "
+                                      + "or larger images")
+        #expect(throws: refusal) {
             try adaptor.process(try images(1, side: 4))
         }
         #expect(adaptor.model.store.snapshot() == before)
@@ -52,7 +53,8 @@ import TTATensor
         _ = try adaptor.process(try images(1, side: 5))
         let windowed = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make(name, configuration: c, augment: { x, _ in x }),
                                    seed: 1, windowLength: 3)
-        #expect(throws: AdaptationError.self) { try windowed.process(try images(1, side: 4)) }
+        // The same check, made before the image goes into the window.
+        #expect(throws: refusal) { try windowed.process(try images(1, side: 4)) }
     }
 
     /// ROID's augmented pass runs on the images its certainty filter keeps: one of two 4×4 images (1×1 at the
@@ -126,7 +128,10 @@ import TTATensor
         var state = a.captureState()
         #expect(state.window?.shape[0] == 2 && state.windowPointer == 2)
         state.windowPointer = 3   // two images in the window: the next slot is 2
-        #expect(throws: AdaptationError.self) { try a.restoreState(state) }
+        #expect(throws: AdaptationError("the saved sliding window has shape [2, 3, 32, 32] and slot 3; this adaptor's window holds up to 4 "
+                                        + "images of 3 channels, and while it fills the slot is the number of images in it")) {
+            try a.restoreState(state)
+        }
         state.window = nil
         #expect(throws: AdaptationError("the saved state has sliding-window slot 3 but no window")) { try a.restoreState(state) }
         state.windowPointer = 0

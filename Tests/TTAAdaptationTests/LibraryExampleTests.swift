@@ -26,7 +26,12 @@ import TTATestSupport
         var first: [Tensor] = []
         for batch in myBatches {
             let logits = try adaptor.adapt(batch)
-            #expect(logits.argmaxRows().count == 8)
+            #expect(logits.shape == [8, model.numClasses] && logits.isFinite)
+            // `use(logits.argmaxRows())`: per image, the class of the largest logit (the first on a tie), as read off
+            // the rows here.
+            let c = model.numClasses
+            let byRow = (0..<8).map { i in (0..<c).max { logits.storage[i * c + $0] < logits.storage[i * c + $1] }! }
+            #expect(logits.argmaxRows() == byRow)
             first.append(logits)
         }
         let source = try ModelZoo.load(SafeTensorsFile.read(weights)).store.snapshot()

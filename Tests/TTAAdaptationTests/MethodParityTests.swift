@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TTAAdaptation
 import TTAData
@@ -26,7 +27,7 @@ func confidentFixtureModel() throws -> any ImageClassifier {
 
 /// Cases run on `confidentFixtureModel()` (the `CONFIDENT` set of the script).
 let confidentCases: Set<String> = ["eta", "eta_sgd", "eata", "sar", "sar_recovery", "rdumb", "rotta", "roid", "eta_unmix_tns",
-                                    "sar_unmix_tns", "rotta_unmix_tns", "roid_unmix_tns"]
+                                    "sar_unmix_tns", "rotta_unmix_tns", "roid_unmix_tns", "eata_unmix_tns", "rdumb_unmix_tns"]
 
 /// Sets every BN's running statistics to those of `images` (one pass with momentum 1: batch mean and
 /// unbiased variance), as `run_rotta` does before RoTTA so that its eval-mode teacher predicts diverse classes.
@@ -54,6 +55,12 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     case "cotta", "cotta_symmetric_sgd":
         c.confidenceThreshold = 1; c.augmentations = 2; c.restoreProbability = 0; c.teacherMomentum = 0.9
         if name == "cotta_symmetric_sgd" { c.optimizer = .sgd; c.lr = 0.01; c.symmetricLoss = true }
+        return ("cotta", c)
+    case "cotta_anchor_sgd":
+        // The anchor's mean confidences are 0.166924, 0.167728, 0.166625, 0.167761: batches 0 and 2 take the
+        // augmented teacher, batches 1 and 3 the plain one.
+        c.confidenceThreshold = 0.1672; c.augmentations = 2; c.restoreProbability = 0; c.teacherMomentum = 0.9
+        c.optimizer = .sgd; c.lr = 0.01
         return ("cotta", c)
     case "lame_knn_symmetric":
         c.lameAffinity = .knn; c.lameNeighbours = 3; c.lameForceSymmetry = true
@@ -85,6 +92,15 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
     case "eta_unmix_tns":
         c.unmixComponents = 4; c.optimizer = .sgd; c.lr = 0.002; c.entropyMarginFactor = 0.25; c.redundancyMargin = 0.6
         return ("eta+unmix_tns", c)
+    case "eata_unmix_tns":
+        c.unmixComponents = 4; c.optimizer = .sgd; c.lr = 0.002; c.entropyMarginFactor = 0.25; c.redundancyMargin = 0.6
+        c.fisherAlpha = 50
+        return ("eata+unmix_tns", c)
+    case "rdumb_unmix_tns":
+        // A reset after batch 2 (the third update): the source parameters and the components' initial draws come back.
+        c.unmixComponents = 4; c.optimizer = .sgd; c.lr = 0.002; c.entropyMarginFactor = 0.25; c.redundancyMargin = 0.6
+        c.resetAfterUpdates = 3
+        return ("rdumb+unmix_tns", c)
     case "sar_unmix_tns":
         c.unmixComponents = 4
         return ("sar+unmix_tns", c)
@@ -112,17 +128,21 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
 }
 
 /// Per-batch outputs of every method against the PyTorch runs, to 1e-4.
-/// Golden: `method_cases()` in scripts/make_method_fixtures.py (`run_lame`, `run_eata`, `run_sar` for
+/// Golden: `method_cases()` in scripts/make_method_fixtures.py (`run_cotta` for the CoTTA cases, `cotta_anchor_sgd`
+/// with an anchor threshold between the batches' anchor confidences; `run_lame`, `run_eata`, `run_sar` for
 /// the LAME, ETA/EATA and SAR cases; `run_eata` with `reset_after` for RDumb, `run_rotta`, `run_roid`,
-/// `run_unmix_tns`; `with_unmix_tns(run_tent)`, `(run_eata)` and `(run_sar)` for TENT, ETA and SAR on UnMix-TNS,
-/// whose trained parameters are compared after every batch too; `with_unmix_tns(run_lame)` and `(run_cotta)`
+/// `run_unmix_tns`; `with_unmix_tns(run_tent)`, `(run_eata)` and `(run_sar)` for TENT, ETA, RDumb (`rdumb_unmix_tns`,
+/// a reset inside the stream) and SAR on UnMix-TNS, and `with_fisher_before_unmix_tns(with_unmix_tns(run_eata))` for
+/// EATA on UnMix-TNS (`eata_unmix_tns`, whose Fisher information is compared too), all of whose trained parameters
+/// are compared after every batch too; `with_unmix_tns(run_lame)` and `(run_cotta)`
 /// for LAME and CoTTA on UnMix-TNS, `with_unmix_tns(run_rotta)` and `(run_roid)` for RoTTA and ROID on
 /// UnMix-TNS, whose trained parameters are compared too).
 @Suite struct MethodParityTests {
     @Test(arguments: ["source", "norm_test", "norm_alpha", "norm_ema", "tent", "tent_sgd_steps2", "cotta", "cotta_symmetric_sgd",
                       "lame", "lame_knn_symmetric", "lame_linear", "eta", "eta_sgd", "eata", "sar", "sar_recovery",
                       "rdumb", "rotta", "roid", "roid_plain_sgd", "unmix_tns", "tent_unmix_tns", "eta_unmix_tns", "sar_unmix_tns",
-                      "lame_unmix_tns", "cotta_unmix_tns", "rotta_unmix_tns", "roid_unmix_tns"])
+                      "lame_unmix_tns", "cotta_unmix_tns", "rotta_unmix_tns", "roid_unmix_tns", "cotta_anchor_sgd", "eata_unmix_tns",
+                      "rdumb_unmix_tns"])
     func outputsMatchPyTorchBatchByBatch(_ name: String) throws {
         let expected = try fixture("methods/\(name).safetensors")
         let (method, config) = fixtureConfiguration(name)
@@ -156,10 +176,12 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         }
         let trainsOnUnMix = method.hasSuffix("+unmix_tns") && MethodRegistry.entry(method)?.usesGradients == true
         #expect(expected.names.filter { $0.hasPrefix("params") }.count == (trainsOnUnMix ? 4 * 2 * model.batchNorms.count : 0))
-        // EATA: the Fisher information from the source batches, per parameter.
-        if let eata = adaptor.method as? EATAMethod, let r = eata.regularizer {
+        // EATA (alone or on UnMix-TNS): the Fisher information from the source batches, per parameter.
+        if MethodRegistry.baseName(method) == "eata" {
+            let eata = try #require((adaptor.method as? EATAMethod) ?? (unmix?.host as? EATAMethod))
+            let r = try #require(eata.regularizer, "eata: no Fisher regulariser after configure")
             let keys = expected.names.filter { $0.hasPrefix("fisher.") }
-            #expect(keys.count == model.store.trainableNames.count)
+            #expect(!keys.isEmpty && keys.count == model.store.trainableNames.count)
             for key in keys {
                 let e = try #require(model.store.entry(named: String(key.dropFirst("fisher.".count))))
                 expectClose(Array(r.fisher[e.offset..<(e.offset + e.count)]), try expected.tensor(key).storage, "\(name) \(key)")
@@ -311,10 +333,17 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         var x = try methodFixtureStream()[0]
         let before = adaptor.model.store.snapshot()
         x.storage[17] = .nan
-        #expect(throws: AdaptationError.self) { try adaptor.adapt(x) }
+        #expect(throws: AdaptationError("the batch contains NaN or infinity; it was not used and the model is unchanged")) {
+            try adaptor.adapt(x)
+        }
         #expect(adaptor.model.store.snapshot() == before)
-        #expect(throws: AdaptationError.self) { try adaptor.adapt(Tensor(shape: [2, 1, 32, 32])) }
-        #expect(throws: AdaptationError.self) { try MethodRegistry.make("tennt", configuration: config("tent")) }
+        // One channel for the fixture WideResNet's three: refused by the shape check, before the NaN check.
+        #expect(throws: AdaptationError("batch has shape [2, 1, 32, 32]; wideresnet-16-1 expects (N, 3, H, W) with N ≥ 1")) {
+            try adaptor.adapt(Tensor(shape: [2, 1, 32, 32]))
+        }
+        #expect(throws: AdaptationError("unknown method 'tennt'; known methods: \(MethodRegistry.names.joined(separator: ", "))")) {
+            try MethodRegistry.make("tennt", configuration: config("tent"))
+        }
     }
 }
 
@@ -330,16 +359,29 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let part = subsetEntropyLoss(logits, samples: [2], weights: [3])
         #expect(abs(part.value - 3 * softmaxEntropies(logits)[2]) < 1e-5)
         #expect(part.gradient.storage[0..<10].allSatisfy { $0 == 0 } && part.gradient.storage[15..<20].allSatisfy { $0 == 0 })
+        // Row 2: L = (w/|S|)·H_2 = 3·H_2. Loss.softmaxEntropy of row 2 alone is the mean entropy of one row, H_2,
+        // so its gradient is ∂H_2/∂z_2 and L's row 2 is (w/|S|) = 3 times it.
+        let rowEntropy = Loss.softmaxEntropy(logits.slice(2..<3))
+        expectClose(Array(part.gradient.storage[10..<15]), rowEntropy.gradient.storage.map { 3 * $0 }, tolerance: 1e-5, "weighted row 2")
+        // And the whole gradient (the zero rows included) against central differences of the value.
+        let fd = finiteDifferenceError(at: logits.storage, analytic: part.gradient.storage, samples: 20, step: 1e-2) {
+            Double(subsetEntropyLoss(Tensor(shape: [4, 5], storage: $0), samples: [2], weights: [3]).value)
+        }
+        #expect(fd < 2e-3, "weighted subset: FD error \(fd)")
         let none = subsetEntropyLoss(logits, samples: [])
         #expect(none.value.isNaN && none.gradient.storage.allSatisfy { $0 == 0 })
         #expect(reliableSamples([0.5, 2, 0.1, 3], below: 1) == [0, 2])
         #expect(reliableSamples([0.5, 2, 0.1, 3], below: 1, among: [1, 2]) == [2])
-        #expect(abs(entropyMargin(factor: 0.4, numClasses: 10) - 0.921034) < 1e-6)
+        // E0 = factor·ln C (EATA.MARGIN_E0 · log(num_classes)): 0.4·ln 10 ≈ 0.921034.
+        #expect(abs(entropyMargin(factor: 0.4, numClasses: 10) - Float(0.4 * log(10.0))) < 1e-6)
     }
 
     @Test func eataWithoutSourceDataIsRefusedAndEtaIsNot() throws {
         let c = MethodConfiguration.defaults(for: .cifar)
-        #expect(throws: AdaptationError.self) { try MethodRegistry.make("eata", configuration: c) }
+        #expect(throws: AdaptationError("eata needs source images for its Fisher information (fisherAlpha 1.0 > 0) and none were given; "
+                                        + "give source batches, a fisherAlpha of 0, or use eta (EATA without its Fisher term)")) {
+            try MethodRegistry.make("eata", configuration: c)
+        }
         var noFisher = c
         noFisher.fisherAlpha = 0
         #expect(try MethodRegistry.make("eata", configuration: noFisher).name == "eata")
@@ -426,7 +468,10 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         // The consistency loss without the weighting is refused when the method is built (the reference fails on it).
         var c = MethodConfiguration.defaults(for: .cifar)
         c.roidWeighting = false
-        #expect(throws: AdaptationError.self) { try MethodRegistry.make("roid", configuration: c) }
+        #expect(throws: AdaptationError("roid: the consistency loss uses the weighting's mask and weights; "
+                                        + "turn the weighting on or the consistency off (the reference fails on this combination too)")) {
+            try MethodRegistry.make("roid", configuration: c)
+        }
     }
 
     /// RDumb (ETA) at batch size 1: batch statistics over one image's H·W positions, as the reference.

@@ -103,12 +103,18 @@ import TTATestSupport
         #expect(throws: AdaptationError("image of shape [3, 16, 16] for a sliding window of [3, 32, 32] images")) { try a.process(small) }
         #expect(a.captureState().window == kept.window && a.captureState().windowPointer == kept.windowPointer)
         let c = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 2)
-        #expect(throws: AdaptationError.self) { try c.restoreState(saved) }   // a 3-image window does not fit W = 2
+        // A 3-image window does not fit W = 2.
+        #expect(throws: AdaptationError("the saved sliding window has shape [3, 3, 32, 32] and slot 1; this adaptor's window holds up to 2 "
+                                        + "images of 3 channels, and while it fills the slot is the number of images in it")) {
+            try c.restoreState(saved)
+        }
 
         let batch = try fixture("methods/stream.safetensors").tensor("x").slice(0..<8)
         let plain = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1)
         let windowed = try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 3)
         #expect(try plain.adapt(batch).storage == windowed.adapt(batch).storage)
-        #expect(throws: AdaptationError.self) { try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 0) }
+        #expect(throws: AdaptationError("window length 0: expected at least 1")) {
+            try Adaptor(model: try methodFixtureModel(), method: try MethodRegistry.make("tent", configuration: .defaults(for: .cifar)), seed: 1, windowLength: 0)
+        }
     }
 }

@@ -45,6 +45,16 @@ import Testing
         #expect(r.out.contains("\n  --version ") && r.out.contains("\n  -h, --help "))
     }
 
+    /// The one word wrap of the help and `tta list`: lines within the width after the indent; beside a name column, a
+    /// first word that does not fit leaves the name on its own line; a word longer than a line goes past the width.
+    @Test func wrapKeepsWordsWithinTheWidth() {
+        #expect(Help.wrap("aa bb cc", width: 5, indent: "  ") == ["  aa bb", "  cc"])
+        #expect(Help.wrap("aa bb cc", width: 5, indent: "  ", first: "n ") == ["n aa bb", "  cc"])
+        #expect(Help.wrap("aa bb", width: 5, indent: "  ", first: "longname ") == ["longname", "  aa bb"])
+        #expect(Help.wrap("abcdefgh x", width: 5, indent: "  ") == ["  abcdefgh", "  x"])
+        #expect(Help.wrap("", width: 5, indent: "  ", first: "n   ") == ["n   "])
+    }
+
     @Test func listShowsMethodsWithDefaults() {
         let r = tta(["list"])
         #expect(r.code == 0)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TTAData
+import TTATestSupport
 @testable import TTACLI
 
 @Suite struct InspectTests {
@@ -16,9 +17,20 @@ import TTAData
         #expect(lines[1] == "metadata: architecture=wideresnet-10-1, format=pt")
         let params = TinyBenchmark.makeModel(channels: 3).store.parameterCount
         #expect(lines[2] == "architecture: wideresnet-10-1 (3 input channels, 10 classes), \(formatCount(params)) parameters; the weights load into it")
-        #expect(lines[4].split(separator: " ") == ["name", "dtype", "shape", "elements"])
+        #expect(lines[3] == "input normalisation: none (the architecture's default; --normalize changes it)")
+        #expect(lines[5].split(separator: " ") == ["name", "dtype", "shape", "elements"])
         #expect(lines.contains { $0.hasPrefix("conv1.weight ") && $0.contains("  F32    [16, 3, 3, 3] ") && $0.hasSuffix(" 432") })
         #expect(lines.filter { $0.contains(" F32 ") || $0.contains(" I64 ") }.count == file.entries.count)
+    }
+
+    /// The normalisation a checkpoint stores is shown with its keys (golden: `layout_mu_sigma_cases()` in
+    /// scripts/make_layout_fixtures.py, which stores CIFAR's mean and std as RobustBench's mu/sigma buffers).
+    @Test func storedNormalizationIsShown() {
+        let path = fixturesDirectory.appendingPathComponent("cnn/layout_mu_sigma.safetensors").path
+        let r = tta(["inspect", path])
+        #expect(r.out.contains("\narchitecture: resnext-20-4x16-s8 (3 input channels, 10 classes), ")
+                && r.out.contains("parameters; the weights load into it\ninput normalisation: (x - mean) / std, mean 0.4914, 0.4822, 0.4465, "
+                                  + "std 0.2471, 0.2435, 0.2616 (stored in the weights: mu, sigma)\n"), "\(r.out)")
     }
 
     @Test func npyShowsDtypeShapeAndLayout() throws {

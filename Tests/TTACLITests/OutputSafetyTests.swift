@@ -82,6 +82,12 @@ import TTARuntime
         try Data(Parser.configExample.utf8).write(to: URL(fileURLWithPath: config))
         let shared = tta(["run"] + tiny.dataOptions(with: ["--method", "norm_test", "--config", config]))
         #expect(shared.code == 0, "\(shared.err)")
+        // Nor are a shared file's --checkpoint-every (for the runs that checkpoint) and single --severity (for the
+        // runs that are not gradual) refused.
+        let sharedRuns = tiny.folder.path("shared-runs.json")
+        try Data(#"{"checkpoint-every": 5, "severity": "5"}"#.utf8).write(to: URL(fileURLWithPath: sharedRuns))
+        let gradual = tta(["run"] + tiny.dataOptions(with: ["--method", "source", "--setting", "gradual", "--config", sharedRuns]))
+        #expect(gradual.code == 0 && gradual.out.contains(" · severity 1,2,3,4,5,4,3,2,1 · "), "\(gradual.err)")
         // Read by one of the methods compared: taken.
         let both = tta(["compare"] + tiny.dataOptions + ["--methods", "tent,sar", "--optimizer", "sgd", "--format", "json"])
         #expect(both.code == 0, "\(both.err)")

@@ -125,12 +125,13 @@ struct JPEGTests {
     }
 
     @Test("in-memory data is named in errors")
-    func memoryName() {
-        #expect(throws: DataError.self) { try JPEGImage.decode(Data([0xFF, 0xD8, 0xFF]), file: "x.jpg") }
-        do { _ = try JPEGImage.decode(Data([1, 2, 3])) } catch let error as DataError {
-            #expect(error.description.hasPrefix("<memory>: "))
-            #expect(error.description.contains("not a JPEG"))
-        } catch { Issue.record("\(error)") }
+    func memoryName() throws {
+        // A given name is used: SOI, then a lone FF at byte 2 with nothing after it.
+        let named = try #require(throws: DataError.self) { try JPEGImage.decode(Data([0xFF, 0xD8, 0xFF]), file: "x.jpg") }
+        #expect(named.description == "x.jpg: truncated: the file ends inside a marker (at byte 2)")
+        // Without one, "<memory>"; the first two bytes are not the SOI marker.
+        let unnamed = try #require(throws: DataError.self) { try JPEGImage.decode(Data([1, 2, 3])) }
+        #expect(unnamed.description == "<memory>: not a JPEG file: expected the SOI marker FF D8, found 01 02 (at byte 0)")
     }
 
     @Test("zigzag order is a permutation starting 0, 1, 8, 16, 9 and ending 62, 63")

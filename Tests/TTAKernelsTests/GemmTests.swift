@@ -5,10 +5,11 @@ import TTATestSupport
 
 /// gemmSIMD against the naive gemmReference: odd and tiny shapes, shapes that cross every blocking
 /// boundary (MR, NR, KC, MC, NC), all four transpose combinations, padded leading dimensions,
-/// alpha/beta variants, NaN in C with beta == 0, and one and two threads.
+/// alpha/beta variants, NaN in C with beta == 0, and one and two threads; the build's micro-kernel and
+/// every other one (the portable kernels are compiled and checked on an FMA machine too).
 @Suite("GEMM", .serialized)
 struct GemmTests {
-    /// (m, n, k). Tiles are 6 x 16 (6 x 8 portable); blocks KC 256, MC 156, NC 2048. Unless 2m < n, B is
+    /// (m, n, k). Tiles are 6 x 16 (6 x 8 in the portable x86-64 kernel); blocks KC 256, MC 156, NC 2048. Unless 2m < n, B is
     /// the shared operand and an untransposed A is read in place unless n > 512 or lda is a multiple
     /// of 256 ((40, 17, 512) with lda 512, (600, 520, 8)). (160, 96, 144), (157, 130, 101) and
     /// (13, 500, 700) are large enough (at least 4 MFLOP) for gemmSIMD to use a second thread.
@@ -39,6 +40,31 @@ struct GemmTests {
                 }
             }
         }
+    }
+
+    /// Every micro-kernel, whichever the build uses, on every shape and transpose: the portable 6 x 8 and
+    /// 6 x 16 kernels (separate multiply and add) and the fused 6 x 16 one, each within the same bound of the
+    /// reference (so within it of each other).
+    @Test("every micro-kernel matches gemmReference",
+          arguments: [GemmKernel6x16Fused.self, GemmKernel6x16.self, GemmKernel6x8.self] as [any GemmMicroKernel.Type])
+    func everyKernelMatchesReference(_ kernel: any GemmMicroKernel.Type) {
+        var rng = SeededGenerator(seed: 5)
+        var variant = 0
+        for (m, n, k) in Self.shapes {
+            for threads in [1, 2] {
+                for (transA, transB) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let (alpha, beta) = Self.scalings[variant % Self.scalings.count]
+                    variant += 1
+                    withKernelThreads(threads) {
+                        check(m: m, n: n, k: k, transA: transA, transB: transB, alpha: alpha, beta: beta,
+                              padding: (variant % 3, 2 * (variant % 2), variant % 4), rng: &rng, kernel: kernel)
+                    }
+                }
+            }
+        }
+        check(m: 9, n: 21, k: 6, transA: false, transB: false, alpha: 1, beta: 0, padding: (1, 0, 2), rng: &rng,
+              fill: .nan, kernel: kernel)
+        #expect(kernel.name.hasPrefix("6x\(kernel.nr) "))
     }
 
     @Test("beta == 0 ignores NaN and infinity in C")
@@ -130,6 +156,7 @@ struct GemmTests {
     /// including the padding between n and ldc, which must be left untouched.
     private func check(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, alpha: Float, beta: Float,
                        padding: (Int, Int, Int), rng: inout SeededGenerator, fill: Float? = nil,
+                       kernel: any GemmMicroKernel.Type = BuildGemmKernel.self,
                        sourceLocation: SourceLocation = #_sourceLocation) {
         // Stored shapes: A is m x k (k x m transposed), B is k x n (n x k transposed).
         let (aRows, aCols) = transA ? (k, m) : (m, k)
@@ -144,7 +171,7 @@ struct GemmTests {
         var got = c
         gemmReference(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                       b: b, ldb: ldb, beta: beta, c: &expected, ldc: ldc)
-        gemmSIMD(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+        gemmSIMD(using: kernel, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                  b: b, ldb: ldb, beta: beta, c: &got, ldc: ldc)
         // The scale of each element: |alpha| sum_p |a_ip b_pj| + |beta c_ij|.
         var scale = c.map { beta == 0 ? 0 : abs($0) }
@@ -165,7 +192,7 @@ struct GemmTests {
                     failures += 1
                     if failures <= 3 {
                         Issue.record("""
-                            \(m)x\(n)x\(k) trans \(transA) \(transB) alpha \(alpha) beta \(beta) \
+                            \(kernel.name) \(m)x\(n)x\(k) trans \(transA) \(transB) alpha \(alpha) beta \(beta) \
                             ld \(lda) \(ldb) \(ldc), threads \(KernelThreads.count): C[\(i), \(j)] = \(got[index]), \
                             expected \(j >= n ? c[index] : expected[index])
                             """, sourceLocation: sourceLocation)

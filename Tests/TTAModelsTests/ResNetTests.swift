@@ -61,15 +61,22 @@ import TTATestSupport
         #expect(model.store.trainableNames.count == io.names.filter { $0.hasPrefix("all.grad.") }.count)
     }
 
-    /// `features` then `head` is `forward`; `copy` keeps weights, normalisation and BN modes.
+    /// `features` are PyTorch's pre-logits features (the pooled, flattened input of `fc` / `classifier`) with
+    /// running and with batch statistics, and `head` of them is `forward`; `copy` keeps weights, normalisation
+    /// and BN modes. Golden: `write_cases()` (`<mode>.features`) via `resnet_cases()` and `resnext_cases()` in
+    /// scripts/make_cnn_fixtures.py.
     @Test(arguments: models.map(\.0))
     func featuresHeadAndCopy(_ stem: String) throws {
         let io = try fixture("\(stem)_io.safetensors")
         let model = try #require(try ModelZoo.load(try fixture("\(stem).safetensors")) as? any FeatureClassifier)
         let x = try io.tensor("x")
-        let f = model.features(x, .inference)
-        #expect(f.shape == [x.shape[0], model.featureCount])
-        #expect(model.head(f, .inference) == model.forward(x, .inference))
+        for (name, mode) in [("eval", BatchNormMode.runningStatistics), ("train_untracked", .batchStatistics)] {
+            model.setBatchNormMode(mode)
+            let f = model.features(x, .inference)
+            #expect(f.shape == [x.shape[0], model.featureCount])
+            expectClose(f, try io.tensor("\(name).features"), "\(stem) \(name) features")
+            #expect(model.head(f, .inference) == model.forward(x, .inference))
+        }
         model.setBatchNormMode(.batchStatistics)
         let twin = model.copy()
         #expect(twin.forward(x, .inference) == model.forward(x, .inference))
@@ -106,7 +113,10 @@ import TTATestSupport
         #expect(try ModelZoo.make("resnext50_32x4d", numClasses: 1000).store.entries.first { $0.name == "layer1.0.conv2.weight" }?.shape == [128, 4, 3, 3])
         for bad in ["resnet-1.1.1-w8", "resnext-28-4x32", "resnet-1.1.1.1-w8-g0x4", "resnet51"] {
             #expect(!ModelZoo.recognizes(bad), "\(bad)")
-            #expect(throws: DataError.self) { try ModelZoo.make(bad, numClasses: 10) }
+            #expect(throws: DataError(file: "--model", key: bad, keyKind: "model", message: "unknown model; expected \(ModelZoo.modelNamesHelp)"),
+                    "\(bad)") {
+                try ModelZoo.make(bad, numClasses: 10)
+            }
         }
     }
 

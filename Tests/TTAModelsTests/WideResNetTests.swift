@@ -133,7 +133,10 @@ import TTATestSupport
         #expect(WideResNet.parameterCount(depth: 10, widenFactor: Int.max / 8, numClasses: 1, inputChannels: 1) == nil)
         let tooBig = #expect(throws: DataError.self) { try ModelZoo.make("wideresnet-28-100000", numClasses: 10) }
         #expect(tooBig?.description == "--model: model 'wideresnet-28-100000': has 3642880499200474 parameters, more than the limit of 4294967296")
-        #expect(throws: DataError.self) { try ModelZoo.make("wideresnet-10-1", numClasses: 0) }
+        #expect(throws: DataError(file: "--model", key: "wideresnet-10-1", keyKind: "model",
+                                  message: "needs at least 1 class and 1 input channel, got 0 and 3")) {
+            try ModelZoo.make("wideresnet-10-1", numClasses: 0)
+        }
     }
 
     /// A few hundred bytes of header describing a WideResNet of enormous width through tensors with a
@@ -164,8 +167,12 @@ import TTATestSupport
     }
 
     @Test func unknownArchitecturesAreRefused() throws {
-        #expect(throws: DataError.self) { try ModelZoo.make("resnet-9000", numClasses: 10) }
-        #expect(throws: DataError.self) { try ModelZoo.make("wideresnet-27-10", numClasses: 10) }
+        // Neither names a model (resnet-<b1>.<b2>.<b3>.<b4>-w<base> has four stages and a width; 27 is not 6n + 4).
+        for bad in ["resnet-9000", "wideresnet-27-10"] {
+            #expect(throws: DataError(file: "--model", key: bad, keyKind: "model", message: "unknown model; expected \(ModelZoo.modelNamesHelp)")) {
+                try ModelZoo.make(bad, numClasses: 10)
+            }
+        }
         let wrn = try ModelZoo.make("wideresnet-28-10", numClasses: 10)
         #expect(wrn.store.parameterCount == 36_479_194)   // RobustBench's Standard WRN-28-10
         #expect(wrn.batchNorms.count == 25)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TTAData
+import TTAKernels
 import TTANN
 import TTATensor
 import TTATestSupport
@@ -23,8 +24,11 @@ private func run(_ layer: Module, _ x: Tensor, _ dy: Tensor) -> (Tensor, Tensor)
 
 /// Every layer against PyTorch goldens and against central finite differences.
 @Suite struct LayerParityTests {
-    /// Golden: `conv2d_cases()` in scripts/make_fixtures.py.
-    @Test(arguments: ["k3s1p1", "k3s2p1", "k1s2p0", "k1s1p0", "k3s1p1g2", "k3s2p1g4", "k3s1p0"])
+    /// Golden: `conv2d_cases()` in scripts/make_fixtures.py. The `c16` cases (3x3, stride 1, 16 channels in and
+    /// out, paddings 1, 0 and 2) are where the layer takes Winograd F(4x4): its backward pass to the input always,
+    /// its forward pass when nothing is recorded (`.inference`); the recorded forward takes the GEMM. Both forward
+    /// passes are compared.
+    @Test(arguments: ["k3s1p1", "k3s2p1", "k1s2p0", "k1s1p0", "k3s1p1g2", "k3s2p1g4", "k3s1p0", "k3s1p1c16", "k3s1p0c16", "k3s1p2c16"])
     func conv2dMatchesPyTorch(_ name: String) throws {
         let f = try fixture("conv2d.safetensors")
         let cases = try JSONSerialization.jsonObject(with: Data(f.metadata["cases"]!.utf8)) as! [String: [String: Int]]
@@ -36,10 +40,19 @@ private func run(_ layer: Module, _ x: Tensor, _ dy: Tensor) -> (Tensor, Tensor)
         }
         store.set("conv.weight", w)
         let x = try f.tensor("\(name).x"), dy = try f.tensor("\(name).dy")
+        // Which algorithm each pass takes: Winograd exactly in the `c16` cases (this layer's geometry, as the layer builds it).
+        let winograd = name.hasSuffix("c16")
+        let g = conv.geometry(for: x.shape)
+        #expect(ConvAlgorithm.winograd && g.takesWinograd(.inference) == winograd && g.takesWinograd(.backwardInput) == winograd
+                && !g.takesWinograd(.recordedForward), "\(name): \(g)")
         let (y, dx) = run(conv, x, dy)
         expectClose(y, try f.tensor("\(name).y"), "\(name) y")
-        expectClose(dx, try f.tensor("\(name).dx"), "\(name) dx")
+        // Winograd's float32 rounding: 2-3e-6 of the largest value in a float32 simulation of F(4x4) on these cases.
+        let tolerance = winograd ? 2e-5 : 1e-4
+        expectClose(dx, try f.tensor("\(name).dx"), tolerance: tolerance, "\(name) dx")
         expectClose(store.gradient("conv.weight")!, try f.tensor("\(name).dweight"), "\(name) dweight")
+        // The forward pass no backward pass follows (a prediction): Winograd in the `c16` cases.
+        expectClose(conv.forward(x, .inference), try f.tensor("\(name).y"), tolerance: tolerance, "\(name) y (inference)")
 
         // Weight gradient skipped when the weight is frozen; input gradient skipped when not asked for.
         store.zeroGrads()

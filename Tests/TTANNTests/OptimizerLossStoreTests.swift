@@ -26,9 +26,16 @@ import TTATestSupport
             opt.step()
             expectClose(store.tensor("p")!, try f.tensor("\(name).step\(k)"), tolerance: 1e-5, "\(name) step \(k)")
         }
-        // reset() forgets the state: the next step behaves like a first step.
+        // reset() forgets the state: the next step behaves like a first step. From p0 again with grad1, it
+        // lands on the fixture's step1, as the first step did (stale momentum or Adam moments, or a step count
+        // not back at 0 for the bias correction, would move it elsewhere).
         opt.reset()
         #expect(opt.state == OptimizerState())
+        store.set("p", try f.tensor("p0"))
+        let g1 = try f.tensor("grad1")
+        for i in 0..<10 { store.allGrads[i] = g1.storage[i] }
+        opt.step()
+        expectClose(store.tensor("p")!, try f.tensor("\(name).step1"), tolerance: 1e-5, "\(name) first step after reset")
     }
 
     @Test func frozenParametersAreNotUpdated() {
@@ -39,7 +46,10 @@ import TTATestSupport
         store.setTrainable(.names(["a"]))
         for i in 0..<6 { store.allGrads[i] = 1 }
         Adam(store, lr: 0.1).step()
-        #expect(store.tensor("a")!.storage.allSatisfy { $0 < 1 })
+        // Adam's first step with g = 1: m = (1 − β1)·g, v = (1 − β2)·g², so the bias-corrected
+        // m̂ = m/(1 − β1) = 1 and v̂ = v/(1 − β2) = 1, and the step is lr·m̂/(√v̂ + eps) = 0.1/(1 + 1e-8):
+        // a = 1 − 0.1 = 0.9 (float32 rounding of the moments and eps move it by < 1e-7).
+        expectClose(store.tensor("a")!.storage, [0.9, 0.9, 0.9], tolerance: 1e-6, "a after one Adam step")
         #expect(store.tensor("b")!.storage == [1, 1, 1])
     }
 }

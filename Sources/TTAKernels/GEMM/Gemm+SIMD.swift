@@ -31,9 +31,9 @@
 /// MR / NR and edge tiles go through a scratch tile, so any m, n, k are handled. Every element of C is
 /// computed in the same order whatever the thread count, so results do not depend on it.
 ///
-/// The micro-kernel uses `addProduct` (one `vfmadd231ps`) only under `TTA_FMA`, which Package.swift
-/// defines together with `-target-cpu`; without it `addProduct` becomes a call to `fmaf`, so the
-/// portable build multiplies and adds separately.
+/// The micro-kernel is the build's (`BuildGemmKernel`): the fused 6 x 16 one under `TTA_FMA`, which
+/// Package.swift defines together with `-target-cpu`, a portable one otherwise (without a target CPU
+/// `addProduct` becomes a call to `fmaf`, so the portable kernels multiply and add separately).
 ///
 /// `threads` caps the threads of this call (1 when the caller already runs one call per thread).
 package func gemmSIMD(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
@@ -41,6 +41,17 @@ package func gemmSIMD(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                       b: UnsafePointer<Float>, ldb: Int,
                       beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
                       threads maxThreads: Int = KernelThreads.count) {
+    gemmSIMD(using: BuildGemmKernel.self, transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+             a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, threads: maxThreads)
+}
+
+/// `gemmSIMD` with a given micro-kernel: every build compiles all of them, so the tests check the
+/// portable ones (and their tile widths) on an FMA machine too.
+package func gemmSIMD<K: GemmMicroKernel>(using kernel: K.Type, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                                          alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                                          b: UnsafePointer<Float>, ldb: Int,
+                                          beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                          threads maxThreads: Int = KernelThreads.count) {
     if m <= 0 || n <= 0 { return }
     if k == 0 || alpha == 0 {
         scaleC(m: m, n: n, beta: beta, c: c, ldc: ldc)
@@ -49,10 +60,10 @@ package func gemmSIMD(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
     // Below a few MFLOP (well under a millisecond), waking a second thread costs more than it saves.
     let flops = 2 * Double(m) * Double(n) * Double(k)
     let threads = flops < 4e6 ? 1 : max(1, maxThreads)
-    let problem = GemmProblem(transA: transA, transB: transB, k: k, alpha: alpha, beta: beta,
+    let problem = GemmProblem<K>(transA: transA, transB: transB, k: k, alpha: alpha, beta: beta,
                               a: SendablePointer(a), lda: lda, b: SendablePointer(b), ldb: ldb,
                               c: SendablePointer(c), ldc: ldc)
-    let mr = GemmTile.mr, nr = GemmTile.nr
+    let mr = GemmTile.mr, nr = K.nr
     if GemmTile.sharesA(m: m, n: n) {
         // A shared: super-blocks of rows, each packed once, then column chunks.
         let rowsPerBlock = max(mr, GemmTile.sharedLimit / k / mr * mr)
@@ -90,26 +101,14 @@ package func gemmSIMD(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
 
 /// The micro-kernel this build uses, e.g. "6x16 FMA" (for benchmark reports).
 package var gemmSIMDKernel: String {
-    #if TTA_FMA
-    let arithmetic = "FMA"
-    #else
-    let arithmetic = "mul+add"
-    #endif
-    return "\(GemmTile.mr)x\(GemmTile.nr) \(arithmetic), KC \(GemmTile.kc) MC \(GemmTile.mc) NC \(GemmTile.nc)"
+    "\(BuildGemmKernel.name), KC \(GemmTile.kc) MC \(GemmTile.mc) NC \(GemmTile.nc)"
 }
 
 // MARK: - Blocking parameters
 
-/// Register tile of the micro-kernel: MR rows by NR columns of C held in SIMD8 accumulators.
-/// 6x16 needs 12 ymm accumulators, 2 B vectors and 1 broadcast A value: 15 of the 16 AVX registers.
-/// The portable x86-64 build has only 128-bit SSE registers (a SIMD8 takes two), so it uses 6x8.
+/// Blocking shared by the micro-kernels: MR rows of C per tile (the kernel's `nr` gives the columns).
 enum GemmTile {
     static let mr = 6
-    #if TTA_FMA || !arch(x86_64)
-    static let nr = 16
-    #else
-    static let nr = 8
-    #endif
     /// Depth of a packed block: one KC x NR B panel (16 KiB) stays in L1 during the micro-kernel loop.
     static let kc = 256
     /// Rows of a packed A block, a multiple of MR: MC x KC floats (about 160 KiB) stay in L2.
@@ -151,7 +150,7 @@ private func chunkRange(_ index: Int, of parts: Int, count: Int, unit: Int) -> R
 }
 
 /// The operands of one call, shareable with the worker threads (which write disjoint parts of C).
-private struct GemmProblem: Sendable {
+private struct GemmProblem<K: GemmMicroKernel>: Sendable {
     let transA: Bool, transB: Bool
     let k: Int
     let alpha: Float, beta: Float
@@ -191,7 +190,7 @@ private struct GemmProblem: Sendable {
     /// Packs op(B)[0..<k, cols] for every KC block (block at p0 starts at `p0 * paddedCols`; its NR
     /// panels follow each other) with all threads, and passes it to `body`.
     func withSharedB(cols: Range<Int>, threads: Int, _ body: (SendablePointer<Float>) -> Void) {
-        let nr = GemmTile.nr, kcMax = kcMax
+        let nr = K.nr, kcMax = kcMax
         let padded = (cols.count + nr - 1) / nr * nr
         let packed = allocateFloats(padded * k)
         defer { packed.deallocate() }
@@ -203,7 +202,7 @@ private struct GemmProblem: Sendable {
             var p0 = 0
             while p0 < k {
                 let kc = min(kcMax, k - p0)
-                packB(transB: transB, b: UnsafePointer(b.base), ldb: ldb, p0: p0, kc: kc,
+                packB(K.self, transB: transB, b: UnsafePointer(b.base), ldb: ldb, p0: p0, kc: kc,
                       j0: cols.lowerBound + local.lowerBound, nc: local.count,
                       into: shared.base + p0 * padded + local.lowerBound * kc)
                 p0 += kc
@@ -215,22 +214,22 @@ private struct GemmProblem: Sendable {
     /// C[rows, cols] with A shared (packed by `withSharedA` for `rows`): packs this chunk's B blocks.
     func multiplyColumnChunk(rows: Range<Int>, packedA: SendablePointer<Float>, cols: Range<Int>) {
         if cols.isEmpty { return }
-        let mr = GemmTile.mr, nr = GemmTile.nr, kcMax = kcMax
+        let mr = GemmTile.mr, nr = K.nr, kcMax = kcMax
         let paddedRows = (rows.count + mr - 1) / mr * mr
         let paddedCols = (cols.count + nr - 1) / nr * nr
         let packedB = allocateFloats(paddedCols * kcMax)
-        let edge = GemmEdge(kcMax: kcMax, inPlaceA: false)
+        let edge = GemmEdge(kcMax: kcMax, inPlaceA: false, nr: nr)
         defer { packedB.deallocate(); edge.deallocate() }
         var p0 = 0
         while p0 < k {
             let kc = min(kcMax, k - p0)
-            packB(transB: transB, b: UnsafePointer(b.base), ldb: ldb, p0: p0, kc: kc,
+            packB(K.self, transB: transB, b: UnsafePointer(b.base), ldb: ldb, p0: p0, kc: kc,
                   j0: cols.lowerBound, nc: cols.count, into: packedB)
             let blockA = packedA.base + p0 * paddedRows
             var ic = 0
             while ic < rows.count {
                 let mc = min(GemmTile.mc, rows.count - ic)
-                multiplyPacked(kc: kc, a: blockA + ic * kc, panel: .layout(transA: transA, kc: kc), rows: mc,
+                multiplyPacked(K.self, kc: kc, a: blockA + ic * kc, panel: .layout(transA: transA, kc: kc), rows: mc,
                                b: packedB, cols: cols.count,
                                c: c.base + (rows.lowerBound + ic) * ldc + cols.lowerBound, ldc: ldc,
                                alpha: alpha, beta: p0 == 0 ? beta : 1, edge: edge)
@@ -243,7 +242,7 @@ private struct GemmProblem: Sendable {
     /// C[rows, cols] with B shared (packed by `withSharedB` for `cols`): packs this chunk's A blocks.
     func multiplyRowChunk(rows: Range<Int>, cols: Range<Int>, packedB: SendablePointer<Float>) {
         if rows.isEmpty { return }
-        let mr = GemmTile.mr, nr = GemmTile.nr, kcMax = kcMax
+        let mr = GemmTile.mr, nr = K.nr, kcMax = kcMax
         let paddedCols = (cols.count + nr - 1) / nr * nr
         let mcMax = min(GemmTile.mc, (rows.count + mr - 1) / mr * mr)
         // With few columns, each element of A meets only a few B panels, and copying A into panels
@@ -252,7 +251,7 @@ private struct GemmProblem: Sendable {
         // rows are a multiple of 1 KiB apart: they would all fall into the same cache sets.
         let direct = !transA && cols.count <= GemmTile.directAMaxColumns && lda % 256 != 0
         let packedA = allocateFloats(direct ? 0 : mcMax * kcMax)
-        let edge = GemmEdge(kcMax: kcMax, inPlaceA: direct)
+        let edge = GemmEdge(kcMax: kcMax, inPlaceA: direct, nr: nr)
         defer { packedA.deallocate(); edge.deallocate() }
         var p0 = 0
         while p0 < k {
@@ -271,7 +270,7 @@ private struct GemmProblem: Sendable {
                     blockA = packedA
                     panel = .layout(transA: transA, kc: kc)
                 }
-                multiplyPacked(kc: kc, a: blockA, panel: panel, rows: mc,
+                multiplyPacked(K.self, kc: kc, a: blockA, panel: panel, rows: mc,
                                b: blockB, cols: cols.count,
                                c: c.base + ic * ldc + cols.lowerBound, ldc: ldc,
                                alpha: alpha, beta: p0 == 0 ? beta : 1, edge: edge)
@@ -294,8 +293,8 @@ private struct GemmEdge {
     let tile: UnsafeMutablePointer<Float>
     let panelA: UnsafeMutablePointer<Float>
 
-    init(kcMax: Int, inPlaceA: Bool) {
-        tile = allocateFloats(GemmTile.mr * GemmTile.nr)
+    init(kcMax: Int, inPlaceA: Bool, nr: Int) {
+        tile = allocateFloats(GemmTile.mr * nr)
         panelA = allocateFloats(inPlaceA ? GemmTile.mr * kcMax : 0)
     }
 
@@ -308,11 +307,11 @@ private struct GemmEdge {
 /// C[rows x cols] = alpha * (A block x packed B block) + beta * C, tile by tile: each KC x NR B panel
 /// stays in L1 while it meets every MR panel of the A block.
 @inline(__always)
-private func multiplyPacked(kc: Int, a: UnsafeMutablePointer<Float>, panel: GemmPanelA, rows: Int,
-                            b: UnsafeMutablePointer<Float>, cols: Int,
-                            c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
-                            edge: GemmEdge) {
-    let mr = GemmTile.mr, nr = GemmTile.nr
+private func multiplyPacked<K: GemmMicroKernel>(_ kernel: K.Type, kc: Int, a: UnsafeMutablePointer<Float>, panel: GemmPanelA,
+                                                rows: Int, b: UnsafeMutablePointer<Float>, cols: Int,
+                                                c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float,
+                                                edge: GemmEdge) {
+    let mr = GemmTile.mr, nr = K.nr
     var jr = 0
     while jr < cols {
         let panelB = b + jr * kc
@@ -336,13 +335,13 @@ private func multiplyPacked(kc: Int, a: UnsafeMutablePointer<Float>, panel: Gemm
             }
             let tile = c + ir * ldc + jr
             if height == mr && width == nr {
-                microKernel(kc: kc, a: panelA, panel: layout, b: panelB, c: tile, ldc: ldc,
-                            alpha: alpha, beta: beta)
+                K.multiply(kc: kc, a: panelA, rowStride: layout.rowStride, step: layout.step, b: panelB,
+                           c: tile, ldc: ldc, alpha: alpha, beta: beta)
             } else {
                 // Compute the full padded tile into scratch, then merge the valid part.
-                microKernel(kc: kc, a: panelA, panel: layout, b: panelB, c: edge.tile, ldc: nr,
-                            alpha: alpha, beta: 0)
-                mergeEdge(edge.tile, rows: height, cols: width, beta: beta, into: tile, ldc: ldc)
+                K.multiply(kc: kc, a: panelA, rowStride: layout.rowStride, step: layout.step, b: panelB,
+                           c: edge.tile, ldc: nr, alpha: alpha, beta: 0)
+                mergeEdge(edge.tile, stride: nr, rows: height, cols: width, beta: beta, into: tile, ldc: ldc)
             }
             ir += mr
         }
@@ -362,13 +361,13 @@ private func scaleC(m: Int, n: Int, beta: Float, c: UnsafeMutablePointer<Float>,
     }
 }
 
-/// tile[0..<rows, 0..<cols] = edge + beta * tile (edge already holds alpha * A B; beta == 0 does not
-/// read the tile).
+/// tile[0..<rows, 0..<cols] = edge + beta * tile (edge, rows `stride` apart, already holds alpha * A B;
+/// beta == 0 does not read the tile).
 @inline(__always)
-private func mergeEdge(_ edge: UnsafeMutablePointer<Float>, rows: Int, cols: Int, beta: Float,
+private func mergeEdge(_ edge: UnsafeMutablePointer<Float>, stride: Int, rows: Int, cols: Int, beta: Float,
                        into tile: UnsafeMutablePointer<Float>, ldc: Int) {
     for i in 0..<rows {
-        let src = edge + i * GemmTile.nr, dst = tile + i * ldc
+        let src = edge + i * stride, dst = tile + i * ldc
         if beta == 0 {
             for j in 0..<cols { dst[j] = src[j] }
         } else {
@@ -438,11 +437,12 @@ private struct GemmPanelA {
     static func layout(transA: Bool, kc: Int) -> GemmPanelA { transA ? columns(kc: kc) : rows(kc: kc) }
 }
 
-/// Packs op(B)[p0..<p0+kc, j0..<j0+nc] as NR-column panels: the panel of columns q..<q+NR holds,
-/// for each p in turn, the NR values of row p (columns past nc are zero), and starts at `into + q * kc`.
-private func packB(transB: Bool, b: UnsafePointer<Float>, ldb: Int, p0: Int, kc: Int,
-                   j0: Int, nc: Int, into dst: UnsafeMutablePointer<Float>) {
-    let nr = GemmTile.nr
+/// Packs op(B)[p0..<p0+kc, j0..<j0+nc] as NR-column panels (NR = `K.nr`): the panel of columns
+/// q..<q+NR holds, for each p in turn, the NR values of row p (columns past nc are zero), and starts at
+/// `into + q * kc`.
+private func packB<K: GemmMicroKernel>(_ kernel: K.Type, transB: Bool, b: UnsafePointer<Float>, ldb: Int, p0: Int, kc: Int,
+                                       j0: Int, nc: Int, into dst: UnsafeMutablePointer<Float>) {
+    let nr = K.nr
     var q = 0
     while q < nc {
         let panel = dst + q * kc
@@ -478,144 +478,3 @@ private func packB(transB: Bool, b: UnsafePointer<Float>, ldb: Int, p0: Int, kc:
     }
 }
 
-// MARK: - Micro-kernel
-
-/// acc += x * y, fused only when the build targets a CPU with FMA.
-@inline(__always)
-private func madd(_ acc: inout SIMD8<Float>, _ x: SIMD8<Float>, _ y: SIMD8<Float>) {
-    #if TTA_FMA
-    acc.addProduct(x, y)
-    #else
-    acc = acc + x * y
-    #endif
-}
-
-/// One output row of a tile: row = alpha * acc (beta == 0, C not read) or alpha * acc + beta * row.
-@inline(__always)
-private func storeRow(_ row: UnsafeMutablePointer<Float>, _ acc: SIMD8<Float>, alpha: Float, beta: Float) {
-    let p = UnsafeMutableRawPointer(row)
-    var v = acc * alpha
-    if beta != 0 {
-        let old = p.loadUnaligned(as: SIMD8<Float>.self)
-        madd(&v, old, SIMD8(repeating: beta))
-    }
-    p.storeBytes(of: v, as: SIMD8<Float>.self)
-}
-
-#if TTA_FMA || !arch(x86_64)
-
-/// C[6 x 16] = alpha * (A panel x B panel) + beta * C, with 12 SIMD8 accumulators.
-/// `a`: an A panel laid out as `panel` says; `b`: kc groups of 16 floats, 64-byte aligned.
-@inline(__always)
-private func microKernel(kc: Int, a: UnsafePointer<Float>, panel: GemmPanelA, b: UnsafePointer<Float>,
-                         c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
-    var t = Tile6x16()
-    // Constant steps, so the unrolled loop addresses A with fixed displacements.
-    if panel.step == 1 {
-        t.accumulate(kc: kc, a: a, rowStride: panel.rowStride, step: 1, b: b)
-    } else {
-        t.accumulate(kc: kc, a: a, rowStride: 1, step: GemmTile.mr, b: b)
-    }
-    storeRow(c, t.c00, alpha: alpha, beta: beta); storeRow(c + 8, t.c01, alpha: alpha, beta: beta)
-    var row = c + ldc
-    storeRow(row, t.c10, alpha: alpha, beta: beta); storeRow(row + 8, t.c11, alpha: alpha, beta: beta)
-    row += ldc
-    storeRow(row, t.c20, alpha: alpha, beta: beta); storeRow(row + 8, t.c21, alpha: alpha, beta: beta)
-    row += ldc
-    storeRow(row, t.c30, alpha: alpha, beta: beta); storeRow(row + 8, t.c31, alpha: alpha, beta: beta)
-    row += ldc
-    storeRow(row, t.c40, alpha: alpha, beta: beta); storeRow(row + 8, t.c41, alpha: alpha, beta: beta)
-    row += ldc
-    storeRow(row, t.c50, alpha: alpha, beta: beta); storeRow(row + 8, t.c51, alpha: alpha, beta: beta)
-}
-
-/// The 6 x 16 accumulators of one tile; after inlining they stay in 12 ymm registers for the whole
-/// k loop.
-private struct Tile6x16 {
-    var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
-    var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
-    var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
-
-    /// Adds the products of k steps, unrolled by 4. Rows 0-2 and 3-5 of A are read at 0, rs and
-    /// 2 rs from two pointers (base + index * scale + displacement addressing, no extra arithmetic).
-    @inline(__always)
-    mutating func accumulate(kc: Int, a: UnsafePointer<Float>, rowStride rs: Int, step: Int,
-                             b: UnsafePointer<Float>) {
-        var top = a
-        var bottom = a + 3 * rs
-        var pb = UnsafeRawPointer(b)
-        var left = kc
-        while left >= 4 {
-            update(top, bottom, rs, 0, pb, 0)
-            update(top, bottom, rs, step, pb, 64)
-            update(top, bottom, rs, 2 * step, pb, 128)
-            update(top, bottom, rs, 3 * step, pb, 192)
-            top += 4 * step
-            bottom += 4 * step
-            pb += 256
-            left -= 4
-        }
-        while left > 0 {
-            update(top, bottom, rs, 0, pb, 0)
-            top += step
-            bottom += step
-            pb += 64
-            left -= 1
-        }
-    }
-
-    /// One k step: the 16 B values at byte offset `bo` times the 6 A values at offset `o`.
-    @inline(__always)
-    mutating func update(_ top: UnsafePointer<Float>, _ bottom: UnsafePointer<Float>, _ rs: Int, _ o: Int,
-                         _ pb: UnsafeRawPointer, _ bo: Int) {
-        let b0 = pb.load(fromByteOffset: bo, as: SIMD8<Float>.self)
-        let b1 = pb.load(fromByteOffset: bo + 32, as: SIMD8<Float>.self)
-        var x = SIMD8<Float>(repeating: top[o])
-        madd(&c00, x, b0); madd(&c01, x, b1)
-        x = SIMD8<Float>(repeating: top[rs + o])
-        madd(&c10, x, b0); madd(&c11, x, b1)
-        x = SIMD8<Float>(repeating: top[2 * rs + o])
-        madd(&c20, x, b0); madd(&c21, x, b1)
-        x = SIMD8<Float>(repeating: bottom[o])
-        madd(&c30, x, b0); madd(&c31, x, b1)
-        x = SIMD8<Float>(repeating: bottom[rs + o])
-        madd(&c40, x, b0); madd(&c41, x, b1)
-        x = SIMD8<Float>(repeating: bottom[2 * rs + o])
-        madd(&c50, x, b0); madd(&c51, x, b1)
-    }
-}
-
-#else
-
-/// C[6 x 8] = alpha * (A panel x B panel) + beta * C, with 6 SIMD8 accumulators (12 SSE registers).
-/// `a`: an A panel laid out as `panel` says; `b`: kc groups of 8 floats, 32-byte aligned.
-@inline(__always)
-private func microKernel(kc: Int, a: UnsafePointer<Float>, panel: GemmPanelA, b: UnsafePointer<Float>,
-                         c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
-    var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), c2 = SIMD8<Float>()
-    var c3 = SIMD8<Float>(), c4 = SIMD8<Float>(), c5 = SIMD8<Float>()
-    let rs = panel.rowStride, step = panel.step
-    let a0 = a, a1 = a + rs, a2 = a + 2 * rs, a3 = a + 3 * rs, a4 = a + 4 * rs, a5 = a + 5 * rs
-    var p = 0
-    var pb = UnsafeRawPointer(b)
-    for _ in 0..<kc {
-        let b0 = pb.load(as: SIMD8<Float>.self)
-        madd(&c0, SIMD8(repeating: a0[p]), b0)
-        madd(&c1, SIMD8(repeating: a1[p]), b0)
-        madd(&c2, SIMD8(repeating: a2[p]), b0)
-        madd(&c3, SIMD8(repeating: a3[p]), b0)
-        madd(&c4, SIMD8(repeating: a4[p]), b0)
-        madd(&c5, SIMD8(repeating: a5[p]), b0)
-        p += step
-        pb += 32
-    }
-    var row = c
-    storeRow(row, c0, alpha: alpha, beta: beta); row += ldc
-    storeRow(row, c1, alpha: alpha, beta: beta); row += ldc
-    storeRow(row, c2, alpha: alpha, beta: beta); row += ldc
-    storeRow(row, c3, alpha: alpha, beta: beta); row += ldc
-    storeRow(row, c4, alpha: alpha, beta: beta); row += ldc
-    storeRow(row, c5, alpha: alpha, beta: beta)
-}
-
-#endif
