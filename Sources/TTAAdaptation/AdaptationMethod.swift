@@ -55,11 +55,17 @@ public protocol AdaptationMethod: AnyObject {
     /// Restores a state from `captureState()` of the same method with the same configuration and model.
     /// Throws, naming the key, when a value is missing or does not fit.
     func restoreState(_ state: MethodState) throws
+    /// Throws when the method cannot take a batch of `shape` `(N, C, H, W)`, one the model takes (its channels,
+    /// N, H, W ≥ 1): an augmenting method's pipeline (CoTTA's) needs square images of the size it was built for,
+    /// RoTTA's memory images of one size. `Adaptor` asks before any work, so that a refusal changes nothing.
+    /// Default: any such shape.
+    func checkBatch(shape: [Int]) throws
 }
 
 extension AdaptationMethod {
     public var copiesTheModel: Bool { false }
     public var needsBatchStatistics: Bool { false }
+    public func checkBatch(shape: [Int]) throws {}
 
     public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
         model.forward(x, .inference)
@@ -84,6 +90,48 @@ func requireSeveralValuesPerChannel(images: Int, height: Int, width: Int, in mod
     throw AdaptationError("\(what): one \(height)×\(width) image leaves \(model.architecture)'s smallest BatchNorm feature map a single "
                           + "value per channel (PyTorch refuses it too: \"Expected more than 1 value per channel when training\")"
                           + (advice.map { ": \($0)" } ?? ""))
+}
+
+/// The number of values a tensor of `shape` holds, or nil when a dimension is negative or the product
+/// overflows `Int`.
+func elementCount(_ shape: [Int]) -> Int? {
+    var n = 1
+    for d in shape {
+        guard d >= 0 else { return nil }
+        let (p, overflow) = n.multipliedReportingOverflow(by: d)
+        if overflow { return nil }
+        n = p
+    }
+    return n
+}
+
+/// Throws unless `x` is a batch `model` takes: `(N, C, H, W)` with the model's C and N, H, W ≥ 1, its storage
+/// holding the values its shape says (both are public fields of `Tensor`: the kernels index by the shape), and
+/// images of the model's required size (a ViT's). `what` names the batch at the start of the message ("batch",
+/// "eata: source batch 2", …).
+func requireImageBatch(_ x: Tensor, for model: any ImageClassifier, _ what: String) throws {
+    guard x.rank == 4, x.shape[1] == model.inputChannels, x.shape.allSatisfy({ $0 >= 1 }) else {
+        throw AdaptationError("\(what) has shape \(x.shape); \(model.architecture) expects (N, \(model.inputChannels), H, W) with N, H, W ≥ 1")
+    }
+    let needed = elementCount(x.shape)
+    guard needed == x.storage.count else {
+        throw AdaptationError("\(what) has shape \(x.shape) but holds \(x.storage.count) values; "
+                              + (needed.map { "that shape needs \($0)" } ?? "that shape needs more values than an Int counts"))
+    }
+    if let (h, w) = model.requiredImageSize, x.shape[2] != h || x.shape[3] != w {
+        throw AdaptationError("\(what) has \(x.shape[2])×\(x.shape[3]) images; \(model.architecture) expects \(h)×\(w)")
+    }
+}
+
+/// Throws unless CoTTA's augmentation pipeline (`CoTTAAugmentation` in TTAAugment, what `MethodRegistry.make`'s
+/// `augment` stands for: CoTTA's, RoTTA's, ROID's variant, RMT's) takes a batch of `shape` `(N, C, H, W)`: square
+/// images of 1 or 3 channels, at least 2×2 (its 5-tap blur reflects inside the padded canvas), and of side
+/// `imageSize` when the augmentation was declared built for one. `method` names the method in the message.
+func requireAugmentable(shape: [Int], method: String, imageSize: Int?) throws {
+    guard MethodRegistry.augmentationProblem(channels: shape[1], height: shape[2], width: shape[3], imageSize: imageSize) != nil else { return }
+    let takes = imageSize.map { "built here for \($0)×\($0) images" } ?? "which takes square images of at least 2×2 pixels"
+    throw AdaptationError("\(method) augments its batches with CoTTA's augmentation pipeline, \(takes) with 1 or 3 channels; "
+                          + "the batch has shape \(shape)")
 }
 
 /// A method that restores the model to its source state by itself during a step (SAR's model recovery,
@@ -249,7 +297,10 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         try check(lr.isFinite && lr >= 0, "lr must be a non-negative number, got \(lr)")
         try check(steps >= 1, "steps must be at least 1, got \(steps)")
         try check(beta1 >= 0 && beta1 < 1, "beta1 must be in [0, 1), got \(beta1)")
-        try check(momentum >= 0, "momentum must be non-negative, got \(momentum)")
+        // Finite after the conversion to Float: `1e39` becomes infinity, which `>= 0` lets through.
+        try check(momentum.isFinite && momentum >= 0, "momentum must be a non-negative number, got \(momentum)")
+        try check(dampening.isFinite && dampening >= 0 && dampening <= 1, "dampening must be in [0, 1], got \(dampening)")
+        try check(weightDecay.isFinite && weightDecay >= 0, "weight-decay must be a non-negative number, got \(weightDecay)")
         try check(bnAlpha >= 0 && bnAlpha <= 1, "bn-alpha must be in [0, 1], got \(bnAlpha)")
         try check(teacherMomentum >= 0 && teacherMomentum <= 1, "teacher-momentum must be in [0, 1], got \(teacherMomentum)")
         try check(restoreProbability >= 0 && restoreProbability <= 1, "restore-probability must be in [0, 1], got \(restoreProbability)")
@@ -261,6 +312,10 @@ public struct MethodConfiguration: Sendable, Codable, Equatable {
         try check(sarResetConstant.isFinite, "sar-reset-constant must be a number, got \(sarResetConstant)")
         try check(samRho.isFinite && samRho >= 0, "sam-rho must be non-negative, got \(samRho)")
         try check(lameNeighbours >= 1, "lame-neighbours must be at least 1, got \(lameNeighbours)")
+        // rbf's σ is the mean distance to each point's k-th nearest point, the point itself the first: k = 1 gives σ = 0.
+        try check(lameAffinity != .rbf || lameNeighbours >= 2,
+                  "lame-neighbours must be at least 2 with the rbf affinity, got \(lameNeighbours): each point is its own nearest "
+                  + "neighbour, so σ would be 0 and the affinity NaN (the reference's rbf_affinity divides by zero there)")
         try check(resetAfterUpdates >= 0, "reset-after-updates must be non-negative, got \(resetAfterUpdates)")
         try check(rottaMemorySize >= 1, "rotta-memory-size must be at least 1, got \(rottaMemorySize)")
         try check(rottaUpdateFrequency >= 1, "rotta-update-frequency must be at least 1, got \(rottaUpdateFrequency)")

@@ -39,6 +39,8 @@ public final class Adaptor {
     /// `windowLength` > 1 turns on the sliding window for batches of one image (see `process`).
     public init(model: any ImageClassifier, method: any AdaptationMethod, seed: UInt64, windowLength: Int = 1) throws {
         guard windowLength >= 1 else { throw AdaptationError("window length \(windowLength): expected at least 1") }
+        // Configuring may already run the model (EATA's Fisher pass, RMT's prototypes and warm-up).
+        if let problem = model.inputNormalizationProblem { throw AdaptationError(problem) }
         self.model = model
         self.method = method
         self.windowLength = windowLength
@@ -90,13 +92,15 @@ public final class Adaptor {
     /// a gradient update (`AdaptationMethod.predict`; norm_ema's moves its BN statistics, guarded likewise),
     /// so that BN statistics come from W images. Either way the output is row `p`. Batches of several
     /// images are not windowed.
+    ///
+    /// Refused with an error before any work: a batch that is not `(N, C, H, W)` with the model's C and N, H, W ≥ 1,
+    /// whose storage does not hold the values its shape says, of another size than the model requires (a ViT's),
+    /// that the method cannot take (`AdaptationMethod.checkBatch`: an augmenting method's square images) or too
+    /// small for its batch statistics; and any batch while the model's `inputNormalization` does not fit it.
     public func process(_ x: Tensor) throws -> StepResult {
-        guard x.rank == 4, x.shape[1] == model.inputChannels, x.shape[0] > 0 else {
-            throw AdaptationError("batch has shape \(x.shape); \(model.architecture) expects (N, \(model.inputChannels), H, W) with N ≥ 1")
-        }
-        if let (h, w) = model.requiredImageSize, x.shape[2] != h || x.shape[3] != w {
-            throw AdaptationError("batch has \(x.shape[2])×\(x.shape[3]) images; \(model.architecture) expects \(h)×\(w)")
-        }
+        try requireImageBatch(x, for: model, "batch")
+        if let problem = model.inputNormalizationProblem { throw AdaptationError(problem) }
+        try method.checkBatch(shape: x.shape)
         if method.needsBatchStatistics {
             try requireSeveralValuesPerChannel(images: x.shape[0], height: x.shape[2], width: x.shape[3], in: model,
                                                "\(method.name) normalises with the statistics of the batch",
@@ -224,6 +228,9 @@ public final class Adaptor {
         guard state.model.values.count == model.store.totalCount, Set(state.model.counters.keys) == Set(model.store.counterNames) else {
             throw AdaptationError("the saved model state has \(state.model.values.count) values, \(model.architecture) has \(model.store.totalCount)")
         }
+        if let bad = state.model.counters.sorted(by: { $0.key < $1.key }).first(where: { $0.value < 0 }) {
+            throw AdaptationError("the saved model state has counter '\(bad.key)' = \(bad.value); expected a non-negative count")
+        }
         if let w = state.window {
             // While the window fills, the next slot is the next free one; once full, any slot.
             guard windowLength > 1, w.rank == 4, (1...windowLength).contains(w.shape[0]), w.shape[1] == model.inputChannels,
@@ -232,10 +239,21 @@ public final class Adaptor {
                                       + "this adaptor's window holds up to \(windowLength) images of \(model.inputChannels) channels, "
                                       + "and while it fills the slot is the number of images in it")
             }
+            // Its images are adapted on as a batch: the checks `process` makes of a batch.
+            try requireImageBatch(w, for: model, "the saved sliding window")
+            guard w.isFinite else { throw AdaptationError("the saved sliding window contains NaN or infinity") }
         } else if state.windowPointer != 0 {
             throw AdaptationError("the saved state has sliding-window slot \(state.windowPointer) but no window")
         }
+        let previousMethod: MethodState? = state.window == nil ? nil : method.captureState()
         try method.restoreState(state.method)
+        if let w = state.window, let previousMethod {
+            // What the method takes may depend on its restored state (RoTTA's memory): asked after the restore, undone on refusal.
+            do { try method.checkBatch(shape: w.shape) } catch let e as AdaptationError {
+                try? method.restoreState(previousMethod)
+                throw AdaptationError("the saved sliding window: \(e.message)")
+            }
+        }
         model.store.restore(state.model)
         model.store.zeroGrads()
         rng = state.rng

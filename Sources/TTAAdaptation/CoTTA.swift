@@ -22,6 +22,9 @@ public final class CoTTAMethod: AdaptationMethod {
     public let configuration: MethodConfiguration
     /// Draws one augmentation of a batch (CoTTA's pipeline; one parameter draw shared by the batch).
     public let augment: BatchAugmentation?
+    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch
+    /// of another size is refused before any work (`checkBatch`), as is one CoTTA's pipeline cannot take at all.
+    public let augmentImageSize: Int?
     /// When true, all N augmented passes run every batch, as the official CIFAR code does (the extra
     /// passes only cost time; the random draws then match that code's consumption).
     public var alwaysAugment = false
@@ -31,10 +34,18 @@ public final class CoTTAMethod: AdaptationMethod {
     private(set) public var anchor: (any ImageClassifier)?
     private var sourceState: ParameterStore.Snapshot?
 
-    public init(_ configuration: MethodConfiguration, augment: BatchAugmentation?) {
+    public init(_ configuration: MethodConfiguration, augment: BatchAugmentation?, augmentImageSize: Int? = nil) {
         self.configuration = configuration
         self.augment = augment
+        self.augmentImageSize = augmentImageSize
         steps = configuration.steps
+    }
+
+    /// With augmentation on, the batch must suit CoTTA's pipeline (`requireAugmentable`): the augmented teacher
+    /// passes run whenever the anchor is unconfident, which only the step knows.
+    public func checkBatch(shape: [Int]) throws {
+        guard augment != nil && MethodRegistry.augments(name, configuration) else { return }
+        try requireAugmentable(shape: shape, method: name, imageSize: augmentImageSize)
     }
 
     public func configure(_ model: any ImageClassifier) throws {

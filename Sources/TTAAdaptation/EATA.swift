@@ -54,6 +54,8 @@ public final class EATAMethod: AdaptationMethod {
     private let wantsFisher: Bool
     private var update: GradientUpdate?
     private var margin: Float = 0
+    /// The model's class count: the length of `meanProbabilities`.
+    private var numClasses = 0
 
     /// ETA: EATA without the Fisher regulariser.
     public init(eta configuration: MethodConfiguration) {
@@ -105,8 +107,15 @@ public final class EATAMethod: AdaptationMethod {
         model.store.setTrainable(.normAffine)
         update = GradientUpdate(configuration.makeOptimizer(model.store))
         margin = entropyMargin(factor: configuration.entropyMarginFactor, numClasses: model.numClasses)
+        numClasses = model.numClasses
         if wantsFisher && regularizer == nil {
-            for x in sourceBatches where x.rank == 4 {
+            // The source batches go through the model as they are: its channels and image size, finite pixels (NaN
+            // would make the Fisher term NaN), and more than one value per BN channel.
+            for (i, x) in sourceBatches.enumerated() {
+                try requireImageBatch(x, for: model, "\(name): source batch \(i)")
+                guard x.isFinite else {
+                    throw AdaptationError("\(name): source batch \(i) contains NaN or infinity; the Fisher information needs finite pixels")
+                }
                 try requireSeveralValuesPerChannel(images: x.shape[0], height: x.shape[2], width: x.shape[3], in: model,
                                                    "\(name): a source batch for the Fisher information")
             }
@@ -164,9 +173,17 @@ public final class EATAMethod: AdaptationMethod {
 
     public func restoreState(_ state: MethodState) throws {
         guard let update else { throw AdaptationError("\(name): state restored before configure") }
+        // The moving mean of the probabilities, absent before the first update, is one finite value per class (the
+        // redundancy filter's cosine similarity would read a shorter or longer one only up to the shorter length).
+        let m = state.numbers["meanProbabilities"]
+        if let m, m.count != numClasses || !m.allSatisfy(\.isFinite) {
+            throw AdaptationError("\(name): state 'meanProbabilities' holds \(m.count) values"
+                                  + (m.allSatisfy(\.isFinite) ? "" : ", not all finite") + "; expected \(numClasses) finite values, one per class")
+        }
+        let reliable = try state.count("reliableSampleCount", of: name)
+        let updates = try state.count("updateSampleCount", of: name)
         try state.restore(update.optimizer, from: "optimizer", of: name)
-        meanProbabilities = state.numbers["meanProbabilities"]
-        reliableSampleCount = try state.count("reliableSampleCount", of: name)
-        updateSampleCount = try state.count("updateSampleCount", of: name)
+        meanProbabilities = m
+        (reliableSampleCount, updateSampleCount) = (reliable, updates)
     }
 }

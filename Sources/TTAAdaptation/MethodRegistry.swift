@@ -73,6 +73,27 @@ public enum MethodRegistry {
 
     public static var names: [String] { entries.map(\.name) }
 
+    /// Whether method `name` (alone or under UnMix-TNS), configured as `c`, augments its batches with `make`'s `augment`
+    /// (CoTTA's pipeline, ROID's variant of it): cotta with augmentations above 0, roid with its consistency loss, rotta
+    /// and rmt. Such a method refuses a batch the pipeline cannot take (`augmentationProblem`).
+    public static func augments(_ name: String, _ c: MethodConfiguration) -> Bool {
+        switch baseName(name) {
+        case "cotta": c.augmentations > 0
+        case "roid": c.roidConsistency
+        case "rotta", "rmt": true
+        default: false
+        }
+    }
+
+    /// Why CoTTA's augmentation pipeline cannot take images of `channels` × `height` × `width` (nil when it can): it
+    /// takes square images of 1 or 3 channels, at least 2×2 (its 5-tap blur reflects inside the padded canvas), and of
+    /// side `imageSize` when it was built for one. Said as what the images are ("images are 16×20 (H×W)").
+    public static func augmentationProblem(channels: Int, height: Int, width: Int, imageSize: Int? = nil) -> String? {
+        if height != width || height < 2 || imageSize.map({ height != $0 }) == true { return "images are \(height)×\(width) (H×W)" }
+        if channels != 1 && channels != 3 { return "images have \(channels) channels" }
+        return nil
+    }
+
     /// The entry named `name`, if any.
     public static func entry(_ name: String) -> Entry? { entries.first { $0.name == name } }
 
@@ -82,17 +103,27 @@ public enum MethodRegistry {
     /// without them while its `fisherAlpha` is positive; the other methods ignore them). `sourceLabels`: one
     /// label list per source batch (`rmt` needs them). `cache` keeps RMT's prototypes and warm-up between runs;
     /// `sourceSeed` seeds the shuffled order of RMT's source batches.
+    ///
+    /// `augment` stands for CoTTA's pipeline (`CoTTAAugmentation` in TTAAugment, or its ROID variant), which takes
+    /// square images of 1 or 3 channels, at least 2×2, of the side it was built for: the augmenting methods refuse,
+    /// before any work, a batch it cannot take (`AdaptationMethod.checkBatch`), and with `augmentImageSize` (its
+    /// `imageSize`) a square batch of another side too.
     public static func make(_ name: String, configuration: MethodConfiguration,
                             augment: BatchAugmentation? = nil, sourceBatches: [Tensor] = [], sourceLabels: [[Int]] = [],
-                            cache: PreparationCache? = nil, sourceSeed: UInt64 = 0) throws -> any AdaptationMethod {
+                            cache: PreparationCache? = nil, sourceSeed: UInt64 = 0, augmentImageSize: Int? = nil) throws -> any AdaptationMethod {
         try configuration.validate()
+        if let size = augmentImageSize, size < 2, augment != nil, augments(name, configuration) {
+            throw AdaptationError("\(name): its augmentation was built for \(size)×\(size) images; "
+                                  + "CoTTA's augmentation pipeline needs images of at least 2×2 pixels")
+        }
         if name.hasSuffix(unmixSuffix) {
             let host = baseName(name)
             guard unmixHosts.contains(host) else {
                 throw AdaptationError("unknown method '\(name)'; UnMix-TNS combines with \(unmixHosts.joined(separator: ", ")) (as <method>\(unmixSuffix))")
             }
             return UnMixTNSMethod(configuration, host: try make(host, configuration: configuration, augment: augment, sourceBatches: sourceBatches,
-                                                                sourceLabels: sourceLabels, cache: cache, sourceSeed: sourceSeed))
+                                                                sourceLabels: sourceLabels, cache: cache, sourceSeed: sourceSeed,
+                                                                augmentImageSize: augmentImageSize))
         }
         switch name {
         case "source": return ForwardOnlyMethod.source()
@@ -100,21 +131,22 @@ public enum MethodRegistry {
         case "norm_alpha": return ForwardOnlyMethod.normAlpha(configuration.bnAlpha)
         case "norm_ema": return NormEMAMethod()
         case "tent": return TentMethod(configuration)
-        case "cotta": return CoTTAMethod(configuration, augment: augment)
+        case "cotta": return CoTTAMethod(configuration, augment: augment, augmentImageSize: augmentImageSize)
         case "lame": return LAMEMethod(configuration)
         case "eta": return EATAMethod(eta: configuration)
         case "eata": return try EATAMethod(eata: configuration, sourceBatches: sourceBatches)
         case "sar": return SARMethod(configuration)
         case "rdumb": return RDumbMethod(configuration)
-        case "rotta": return RoTTAMethod(configuration, augment: augment)
-        case "roid": return try ROIDMethod(configuration, augment: augment)
+        case "rotta": return RoTTAMethod(configuration, augment: augment, augmentImageSize: augmentImageSize)
+        case "roid": return try ROIDMethod(configuration, augment: augment, augmentImageSize: augmentImageSize)
         case "unmix_tns": return UnMixTNSMethod(configuration)
         case "rmt":
             guard !sourceBatches.isEmpty, !sourceLabels.isEmpty else {
                 throw AdaptationError("rmt needs labelled source data (images and labels) for its prototypes, warm-up and replay")
             }
             return try RMTMethod(configuration, augment: augment,
-                                 source: SourceSampler(batches: sourceBatches, labels: sourceLabels, shuffle: true, seed: sourceSeed), cache: cache)
+                                 source: SourceSampler(batches: sourceBatches, labels: sourceLabels, shuffle: true, seed: sourceSeed), cache: cache,
+                                 augmentImageSize: augmentImageSize)
         default:
             throw AdaptationError("unknown method '\(name)'; known methods: \(names.joined(separator: ", "))")
         }

@@ -29,6 +29,9 @@ public final class RMTMethod: AdaptationMethod {
     public let configuration: MethodConfiguration
     /// CoTTA's augmentation, drawn once per batch (nil: the augmented view is `x` itself).
     public let augment: BatchAugmentation?
+    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch
+    /// of another size is refused before any work (`checkBatch`), as is one CoTTA's pipeline cannot take at all.
+    public let augmentImageSize: Int?
 
     /// Where labelled source batches come from (prototypes, warm-up, replay). Runs on across resets, as the
     /// reference's source iterator does.
@@ -56,14 +59,21 @@ public final class RMTMethod: AdaptationMethod {
     ///   - projectorSeed: seeds the projector's initialisation (PyTorch's default for `nn.Linear`:
     ///     uniform in ±1/√fan_in for weights and biases).
     ///   - initialProjector: given projector weights instead (by `nn.Sequential` name), e.g. a PyTorch run's.
+    ///   - augmentImageSize: the side of the square images `augment` was built for, when known.
     public init(_ configuration: MethodConfiguration, augment: BatchAugmentation?, source: SourceSampler,
-                cache: PreparationCache? = nil, projectorSeed: UInt64 = 0, initialProjector: [String: Tensor]? = nil) throws {
+                cache: PreparationCache? = nil, projectorSeed: UInt64 = 0, initialProjector: [String: Tensor]? = nil,
+                augmentImageSize: Int? = nil) throws {
         guard source.labels != nil else {
             throw AdaptationError("rmt needs labelled source data (class prototypes and source replay); the source images have no labels")
         }
         (self.configuration, self.augment, self.source, self.cache) = (configuration, augment, source, cache)
-        (self.projectorSeed, self.initialProjector) = (projectorSeed, initialProjector)
+        (self.projectorSeed, self.initialProjector, self.augmentImageSize) = (projectorSeed, initialProjector, augmentImageSize)
         steps = configuration.steps
+    }
+
+    /// Every test batch is augmented: it must suit the augmentation (`requireAugmentable`).
+    public func checkBatch(shape: [Int]) throws {
+        if augment != nil { try requireAugmentable(shape: shape, method: name, imageSize: augmentImageSize) }
     }
 
     /// Warm-up steps for this source batch size (`NUM_SAMPLES_WARM_UP // batch_size`).
@@ -73,8 +83,11 @@ public final class RMTMethod: AdaptationMethod {
         guard let model = model as? any FeatureClassifier else {
             throw AdaptationError("rmt needs a model split into features and head; \(model.architecture) is not")
         }
-        guard source.images.shape[1] == model.inputChannels else {
-            throw AdaptationError("rmt: source images have \(source.images.shape[1]) channels; \(model.architecture) expects \(model.inputChannels)")
+        // The source images are fed to the model as they are (prototypes, warm-up, replay): the model's channels and
+        // image size, and finite pixels (NaN would make NaN prototypes).
+        try requireImageBatch(source.images, for: model, "rmt: the source data")
+        guard source.images.isFinite else {
+            throw AdaptationError("rmt: the source images contain NaN or infinity; its prototypes, warm-up and replay need finite pixels")
         }
         if let bad = source.labels?.first(where: { $0 < 0 || $0 >= model.numClasses }) {
             throw AdaptationError("rmt: source label \(bad) is outside 0..<\(model.numClasses)")
@@ -197,7 +210,11 @@ public final class RMTMethod: AdaptationMethod {
     /// Class-mean features of the source data (batch-statistics BN, no gradient), from the cache when there.
     private func cachedPrototypes(_ model: any FeatureClassifier) throws -> Tensor {
         let item = "rmt-prototypes-batch\(source.batchSize)"
-        if let p = cache?.load(item)?["prototypes"], p.shape == [model.numClasses, model.featureCount] { return p }
+        // A cached entry that does not fit (another shape, storage not matching it, NaN or infinity) is a miss.
+        if let p = cache?.load(item)?["prototypes"], p.shape == [model.numClasses, model.featureCount],
+           p.storage.count == model.numClasses * model.featureCount, p.isFinite {
+            return p
+        }
         let p = try Self.prototypes(model: model, source: source)
         cache?.store(item, ["prototypes": p])
         return p
@@ -276,10 +293,19 @@ public final class RMTMethod: AdaptationMethod {
         cache?.store(item, saved)
     }
 
+    /// Loads a cached warm-up; false (a cache miss: the warm-up runs) when the entry does not fit this model and
+    /// optimizer: a step count that is not a count, an optimizer buffer for another parameter or of another length
+    /// (`OptimizerState.problem(for:prefix:)`), a tensor of another shape or whose storage does not match its shape,
+    /// NaN or infinity anywhere.
     private func restoreWarmUp(_ saved: [String: Tensor], model: any ImageClassifier, teacher: any ImageClassifier) -> Bool {
-        guard let state = OptimizerState(tensors: saved, prefix: "optimizer.") else { return false }
+        guard let optimizer = studentOptimizer, let state = OptimizerState(tensors: saved, prefix: "optimizer."),
+              state.problem(for: optimizer, prefix: "optimizer") == nil,
+              state.buffers.values.allSatisfy({ $0.allSatisfy(\.isFinite) }),
+              state.secondBuffers.values.allSatisfy({ $0.allSatisfy(\.isFinite) }) else { return false }
         for (prefix, store) in [("model.", model.store), ("teacher.", teacher.store)] {
-            for e in store.entries { guard saved[prefix + e.name]?.shape == e.shape else { return false } }
+            for e in store.entries {
+                guard let t = saved[prefix + e.name], t.shape == e.shape, t.storage.count == e.count, t.isFinite else { return false }
+            }
         }
         for (prefix, store) in [("model.", model.store), ("teacher.", teacher.store)] {
             for e in store.entries { store.set(e.name, saved[prefix + e.name]!) }

@@ -33,6 +33,9 @@ public final class ROIDMethod: AdaptationMethod {
     /// The consistency loss's augmentation (the reference: CoTTA's colour jitter and affine with reflect
     /// padding, no blur or noise); nil leaves the images as they are.
     public let augment: BatchAugmentation?
+    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch
+    /// of another size is refused before any work (`checkBatch`), as is one CoTTA's pipeline cannot take at all.
+    public let augmentImageSize: Int?
     /// The moving average π̄ of the class probabilities; nil until configured.
     public private(set) var classProbabilities: [Double]?
     /// Batches predicted without adapting because their sample weights are undefined (one image, or all equal).
@@ -41,14 +44,22 @@ public final class ROIDMethod: AdaptationMethod {
     private var update: GradientUpdate?
     private var sourceState: ParameterStore.Snapshot?
 
-    public init(_ configuration: MethodConfiguration, augment: BatchAugmentation?) throws {
+    public init(_ configuration: MethodConfiguration, augment: BatchAugmentation?, augmentImageSize: Int? = nil) throws {
         if configuration.roidConsistency && !configuration.roidWeighting {
             throw AdaptationError("roid: the consistency loss uses the weighting's mask and weights; "
                                   + "turn the weighting on or the consistency off (the reference fails on this combination too)")
         }
         self.configuration = configuration
         self.augment = augment
+        self.augmentImageSize = augmentImageSize
         steps = configuration.steps
+    }
+
+    /// With the consistency loss on, the batch must suit the augmentation (`requireAugmentable`): which images its
+    /// certainty filter keeps for the augmented pass only the step knows.
+    public func checkBatch(shape: [Int]) throws {
+        guard augment != nil && MethodRegistry.augments(name, configuration) else { return }
+        try requireAugmentable(shape: shape, method: name, imageSize: augmentImageSize)
     }
 
     public func configure(_ model: any ImageClassifier) throws {
@@ -135,8 +146,8 @@ public final class ROIDMethod: AdaptationMethod {
     public func restoreState(_ state: MethodState) throws {
         guard let update, let c = classProbabilities?.count else { throw AdaptationError("roid: state restored before configure") }
         try state.restore(update.optimizer, from: "optimizer", of: name)
-        guard let p = state.numbers["classProbabilities"], p.count == c else {
-            throw AdaptationError("roid: state 'classProbabilities' is missing or not \(c) values")
+        guard let p = state.numbers["classProbabilities"], p.count == c, p.allSatisfy(\.isFinite) else {
+            throw AdaptationError("roid: state 'classProbabilities' is missing or not \(c) finite values")
         }
         classProbabilities = p
         skippedBatches = try state.count("skippedBatches", of: name)

@@ -27,6 +27,9 @@ public final class RoTTAMethod: AdaptationMethod {
     public let configuration: MethodConfiguration
     /// The strong augmentation of the memory batch (CoTTA's pipeline in the reference); nil uses the images as they are.
     public let augment: BatchAugmentation?
+    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch
+    /// of another size is refused before any work (`checkBatch`), as is one CoTTA's pipeline cannot take at all.
+    public let augmentImageSize: Int?
     /// The category-balanced memory.
     public private(set) var memory: CSTUMemory
     /// Images inserted since the last reset (the reference's `current_instance`).
@@ -36,10 +39,17 @@ public final class RoTTAMethod: AdaptationMethod {
 
     private var update: GradientUpdate?
     private var sourceState: ParameterStore.Snapshot?
+    /// The model's input channels and required image size (a ViT's), to check a restored memory's images.
+    private var imageChannels = 1
+    private var requiredImageSize: (height: Int, width: Int)?
+    /// The shape `(C, H, W)` of the images in the memory: that of the last batch, or of a restored state's memory
+    /// (nil before the first batch, after a reset, and after restoring a state that does not say).
+    private var memoryImageShape: [Int]?
 
-    public init(_ configuration: MethodConfiguration, augment: BatchAugmentation?) {
+    public init(_ configuration: MethodConfiguration, augment: BatchAugmentation?, augmentImageSize: Int? = nil) {
         self.configuration = configuration
         self.augment = augment
+        self.augmentImageSize = augmentImageSize
         steps = configuration.steps
         memory = CSTUMemory(configuration, numClasses: 1)
     }
@@ -51,6 +61,24 @@ public final class RoTTAMethod: AdaptationMethod {
         teacher = model.copy()
         sourceState = model.store.snapshot()
         memory = CSTUMemory(configuration, numClasses: model.numClasses)
+        (imageChannels, requiredImageSize) = (model.inputChannels, model.requiredImageSize)
+    }
+
+    /// The memory's images are stacked into one batch at each update: a batch whose images are of another shape than
+    /// those already in the memory (from earlier batches or a restored state) is refused, as is one the augmentation
+    /// cannot take (`requireAugmentable`).
+    public func checkBatch(shape: [Int]) throws {
+        if augment != nil { try requireAugmentable(shape: shape, method: name, imageSize: augmentImageSize) }
+        guard let stored = memory.classes.first(where: { !$0.isEmpty })?.first?.image.count else { return }
+        let image = Array(shape.dropFirst())
+        if let memoryImageShape, memoryImageShape != image {
+            throw AdaptationError("rotta: the batch has shape \(shape); its memory holds images of shape \(memoryImageShape) (from earlier "
+                                  + "batches or a restored state), and an update stacks them into one batch")
+        }
+        if image.reduce(1, *) != stored {
+            throw AdaptationError("rotta: the batch has shape \(shape); its memory holds images of \(stored) values (from earlier "
+                                  + "batches or a restored state), and an update stacks them into one batch")
+        }
     }
 
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
@@ -62,6 +90,7 @@ public final class RoTTAMethod: AdaptationMethod {
         let probs = logits.softmaxRows()
         let labels = logits.argmaxRows()
         let (c, imageSize) = (logits.shape[1], x.count / x.shape[0])
+        memoryImageShape = Array(x.shape.dropFirst())
         for i in 0..<x.shape[0] {
             let p = probs.storage[(i * c)..<((i + 1) * c)]
             let uncertainty = p.reduce(0.0) { $0 - Double($1) * Foundation.log(Double($1) + 1e-6) }
@@ -102,10 +131,12 @@ public final class RoTTAMethod: AdaptationMethod {
         update?.optimizer.reset()
         if let sourceState { teacher?.store.restore(sourceState) }
         memory.removeAll()
+        memoryImageShape = nil
         insertedSamples = 0
     }
 
-    /// Optimizer, teacher, the memory's items (per class: images, uncertainties, ages) and the insert count.
+    /// Optimizer, teacher, the memory's items (per class: images, uncertainties, ages), their shape `(C, H, W)`
+    /// and the insert count.
     public func captureState() -> MethodState {
         var s = MethodState()
         if let update { s.store(update.optimizer.state, as: "optimizer") }
@@ -115,28 +146,77 @@ public final class RoTTAMethod: AdaptationMethod {
             s.numbers["memory.\(k).uncertainty"] = items.map(\.uncertainty)
             s.numbers["memory.\(k).age"] = items.map { Double($0.age) }
         }
+        if let memoryImageShape { s.numbers["memory.imageShape"] = memoryImageShape.map(Double.init) }
         s.numbers["insertedSamples"] = [Double(insertedSamples)]
         return s
     }
 
     public func restoreState(_ state: MethodState) throws {
         guard let update, let teacher else { throw AdaptationError("rotta: state restored before configure") }
-        try state.restore(update.optimizer, from: "optimizer", of: name)
-        try state.restore(teacher.store, from: "teacher", of: name)
+        // The memory first, checked whole, so that a bad one changes nothing. Errors name tensors with the prefix of
+        // where they are stored (`keyPrefix`) and numbers by their key, as `MethodState.count` does.
         var classes = [[CSTUMemory.Item]](repeating: [], count: memory.numClasses)
-        for k in classes.indices {
-            let u = state.numbers["memory.\(k).uncertainty"] ?? [], a = state.numbers["memory.\(k).age"] ?? []
-            let images = state.tensors["memory.\(k).images"] ?? []
-            guard u.count == a.count, u.isEmpty ? images.isEmpty : images.count % u.count == 0 else {
-                throw AdaptationError("rotta: state of memory class \(k) is inconsistent")
+        var imageSize: (values: Int, key: String)?
+        // The images' shape (C, H, W): the model's C (and required H×W); when absent, the values per image say less.
+        var shape: [Int]?
+        if let saved = state.numbers["memory.imageShape"] {
+            let dims = saved.allSatisfy { $0 >= 1 && $0 == $0.rounded() && $0 < 1_048_576 } ? saved.map { Int($0) } : []
+            guard dims.count == 3, dims[0] == imageChannels, requiredImageSize.map({ dims[1] == $0.height && dims[2] == $0.width }) ?? true else {
+                throw AdaptationError("rotta: state 'memory.imageShape' is \(saved); expected the (C, H, W) of the memory's "
+                                      + "images, with C = \(imageChannels)"
+                                      + (requiredImageSize.map { " and H×W = \($0.height)×\($0.width)" } ?? ""))
             }
+            shape = dims
+            imageSize = (dims.reduce(1, *), "memory.imageShape")
+        }
+        for k in classes.indices {
+            let (uKey, aKey, iKey) = ("memory.\(k).uncertainty", "memory.\(k).age", "memory.\(k).images")
+            let u = state.numbers[uKey] ?? [], a = state.numbers[aKey] ?? []
+            let images = state.tensors[iKey] ?? []
+            guard u.count == a.count else {
+                throw AdaptationError("rotta: state '\(aKey)' has \(a.count) values and '\(uKey)' "
+                                      + "\(u.count); expected one age and one uncertainty per memory image")
+            }
+            if let bad = a.first(where: { !($0 >= 0 && $0 == $0.rounded() && $0 < 9.0e15) }) {
+                throw AdaptationError("rotta: state '\(aKey)' holds \(bad); expected ages that are non-negative whole counts")
+            }
+            if let bad = u.first(where: { !$0.isFinite }) {
+                throw AdaptationError("rotta: state '\(uKey)' holds \(bad); expected finite uncertainties")
+            }
+            if u.isEmpty && images.isEmpty { continue }
+            // Every memory image holds C·H·W values of the model's C (and its required H×W), the same for all.
             let size = u.isEmpty ? 0 : images.count / u.count
+            let modelSize = requiredImageSize.map { imageChannels * $0.height * $0.width }
+            let fits = size > 0 && size * u.count == images.count && size % imageChannels == 0 && (modelSize == nil || modelSize == size)
+            guard fits, imageSize.map({ $0.values == size }) ?? true else {
+                let expected: String
+                if let shape {
+                    expected = "\(shape[0])·\(shape[1])·\(shape[2]) = \(shape.reduce(1, *)) values each, as 'memory.imageShape' says"
+                } else if let (h, w) = requiredImageSize {
+                    expected = "\(imageChannels)·\(h)·\(w) = \(imageChannels * h * w) values each"
+                } else if let imageSize {
+                    expected = "\(imageSize.values) values each, as in '\(imageSize.key)'"
+                } else {
+                    expected = "C·H·W values each (C = \(imageChannels))"
+                }
+                throw AdaptationError("rotta: state '\(state.keyPrefix)\(iKey)' holds \(images.count) values for \(u.count) memory image(s); "
+                                      + "expected images of \(expected)")
+            }
+            imageSize = imageSize ?? (size, iKey)
             classes[k] = u.indices.map { j in
                 CSTUMemory.Item(image: Array(images[(j * size)..<((j + 1) * size)]), uncertainty: u[j], age: Int(a[j]))
             }
         }
+        let total = classes.reduce(0) { $0 + $1.count }
+        guard total <= memory.capacity else {
+            throw AdaptationError("rotta: the saved memory holds \(total) images; its capacity (rotta-memory-size) is \(memory.capacity)")
+        }
+        let inserted = try state.count("insertedSamples", of: name)
+        try state.restore(update.optimizer, from: "optimizer", of: name)
+        try state.restore(teacher.store, from: "teacher", of: name)
         memory.restore(classes: classes)
-        insertedSamples = try state.count("insertedSamples", of: name)
+        memoryImageShape = shape
+        insertedSamples = inserted
     }
 }
 

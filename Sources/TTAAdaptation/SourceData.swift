@@ -30,6 +30,9 @@ public struct SourceSampler: Sendable {
         guard batches.allSatisfy({ $0.rank == 4 && Array($0.shape.dropFirst()) == Array(first.shape.dropFirst()) }) else {
             throw AdaptationError("source data: batches differ in image shape (first \(first.shape))")
         }
+        for (i, b) in batches.enumerated() where elementCount(b.shape) != b.storage.count {
+            throw AdaptationError("source data: batch \(i) has shape \(b.shape) but holds \(b.storage.count) values")
+        }
         if !labels.isEmpty {
             guard labels.count == batches.count, zip(labels, batches).allSatisfy({ $0.count == $1.shape[0] }) else {
                 throw AdaptationError("source data: \(labels.count) label lists for \(batches.count) batches, or a batch with a different count of labels")
@@ -121,9 +124,12 @@ extension OptimizerState {
         return out
     }
 
-    /// The inverse of `tensors(prefix:)`; nil when the step is missing.
+    /// The inverse of `tensors(prefix:)`; nil when the step is missing or not a count (negative, fractional, NaN,
+    /// past 2^53), which a cache read from disk may hold. (Whether the buffers fit an optimizer is
+    /// `problem(for:prefix:)`'s to say.)
     public init?(tensors: [String: Tensor], prefix: String) {
-        guard let step = tensors["\(prefix)step"]?.storage.first else { return nil }
+        guard let t = tensors["\(prefix)step"], t.storage.count == 1, let step = t.storage.first,
+              step >= 0, step == step.rounded(), step < 9.0e15 else { return nil }
         self.init()
         self.step = Int(step)
         for (key, t) in tensors where key.hasPrefix(prefix) {

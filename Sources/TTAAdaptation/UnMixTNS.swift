@@ -90,6 +90,11 @@ public final class UnMixTNSMethod: AdaptationMethod {
         }
     }
 
+    /// What the host takes (an augmenting host's square images, RoTTA's memory size).
+    public func checkBatch(shape: [Int]) throws {
+        try host?.checkBatch(shape: shape)
+    }
+
     /// The host's prediction (CoTTA's: its teacher's), for the sliding window between updates.
     public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
         try host?.predict(x, model: model) ?? model.forward(x, .inference)

@@ -269,6 +269,32 @@ func singleImageRefusal(_ name: String) -> (why: String, alternatives: String)? 
     return (why, single.joined(separator: ", "))
 }
 
+/// Why method `name`, configured as `c`, cannot augment images of `channels` × `height` × `width` (nil when it can, or
+/// does not augment; `MethodRegistry.augments` and `augmentationProblem`, by which the methods refuse such batches).
+/// `found` says what the images are; `why` what the method needs (and how to run it without augmenting).
+func augmentationRefusal(_ name: String, _ c: MethodConfiguration, channels: Int, height: Int, width: Int)
+    -> (found: String, why: String)? {
+    guard MethodRegistry.augments(name, c),
+          let found = MethodRegistry.augmentationProblem(channels: channels, height: height, width: width) else { return nil }
+    let base = MethodRegistry.baseName(name)
+    let without = ["cotta": "--augmentations 0", "roid": "--roid-consistency false"][base]
+    return (found, "augments them with CoTTA's augmentation pipeline, which takes square images of at least 2×2 pixels with 1 or 3 channels"
+                + (without.map { " (\($0) runs \(base) without augmenting)" } ?? ""))
+}
+
+/// The file a benchmark's image size comes from, for messages: the first corruption file of a CIFAR-10-C-layout
+/// folder (every one has the same shape), the first sample of an ImageNet-C-layout folder (every image must have its
+/// size), else the folder.
+func imageSizeSource(_ benchmark: any CorruptionDataset) -> String {
+    if let b = benchmark as? CorruptionBenchmark, let first = b.availableCorruptions.first {
+        return b.fileURL(corruption: first).path
+    }
+    if let b = benchmark as? ImageFolderBenchmark, let c = b.availableCorruptions.first, let s = b.severities.first, !b.samples.isEmpty {
+        return b.url(corruption: c, severity: s, index: 0).path
+    }
+    return benchmark.folder.path
+}
+
 /// `--normalize`: `none`, `imagenet` (torchvision's mean/std), `half` (0.5/0.5), or `m,m,m:s,s,s`.
 func parseNormalization(_ text: String) throws -> (mean: [Float], std: [Float])? {
     switch text {
@@ -512,6 +538,14 @@ final class Experiment {
             throw CLIError.usage("--\(inside.flag) \(inside.path) is inside the benchmark folder \(benchmark.folder.path): "
                                  + "results are not written among its files")
         }
+        // The methods that augment their images need square ones (CoTTA's pipeline crops back to a square).
+        for m in methods {
+            if let refusal = augmentationRefusal(m.name, m.configuration, channels: benchmark.imageChannels,
+                                                 height: benchmark.imageHeight, width: benchmark.imageWidth) {
+                let who = o.methods.count == 1 && !o.arguments.has("methods") ? "--method \(m.name)" : "\(m.name) (--methods)"
+                throw CLIError.data("\(imageSizeSource(benchmark)): \(refusal.found); \(who) \(refusal.why)")
+            }
+        }
         // Without --batch-size: the dataset's, or the reference's own for a method run alone (norm_alpha: 1).
         let batchSize = o.batchSize ?? (o.methods.count == 1 ? MethodRegistry.entry(o.methods[0])?.referenceBatchSize : nil)
             ?? (dataset == .fmnist ? embeddedBatchSize : dataset.isImageFolder ? imageNetBatchSize : standardBatchSize)
@@ -540,12 +574,19 @@ final class Experiment {
         // 5. The weights, loaded into the model once; every method built once.
         let weights = try LoadedWeights(path: weightsPath, modelName: o.model, normalize: o.normalize)
         let model = try weights.makeModel(numClasses: benchmark.numClasses, inputChannels: benchmark.imageChannels)
+        // A model made for one image size (a ViT's position embeddings) refuses any other: say so before any method is set up
+        // (EATA's Fisher information and RMT's prototypes run the model on the source images when the method is configured).
+        if let (h, w) = model.requiredImageSize, benchmark.imageHeight != h || benchmark.imageWidth != w {
+            throw CLIError.data("\(imageSizeSource(benchmark)): images are \(benchmark.imageHeight)×\(benchmark.imageWidth) (H×W); "
+                                + "\(model.architecture) (--weights \(weights.url.path)) takes \(h)×\(w) images")
+        }
         for i in methods.indices { applyTransformerRate(&methods[i].configuration, method: methods[i].name, model: model, o.arguments) }
 
-        // 6. The source data, for the methods that need it, checked against the benchmark.
+        // 6. The source data, for the methods that need it, checked against the model and the benchmark.
         let source = try o.methods.contains { MethodRegistry.entry($0)?.needsSourceData == true }
             ? SourcePlan(o, benchmark: benchmark, numClasses: benchmark.numClasses,
-                         batchSize: batchSize > 1 ? batchSize : o.windowLength ?? 1, weights: weights.url, environment: console.environment)
+                         batchSize: batchSize > 1 ? batchSize : o.windowLength ?? 1, weights: weights.url, environment: console.environment,
+                         model: model)
             : nil
         for m in methods {
             do { _ = try source.map { try $0.makeMethod(m.name, m.configuration, imageSize: benchmark.imageHeight) }
@@ -580,6 +621,10 @@ final class Experiment {
             do { checkpoint = try RunCheckpoint.read(URL(fileURLWithPath: path)) } catch { throw CLIError.wrap(error) }
             if let difference = checkpoint.identity.difference(from: identity) {
                 throw CLIError.failed("--resume \(path): the checkpoint is of another run: different \(difference)")
+            }
+            // Its finished runs are printed and written as read: they must be runs of this stream.
+            if let problem = checkpoint.finishedRunsProblem(on: stream) {
+                throw CLIError.failed("--resume \(path): the checkpoint's finished runs do not fit this stream: \(problem)")
             }
             resume = checkpoint
         }
@@ -799,11 +844,21 @@ struct SourcePlan {
     private let built = Built()
 
     init(_ o: ExperimentOptions, benchmark: any CorruptionDataset, numClasses: Int, batchSize: Int, weights: URL,
-         environment: [String: String]) throws {
+         environment: [String: String], model: (any ImageClassifier)? = nil) throws {
         let path = o.sourceData!
         do { data = try SourceDataset.load(path) } catch { throw CLIError.wrap(error) }
-        let expected = [benchmark.imageChannels, benchmark.imageHeight, benchmark.imageWidth]
         let found = Array(data.images.shape.dropFirst())
+        // The model runs on them when a method is set up (EATA's Fisher information, RMT's prototypes and warm-up).
+        if let model {
+            if found[0] != model.inputChannels {
+                throw CLIError.data("--source-data \(path): images have \(found[0]) channel\(found[0] == 1 ? "" : "s"); "
+                                    + "\(model.architecture) takes \(model.inputChannels)-channel images")
+            }
+            if let (h, w) = model.requiredImageSize, found[1] != h || found[2] != w {
+                throw CLIError.data("--source-data \(path): images are \(found[1])×\(found[2]) (H×W); \(model.architecture) takes \(h)×\(w) images")
+            }
+        }
+        let expected = [benchmark.imageChannels, benchmark.imageHeight, benchmark.imageWidth]
         guard found == expected else {
             throw CLIError.data("--source-data \(path): images are \(found.map(String.init).joined(separator: "×")) (C×H×W); "
                                 + "the benchmark's are \(expected.map(String.init).joined(separator: "×"))")

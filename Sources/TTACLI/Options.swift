@@ -14,8 +14,9 @@ enum ValueKind: Sendable, Equatable {
     case flag
     /// `true` or `false`.
     case bool
-    /// An integer `≥ min`.
-    case int(min: Int)
+    /// An integer `≥ min`, and `≤ max` for a count that sizes an allocation (or a thread split), bounded so that no
+    /// shape product overflows and no allocation runs away.
+    case int(min: Int, max: Int = .max)
     /// A seed: an integer in `0...UInt64.max`.
     case seed
     /// A finite number `≥ 0`, optionally `≤ 1` (`unit`) or `< 1` (`unitOpen`); or `> 0` (`positive`), optionally
@@ -37,7 +38,8 @@ enum ValueKind: Sendable, Equatable {
         switch self {
         case .flag: return "no value, or true or false"
         case .bool: return "true or false"
-        case .int(let min): return min == 1 ? "a positive integer" : min == 0 ? "a non-negative integer" : "an integer ≥ \(min)"
+        case .int(let min, let max) where max < .max: return "an integer in \(min)...\(max)"
+        case .int(let min, _): return min == 1 ? "a positive integer" : min == 0 ? "a non-negative integer" : "an integer ≥ \(min)"
         case .seed: return "a non-negative integer"
         case .number(.nonNegative): return "a non-negative number"
         case .number(.unit): return "a number in [0, 1]"
@@ -124,6 +126,12 @@ let standardBatchSize = 200
 let imageNetBatchSize = 64
 /// The methods `tta compare` runs by default.
 let defaultCompareMethods = ["source", "norm_test", "tent", "cotta"]
+/// The bounds of the counts that size an allocation: RMT's projector is d×P + P×P weights (P = --projection-dim; the
+/// reference takes 128, and ResNet-50's d is 2048); UnMix-TNS keeps K components of every BN channel (--unmix-components;
+/// the reference takes at most 128); the kernels split their work into up to 4 × --threads parts.
+let maxProjectionDim = 4096
+let maxUnmixComponents = 1024
+let maxThreads = 1024
 
 /// Every option of every command, in the order the help lists them. The only place options are declared.
 let optionTable: [OptionSpec] = [
@@ -246,7 +254,7 @@ let optionTable: [OptionSpec] = [
                group: .hyper, commands: adapting),
     OptionSpec(name: "lame-affinity", kind: .choice(LAMEAffinity.allCases.map(\.rawValue)), defaultText: cifarDefaults.lameAffinity.rawValue,
                help: "lame: affinity between features (LAME.AFFINITY).", group: .hyper, commands: adapting),
-    OptionSpec(name: "lame-neighbours", kind: .int(min: 1), defaultText: "\(cifarDefaults.lameNeighbours)",
+    OptionSpec(name: "lame-neighbours", kind: .int(min: 2), defaultText: "\(cifarDefaults.lameNeighbours)",
                help: "lame: neighbours k of the kNN graph, or of rbf's bandwidth (LAME.KNN).", group: .hyper, commands: adapting),
     OptionSpec(name: "lame-force-symmetry", kind: .bool, defaultText: "\(cifarDefaults.lameForceSymmetry)",
                help: "lame: symmetrise the affinity (LAME.FORCE_SYMMETRY).", group: .hyper, commands: adapting),
@@ -284,13 +292,13 @@ let optionTable: [OptionSpec] = [
                help: "rmt: weight of the source replay; 0 is the source-free variant (RMT.LAMBDA_CE_SRC).", group: .hyper, commands: adapting),
     OptionSpec(name: "contrast-temperature", kind: .number(.positive), defaultText: text(cifarDefaults.contrastTemperature),
                help: "rmt: temperature of the contrastive loss, positive (CONTRAST.TEMPERATURE).", group: .hyper, commands: adapting),
-    OptionSpec(name: "projection-dim", kind: .int(min: 1), defaultText: "\(cifarDefaults.projectionDim)",
-               help: "rmt: width of the contrastive projector (CONTRAST.PROJECTION_DIM).", group: .hyper, commands: adapting),
+    OptionSpec(name: "projection-dim", kind: .int(min: 1, max: maxProjectionDim), defaultText: "\(cifarDefaults.projectionDim)",
+               help: "rmt: width of the contrastive projector, at most \(maxProjectionDim) (CONTRAST.PROJECTION_DIM).", group: .hyper, commands: adapting),
     OptionSpec(name: "symmetric-loss", kind: .bool, defaultText: "\(cifarDefaults.symmetricLoss)",
                help: "cotta: symmetric cross-entropy (ImageNet) instead of soft-target cross-entropy.",
                group: .hyper, commands: adapting),
-    OptionSpec(name: "unmix-components", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixComponents)",
-               help: "unmix_tns and <method>+unmix_tns: mixture components K per BN layer (the reference takes 128 for mixed domains).",
+    OptionSpec(name: "unmix-components", kind: .int(min: 1, max: maxUnmixComponents), defaultText: "\(cifarDefaults.unmixComponents)",
+               help: "unmix_tns and <method>+unmix_tns: mixture components K per BN layer, at most \(maxUnmixComponents) (the reference takes 128 for mixed domains).",
                group: .hyper, commands: adapting),
     OptionSpec(name: "unmix-batch-size-max", kind: .int(min: 1), defaultText: "\(cifarDefaults.unmixBatchSizeMax)",
                help: "unmix_tns and the +unmix_tns combinations: the batch size at which the components' momentum is the BN momentum 0.1 (16 in the reference's ImageNet runs).",
@@ -329,8 +337,8 @@ let optionTable: [OptionSpec] = [
     OptionSpec(name: "resume", kind: .text(placeholder: "file"), defaultText: nil,
                help: "Continue the run saved in this checkpoint (same options, weights and data; refused otherwise); it keeps checkpointing there unless --checkpoint says otherwise.",
                group: .runtime, commands: experiment),
-    OptionSpec(name: "threads", kind: .int(min: 1), defaultText: "\(ProcessInfo.processInfo.activeProcessorCount), the active cores",
-               help: "Threads the kernels use.", group: .runtime, commands: adapting),
+    OptionSpec(name: "threads", kind: .int(min: 1, max: maxThreads), defaultText: "\(ProcessInfo.processInfo.activeProcessorCount), the active cores",
+               help: "Threads the kernels use, at most \(maxThreads).", group: .runtime, commands: adapting),
     OptionSpec(name: "memory-limit", kind: .text(placeholder: "size"), defaultText: "the memory the system reports available",
                help: "Refuse up front a run whose estimated peak memory exceeds this (e.g. 8GiB, 512MiB); none skips the estimate.",
                group: .runtime, commands: experiment),

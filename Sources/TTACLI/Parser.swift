@@ -109,8 +109,8 @@ enum Parser {
             case "false": return .bool(false)
             default: throw bad
             }
-        case .int(let min):
-            guard let v = Int(trimmed), v >= min else { throw bad }
+        case .int(let min, let max):
+            guard let v = Int(trimmed), v >= min, v <= max else { throw bad }
             return .int(v)
         case .seed:
             guard let v = UInt64(trimmed) else { throw bad }

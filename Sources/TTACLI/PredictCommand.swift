@@ -73,6 +73,10 @@ struct PredictCommand: Command {
         let file: NPYFile
         do { file = try NPYFile(contentsOf: inputURL) } catch { throw CLIError.wrap(error) }
         let layout = try ImageLayout(file, channels: net.inputChannels, architecture: net.architecture)
+        // A model made for one image size (a ViT's position embeddings) refuses any other: before the first batch.
+        if let (h, w) = net.requiredImageSize, layout.height != h || layout.width != w {
+            throw CLIError.data("--input \(input): images are \(layout.height)×\(layout.width) (H×W); \(net.architecture) takes \(h)×\(w) images")
+        }
         // As the benchmarks: CIFAR-sized images (CIFAR-10/100-C, the embedded Fashion-MNIST-C) take the reference's CIFAR
         // settings, larger ones (ImageNet-C, Tiny-ImageNet-C) its ImageNet-C settings.
         let family: MethodConfiguration.Family = max(layout.height, layout.width) > 32 ? .imagenet : .cifar
@@ -82,6 +86,10 @@ struct PredictCommand: Command {
         try refuseUnusedOptimizerSettings(arguments, methods: [(method, configuration)])
         // The configured batch size (ROID's loss divisor, UnMix-TNS's momentum), no more than the images there are.
         configuration.batchSize = min(batchSize, max(layout.count, 1))
+        // The methods that augment their images need square ones (CoTTA's pipeline crops back to a square).
+        if let refusal = augmentationRefusal(method, configuration, channels: layout.channels, height: layout.height, width: layout.width) {
+            throw CLIError.data("--input \(input): \(refusal.found); --method \(method) \(refusal.why)")
+        }
         let adaptor: Adaptor
         do {
             let m = try MethodFactory.make(method, configuration: configuration, imageSize: layout.height)

@@ -197,6 +197,10 @@ public final class BenchmarkStream {
     public static let dirichletMinChunkSize = 10
     /// Attempts of the Dirichlet ordering before giving up (mariodoebler stops after 120 s instead).
     public static let dirichletMaxAttempts = 1000
+    /// The most classes (chunks) the Dirichlet ordering takes: ImageNet-C's 1000, the most of the benchmarks
+    /// `tta` reads (CIFAR-10-C 10, CIFAR-100-C 100, Tiny-ImageNet-C 200). Its work and memory grow with the
+    /// square of the class count.
+    public static let dirichletMaxClasses = 1000
 
     /// Validates `configuration` against `benchmark` and computes the sample order.
     /// - Throws: `DataError` with `file` "stream configuration" and `key` the option at fault.
@@ -426,6 +430,13 @@ public final class BenchmarkStream {
             let chunks = kOverflow ? "\(Int.max) + 1" : "\(k)", total = kOverflow || neededOverflow ? "more than \(Int.max)" : "\(needed)"
             throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
                             message: "the Dirichlet ordering needs at least \(minChunk) samples in each of the \(chunks) chunks (one per class), i.e. ≥ \(total) samples, but the domain has \(n); use more samples per domain, or a Dirichlet δ of 0 (each domain sorted by label)")
+        }
+        // The chunks hold a list per class each (k × k lists) and every class draws k proportions per attempt: past
+        // ImageNet-C's 1000 classes (labels go up to 99,999) that is tens of gigabytes and hours, so it is refused.
+        guard k <= dirichletMaxClasses else {
+            throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
+                            message: "the Dirichlet ordering takes at most \(dirichletMaxClasses) classes (ImageNet-C's), one chunk each, "
+                                + "but the domain's labels go up to \(k - 1) (\(k) classes); use a Dirichlet δ of 0 (each domain sorted by label)")
         }
         var byClass = [[Int]](repeating: [], count: k)
         for (i, l) in labels.enumerated() { byClass[l].append(i) }

@@ -42,10 +42,8 @@ public enum CIFARPickle {
     /// a dict with `data` (a uint8 array of shape `(N, 3072)`, or raw bytes of `N·3072`) and `labels`
     /// (CIFAR-10) or `fine_labels` (CIFAR-100), a list of N integers. Other keys are ignored.
     public static func readBatch(_ url: URL) throws -> (pixels: [UInt8], labels: [Int]) {
-        let data: Data
-        do { data = try Data(contentsOf: url, options: .mappedIfSafe) } catch {
-            throw DataError(file: url.path, message: "cannot read the file: \(error.localizedDescription)")
-        }
+        // A directory, a device (/dev/zero never ends) or a FIFO is refused before reading.
+        let data = try readFileContents(url, mapped: false)   // parsed from a copy of its bytes anyway
         return try batch(from: try parse(data, name: url.path), name: url.path)
     }
 

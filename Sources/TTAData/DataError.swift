@@ -34,6 +34,17 @@ public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
 /// refused before reading (a device like /dev/zero never ends), and any other failure becomes a
 /// `DataError` naming the file.
 package func readFileContents(_ url: URL, mapped: Bool = true) throws -> Data {
+    try requireRegularFile(url)
+    do {
+        return try Data(contentsOf: url, options: mapped ? .alwaysMapped : [])
+    } catch {
+        throw DataError(file: url.path, message: "cannot read file: \(error.localizedDescription)")
+    }
+}
+
+/// Refuses a directory, a device or a FIFO (after symbolic links) before anything reads it: a device like /dev/zero
+/// never ends, a FIFO blocks until a writer comes. A path that does not exist passes (the read then fails, naming it).
+package func requireRegularFile(_ url: URL) throws {
     let target = url.resolvingSymlinksInPath().path
     if let type = (try? FileManager.default.attributesOfItem(atPath: target)[.type]) as? FileAttributeType,
        type != .typeRegular {
@@ -44,11 +55,6 @@ package func readFileContents(_ url: URL, mapped: Bool = true) throws -> Data {
         default: "a special file"
         }
         throw DataError(file: url.path, message: "is \(kind); expected a regular file")
-    }
-    do {
-        return try Data(contentsOf: url, options: mapped ? .alwaysMapped : [])
-    } catch {
-        throw DataError(file: url.path, message: "cannot read file: \(error.localizedDescription)")
     }
 }
 

@@ -15,7 +15,7 @@ import Synchronization
 /// - Images are decoded with `JPEGImage` (Pillow's pixels), greyscale files repeated to RGB as
 ///   Pillow's `convert("RGB")`, and scaled to [0, 1] as `ToTensor`. They are used as stored (the
 ///   reference's ImageNet-C transform is `ToTensor()` only: the files are already 224×224); every
-///   image must have the size of the first sample of the first domain.
+///   image must have the size of the first sample of the first domain, of at most `maxImagePixels` pixels.
 ///
 /// Everything that can be checked without decoding is checked when the benchmark is opened: the
 /// folders of the requested corruptions and severities, identical class folders, no empty class, no
@@ -44,6 +44,11 @@ public struct ImageFolderBenchmark: CorruptionDataset {
     public let imageChannels = 3
     public let imageHeight: Int
     public let imageWidth: Int
+
+    /// The most pixels a benchmark image may have: 1024×1024, 20 times ImageNet-C's 224×224. Each image's frame
+    /// header is checked against it before the image is decoded (a file of a few kilobytes may declare 16384×16384,
+    /// which would cost gigabytes per decode, and a stream batch of such images far more).
+    public static let maxImagePixels = 1024 * 1024
 
     public var samplesPerSeverity: Int { samples.count }
     public var numClasses: Int { classes.count }
@@ -158,9 +163,10 @@ public struct ImageFolderBenchmark: CorruptionDataset {
         case .all: list = firstListing
         case .robustBench5000: list = Self.robustBench5000
         case .list(let url):
-            let text: String
-            do { text = try String(contentsOf: url, encoding: .utf8) } catch {
-                throw DataError(file: url.path, message: "cannot read the image list: \(error.localizedDescription)")
+            // A directory, a device (/dev/zero never ends) or a FIFO is refused before reading.
+            let contents = try readFileContents(url, mapped: false)
+            guard let text = String(data: contents, encoding: .utf8) else {
+                throw DataError(file: url.path, message: "the image list is not UTF-8 text; expected <wnid>/<file>.JPEG lines")
             }
             list = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             guard !list.isEmpty else { throw DataError(file: url.path, message: "the image list is empty; expected <wnid>/<file>.JPEG lines") }
@@ -196,7 +202,7 @@ public struct ImageFolderBenchmark: CorruptionDataset {
         sampleLabels = labels
 
         // The image size, from the first sample.
-        let first = try JPEGImage.read(domains[0].appendingPathComponent(list[0]))
+        let first = try JPEGImage.read(domains[0].appendingPathComponent(list[0]), maxPixelCount: Self.maxImagePixels)
         (imageHeight, imageWidth) = (first.height, first.width)
     }
 
@@ -262,7 +268,7 @@ public struct ImageFolderBenchmark: CorruptionDataset {
         let urls = indices.map { url(corruption: corruption, severity: severity, index: $0) }
         DispatchQueue.concurrentPerform(iterations: indices.count) { i in
             do {
-                let image = try JPEGImage.read(urls[i])
+                let image = try JPEGImage.read(urls[i], maxPixelCount: Self.maxImagePixels)
                 guard image.width == w, image.height == h else {
                     throw DataError(file: urls[i].path, message: "image is \(image.width)x\(image.height); expected \(w)x\(h) like the first image of the benchmark")
                 }

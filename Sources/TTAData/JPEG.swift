@@ -34,15 +34,17 @@ public struct JPEGImage: Sendable, Equatable {
         self.pixels = pixels
     }
 
-    /// Decodes in-memory JPEG data; `file` names it in error messages.
-    public static func decode(_ data: Data, file: String = "<memory>") throws -> JPEGImage {
-        var decoder = JPEGDecoder(bytes: [UInt8](data), file: file)
+    /// Decodes in-memory JPEG data; `file` names it in error messages. An image of more than `maxPixelCount`
+    /// pixels (at most `JPEGImage.maxPixelCount`) is refused at its frame header, before any large allocation.
+    public static func decode(_ data: Data, file: String = "<memory>", maxPixelCount: Int = JPEGImage.maxPixelCount) throws -> JPEGImage {
+        var decoder = JPEGDecoder(bytes: [UInt8](data), file: file, maxPixelCount: maxPixelCount)
         return try decoder.decode()
     }
 
-    /// Reads and decodes the JPEG file at `url`.
-    public static func read(_ url: URL) throws -> JPEGImage {
-        try decode(try readFileContents(url, mapped: false), file: url.path)
+    /// Reads and decodes the JPEG file at `url`, refusing images of more than `maxPixelCount` pixels at their
+    /// frame header (`decode`).
+    public static func read(_ url: URL, maxPixelCount: Int = JPEGImage.maxPixelCount) throws -> JPEGImage {
+        try decode(try readFileContents(url, mapped: false), file: url.path, maxPixelCount: maxPixelCount)
     }
 }
 
@@ -80,6 +82,8 @@ private struct JPEGFrame {
 struct JPEGDecoder {
     let bytes: [UInt8]
     let file: String
+    /// The most pixels the frame header may declare (`JPEGImage.maxPixelCount` at most).
+    let maxPixelCount: Int
     private var quantTables: [[Int32]?] = Array(repeating: nil, count: 4)
     private var dcTables: [JPEGHuffmanTable?] = Array(repeating: nil, count: 4)
     private var acTables: [JPEGHuffmanTable?] = Array(repeating: nil, count: 4)
@@ -89,9 +93,10 @@ struct JPEGDecoder {
     private var adobeTransform: Int?
     private var block = [Int32](repeating: 0, count: 64)
 
-    init(bytes: [UInt8], file: String) {
+    init(bytes: [UInt8], file: String, maxPixelCount: Int = JPEGImage.maxPixelCount) {
         self.bytes = bytes
         self.file = file
+        self.maxPixelCount = min(max(0, maxPixelCount), JPEGImage.maxPixelCount)
     }
 
     // MARK: Errors
@@ -210,8 +215,8 @@ struct JPEGDecoder {
         guard end - body == 6 + 3 * count else {
             throw fail(name, "segment length \(end - body + 2) does not match \(count) components (expected \(8 + 3 * count))", at: offset)
         }
-        guard width * height <= JPEGImage.maxPixelCount else {
-            throw fail(name, "image of \(width)x\(height) pixels exceeds the limit of \(JPEGImage.maxPixelCount) pixels", at: offset)
+        guard width * height <= maxPixelCount else {
+            throw fail(name, "image of \(width)x\(height) pixels exceeds the limit of \(maxPixelCount) pixels", at: offset)
         }
         var components: [JPEGComponent] = []
         for i in 0..<count {

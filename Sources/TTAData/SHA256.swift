@@ -65,6 +65,8 @@ public struct SHA256: Sendable {
 
     /// Lower-case hex of the digest of the file at `url`, read in chunks.
     public static func hex(fileAt url: URL) throws -> String {
+        // A device (/dev/zero) would be hashed without end, a FIFO would block: refused before opening.
+        try requireRegularFile(url)
         let handle: FileHandle
         do { handle = try FileHandle(forReadingFrom: url) } catch {
             throw DataError(file: url.path, message: "cannot open for hashing (\(error.localizedDescription))")

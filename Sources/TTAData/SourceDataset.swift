@@ -88,10 +88,8 @@ public struct SourceDataset: Sendable {
     /// Records of `[label bytes] + 3072` bytes; CIFAR-100 (two label bytes, the second is the fine label)
     /// for files named `train.bin`/`test.bin`, CIFAR-10 (one) otherwise.
     public static func readCIFARBinary(_ url: URL) throws -> (pixels: [UInt8], labels: [Int]) {
-        let data: Data
-        do { data = try Data(contentsOf: url, options: .mappedIfSafe) } catch {
-            throw DataError(file: url.path, message: "cannot read the file: \(error.localizedDescription)")
-        }
+        // A directory, a device (/dev/zero never ends) or a FIFO is refused before reading.
+        let data = try readFileContents(url, mapped: false)   // copied into pixels and labels anyway
         let labelBytes = ["train.bin", "test.bin"].contains(url.lastPathComponent) ? 2 : 1
         let record = labelBytes + 3072
         guard !data.isEmpty, data.count % record == 0 else {

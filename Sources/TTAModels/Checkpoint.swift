@@ -38,6 +38,11 @@ extension ImageClassifier {
                 guard v.count == 1 else {
                     throw DataError(file: file.name, key: c, message: "expected a scalar counter, found \(v.count) values")
                 }
+                // BatchNorm adds 1 per training batch: a negative count, or one near Int64.max, which that addition
+                // would overflow, is no count PyTorch writes.
+                guard (0...maxBatchCounter).contains(v[0]) else {
+                    throw DataError(file: file.name, key: c, message: "expected a count of batches in 0...\(maxBatchCounter) (2^53), found \(v[0])")
+                }
                 store.counters[c] = v[0]
             }
         }
@@ -56,6 +61,10 @@ extension ImageClassifier {
         try SafeTensorsFile.write(store.stateDict(), metadata: metadata, to: url)
     }
 }
+
+/// The largest `num_batches_tracked` counter a state dict or a run checkpoint may hold: 2^53, the largest count a
+/// Double (how a method's state keeps a teacher's counters) holds exactly, far beyond any run's batches.
+public let maxBatchCounter: Int64 = 1 << 53
 
 /// The architectures SwiftTTA builds, and their inference from a checkpoint's keys and shapes.
 public enum ModelZoo {

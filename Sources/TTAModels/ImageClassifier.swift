@@ -99,10 +99,32 @@ extension ImageClassifier {
         for bn in batchNorms { bn.mode = mode }
     }
 
+    /// What is wrong with `inputNormalization` for this model, or nil (also when there is none): it needs one mean and
+    /// one standard deviation per input channel, the means finite, the standard deviations positive and finite with a
+    /// finite reciprocal (the input is divided by them). `inputNormalization` is a plain property, and `forward` cannot
+    /// throw: entry points that can (`Adaptor`) ask this before running the model.
+    public var inputNormalizationProblem: String? {
+        guard let (mean, std) = inputNormalization else { return nil }
+        let prefix = "input normalisation of \(architecture): "
+        guard mean.count == inputChannels && std.count == inputChannels else {
+            return prefix + "\(mean.count) mean(s) and \(std.count) standard deviation(s) for \(inputChannels) input channel(s); "
+                + "expected one of each per channel"
+        }
+        if let c = mean.indices.first(where: { !mean[$0].isFinite }) {
+            return prefix + "the mean of channel \(c) is \(mean[c]); expected a finite number"
+        }
+        if let c = std.indices.first(where: { !(std[$0] > 0 && std[$0].isFinite && (1 / std[$0]).isFinite) }) {
+            return prefix + "the standard deviation of channel \(c) is \(std[c]); expected a positive finite number with a finite "
+                + "reciprocal (the input is divided by it)"
+        }
+        return nil
+    }
+
     /// Applies `inputNormalization` (if any) to `x`.
     public func normalizeInput(_ x: Tensor) -> Tensor {
         guard let (mean, std) = inputNormalization else { return x }
-        precondition(x.rank == 4 && x.shape[1] == mean.count, "input normalisation expects \(mean.count) channels, got \(x.shape)")
+        precondition(x.rank == 4 && x.shape[1] == mean.count && std.count == mean.count,
+                     "input normalisation has \(mean.count) means and \(std.count) standard deviations, got a batch of shape \(x.shape)")
         var y = x
         let hw = x.shape[2] * x.shape[3], c = x.shape[1]
         y.withUnsafeMutableBufferPointer { p in

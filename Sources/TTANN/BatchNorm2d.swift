@@ -127,7 +127,9 @@ public final class BatchNorm2d: Module {
             }
             let unbias = Float(n * hw) / Float(n * hw - 1)
             if case .batchStatisticsUpdatingRunning = mode {
-                let count = (store.counters[counterName] ?? 0) + 1
+                // Saturating: a counter loaded at Int64.max stays there (PyTorch's int64 would wrap) rather than trapping.
+                let (next, overflow) = (store.counters[counterName] ?? 0).addingReportingOverflow(1)
+                let count = overflow ? Int64.max : next
                 store.counters[counterName] = count
                 let m = momentum ?? 1 / Float(count)
                 for j in 0..<c {

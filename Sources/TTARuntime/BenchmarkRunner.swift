@@ -221,20 +221,9 @@ public enum BenchmarkRunner {
         let ordered = domains.indices.filter(state.finishedDomains.contains).map { d in
             state.domainResults[state.finishedDomains.firstIndex(of: d)!]
         }.filter { $0.samples > 0 }
-        let meanError: Double
-        if stream.configuration.setting == .mixed_domains {
-            // As the reference (test_time.py scores one "mixed" domain per severity): the error over each severity's
-            // mixed stream, averaged over the severities.
-            let bySeverity = Dictionary(grouping: ordered, by: \.severity).sorted { $0.key < $1.key }
-            let perSeverity: [Double] = bySeverity.map { entry in
-                let wrong = entry.value.reduce(0) { $0 + $1.samples - $1.correct }
-                let samples = entry.value.reduce(0) { $0 + $1.samples }
-                return 100 * Double(wrong) / Double(samples)
-            }
-            meanError = perSeverity.isEmpty ? 0 : perSeverity.reduce(0, +) / Double(perSeverity.count)
-        } else {
-            meanError = ordered.isEmpty ? 0 : ordered.map(\.error).reduce(0, +) / Double(ordered.count)
-        }
+        // In mixed_domains, as the reference (test_time.py scores one "mixed" domain per severity): the error over each
+        // severity's mixed stream, averaged over the severities.
+        let meanError = RunResult.averageError(of: ordered, mixedDomains: stream.configuration.setting == .mixed_domains)
         var phases = adaptor.timer.seconds
         phases["data"] = state.dataSeconds
         var result = RunResult(method: name, setting: stream.configuration.setting.rawValue, meanError: meanError, domains: ordered,
@@ -345,6 +334,10 @@ extension RunProgress {
         for (phase, t) in phaseSeconds.sorted(by: { $0.key < $1.key }) { times.append((field: "phaseSeconds[\(phase)]", seconds: t)) }
         if let bad = times.first(where: { !($0.seconds.isFinite && $0.seconds >= 0) }) {
             return "\(bad.field) is \(bad.seconds); expected a finite number of seconds, 0 or more"
+        }
+        // The running error goes into the results as it is read.
+        for (k, p) in runningError.enumerated() where !(p.error.isFinite && (0...100).contains(p.error) && (0...totalSeen).contains(p.samples)) {
+            return "runningError[\(k)] is \(p.error)% after \(p.samples) samples; expected an error in 0...100 after 0...\(totalSeen) samples (totalSeen)"
         }
         return nil
     }

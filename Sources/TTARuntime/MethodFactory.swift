@@ -16,7 +16,9 @@ public enum MethodFactory {
         // reflect-padded canvas.
         let aug = MethodRegistry.baseName(name) == "roid" ? CoTTAAugmentation.roid(imageSize: imageSize) : CoTTAAugmentation(imageSize: imageSize)
         let augment: BatchAugmentation = { x, g in aug(x, using: &g) }
+        // The side the pipeline was built for goes with it: an augmenting method refuses a batch of another size
+        // before any work rather than stopping the process in the pipeline.
         return try MethodRegistry.make(name, configuration: configuration, augment: augment, sourceBatches: sourceBatches,
-                                       sourceLabels: sourceLabels, cache: cache, sourceSeed: sourceSeed)
+                                       sourceLabels: sourceLabels, cache: cache, sourceSeed: sourceSeed, augmentImageSize: imageSize)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import TTAAdaptation
 import TTAData
+import TTAModels
 import TTANN
 import TTATensor
 
@@ -211,6 +212,33 @@ public struct RunCheckpoint: Sendable {
         return (progress, state)
     }
 
+    /// Why a non-finite value in a checkpoint is refused.
+    static let finiteNote = "a checkpoint holds only finite values (the guard undoes any step that leaves NaN or infinity before it is saved)"
+
+    /// What is wrong with the finished runs against `stream`, the stream of the run that resumes them, or nil: each run
+    /// scored every batch and reports the stream's domains that hold samples, in stream order, each with its sample
+    /// count. (`read` checks them in themselves: method, errors recomputed from the counts, measured fields.)
+    public func finishedRunsProblem(on stream: BenchmarkStream) -> String? {
+        let expected = stream.domains.filter { $0.sampleCount > 0 }
+        for (i, run) in finishedRuns.enumerated() {
+            let label = "finished run \(i) (\(run.method))"
+            guard run.totalBatches == stream.batchCount, run.batches == stream.batchCount else {
+                return "\(label): batches is \(run.batches) of totalBatches \(run.totalBatches); the stream has \(stream.batchCount) batches"
+            }
+            guard run.domains.count == expected.count else {
+                return "\(label): domains holds \(run.domains.count) results; the stream has \(expected.count) domains with samples"
+            }
+            for (k, (d, e)) in zip(run.domains, expected).enumerated() where d.name != e.name || d.severity != e.severity || d.samples != e.sampleCount {
+                return "\(label): domains[\(k)] is \(d.name)\(d.severity) with \(d.samples) samples; the stream's domain \(k) is \(e) "
+                    + "with \(e.sampleCount) samples"
+            }
+            if let point = run.runningError.first(where: { $0.samples > stream.totalSamples }) {
+                return "\(label): a runningError point is at sample \(point.samples); the stream has \(stream.totalSamples) samples"
+            }
+        }
+        return nil
+    }
+
     /// Reads a checkpoint; errors name the file and what is wrong.
     public static func read(_ url: URL) throws -> RunCheckpoint {
         let file: SafeTensorsFile
@@ -231,6 +259,15 @@ public struct RunCheckpoint: Sendable {
         guard (0...header.identity.methods.count).contains(header.methodIndex), header.finishedRuns.count == header.methodIndex else {
             throw fail("method index \(header.methodIndex) does not fit \(header.finishedRuns.count) finished runs of \(header.identity.methods.count) methods")
         }
+        // The finished runs in themselves: their results are printed and written as they are read (`finishedRunsProblem(on:)`
+        // checks them against the stream too).
+        for (i, run) in header.finishedRuns.enumerated() {
+            let configuration = i < header.identity.methodConfigurations.count ? header.identity.methodConfigurations[i] : nil
+            if let problem = run.problem(method: header.identity.methods[i], configuration: configuration,
+                                         setting: header.identity.stream.setting.rawValue) {
+                throw fail("finished run \(i) (\(header.identity.methods[i])): \(problem)")
+            }
+        }
         var inProgress: (RunProgress, Adaptor.State)?
         var changedModel: [String: Tensor]?
         if let progress = header.progress {
@@ -240,6 +277,18 @@ public struct RunCheckpoint: Sendable {
             guard let counters = header.modelCounters, let numbers = header.methodNumbers, let rngText = header.rngState,
                   let rng = UInt64(rngText), let batches = header.batchesSinceReset else {
                 throw fail("the adaptor state is incomplete")
+            }
+            // BatchNorm adds 1 to a counter per training batch: a negative one, or one that addition would overflow, is
+            // no count a run writes (as `ImageClassifier.load` refuses in a state dict).
+            if let (name, v) = counters.sorted(by: { $0.key < $1.key }).first(where: { !(0...maxBatchCounter).contains($0.value) }) {
+                throw fail("model counter '\(name)' (modelCounters) is \(v); expected a count of batches in 0...\(maxBatchCounter) (2^53)")
+            }
+            // No value a run saves is NaN or infinite (the adaptor's guard undoes a step that leaves one, before any save):
+            // one read here would be restored and go on silently.
+            for (key, values) in numbers.sorted(by: { $0.key < $1.key }) {
+                if let k = values.firstIndex(where: { !$0.isFinite }) {
+                    throw fail("method number '\(key)' (methodNumbers) holds \(values[k]) at index \(k); \(Self.finiteNote)")
+                }
             }
             // The model: whole (`adaptor.model`), or the entries the header lists (`adaptor.model.<name>`), one form only.
             let stored = file.names.filter { $0.hasPrefix("adaptor.model.") }.map { String($0.dropFirst("adaptor.model.".count)) }
@@ -271,6 +320,15 @@ public struct RunCheckpoint: Sendable {
                 let model = ParameterStore.Snapshot(values: changedNames == nil ? try file.tensor("adaptor.model").storage : [],
                                                     counters: counters)
                 let window = file.contains("adaptor.window") ? try file.tensor("adaptor.window") : nil
+                var floats: [(name: String, values: [Float])] = method.tensors.map { (name: "method.\($0.key)", values: $0.value) }
+                floats += (changedModel ?? [:]).map { (name: "adaptor.model.\($0.key)", values: $0.value.storage) }
+                floats.append((name: "adaptor.model", values: model.values))
+                if let window { floats.append((name: "adaptor.window", values: window.storage)) }
+                for (name, values) in floats.sorted(by: { $0.name < $1.name }) {
+                    if let k = values.firstIndex(where: { !$0.isFinite }) {
+                        throw fail("tensor '\(name)' holds \(values[k]) at index \(k); \(Self.finiteNote)")
+                    }
+                }
                 inProgress = (progress, Adaptor.State(model: model, method: method, rng: SeededGenerator(seed: rng), batchesSinceReset: batches,
                                                       window: window, windowPointer: header.windowPointer ?? 0))
             } catch let e as DataError { throw fail(e.description) }

@@ -84,6 +84,88 @@ extension RunResult {
     }
 }
 
+extension RunResult {
+    /// The mean error of a run's reported `domains` (those with samples, in stream order): the plain mean of their
+    /// errors, as the reference reports it; in `mixed_domains`, the error over each severity's mixed stream, averaged
+    /// over the severities (the reference's "mean error" there). `BenchmarkRunner` computes it so; a checkpoint's
+    /// finished runs are checked against it.
+    public static func averageError(of domains: [DomainResult], mixedDomains: Bool) -> Double {
+        if mixedDomains {
+            // As the reference (test_time.py scores one "mixed" domain per severity).
+            let bySeverity = Dictionary(grouping: domains, by: \.severity).sorted { $0.key < $1.key }
+            let perSeverity: [Double] = bySeverity.map { entry in
+                let wrong = entry.value.reduce(0) { $0 + $1.samples - $1.correct }
+                let samples = entry.value.reduce(0) { $0 + $1.samples }
+                return 100 * Double(wrong) / Double(samples)
+            }
+            return perSeverity.isEmpty ? 0 : perSeverity.reduce(0, +) / Double(perSeverity.count)
+        }
+        return domains.isEmpty ? 0 : domains.map(\.error).reduce(0, +) / Double(domains.count)
+    }
+
+    /// What is wrong with a finished run read from a checkpoint, as "field: what was expected", or nil: a run of
+    /// `method` with `configuration` (when known) on a `setting` stream, completed, whose errors are those its counts
+    /// give (each domain's, the mean, the error over all samples, recomputed as the runner computes them), whose
+    /// measured times, throughput and memory are finite and not negative, and whose running error and stability
+    /// report lie within its batches and samples. The results of a resumed comparison are printed as they are read.
+    func problem(method expected: String, configuration: MethodConfiguration?, setting expectedSetting: String) -> String? {
+        guard method == expected else { return "method is '\(method)'; the run's method at this place is '\(expected)'" }
+        guard completed else { return "completed is false; a finished run scored its whole stream" }
+        guard setting == expectedSetting else { return "setting is '\(setting)'; the run's stream is \(expectedSetting)" }
+        if let configuration, RunCheckpoint.Identity.settingsDifference(methodConfiguration, configuration) != nil {
+            return "its methodConfiguration is not the run's settings for \(expected)"
+        }
+        var samples = 0, correct = 0
+        for (k, d) in domains.enumerated() {
+            let label = "domains[\(k)] (\(d.name)\(d.severity))"
+            guard d.samples >= 1 else { return "\(label) has \(d.samples) samples; a reported domain has 1 or more" }
+            guard (0...d.samples).contains(d.correct) else {
+                return "\(label) has \(d.correct) correct of \(d.samples) samples; expected 0...\(d.samples)"
+            }
+            let (sum, overflow) = samples.addingReportingOverflow(d.samples)
+            guard !overflow else { return "the domains' samples add up to more than \(Int.max)" }
+            (samples, correct) = (sum, correct + d.correct)
+            let error = DomainResult(name: d.name, severity: d.severity, samples: d.samples, correct: d.correct).error
+            guard d.error == error else {
+                return "\(label) has error \(d.error); \(d.samples - d.correct) wrong of \(d.samples) samples is \(error)"
+            }
+        }
+        let mean = Self.averageError(of: domains, mixedDomains: setting == StreamSetting.mixed_domains.rawValue)
+        guard meanError == mean else { return "meanError is \(meanError); its domains' errors give \(mean)" }
+        let overall = samples == 0 ? 0 : 100 * Double(samples - correct) / Double(samples)
+        guard errorOverAllSamples == overall else {
+            return "errorOverAllSamples is \(errorOverAllSamples); \(samples - correct) wrong of its \(samples) samples is \(overall)"
+        }
+        guard batches >= 0, batches == totalBatches else {
+            return "batches is \(batches) of totalBatches \(totalBatches); a finished run scored every batch"
+        }
+        var measured: [(field: String, value: Double)] = [("imagesPerSecond", imagesPerSecond), ("seconds", seconds),
+                                                          ("peakMemoryBytes", Double(peakMemoryBytes))]
+        if let e = estimatedPeakMemoryBytes { measured.append(("estimatedPeakMemoryBytes", Double(e))) }
+        for (phase, t) in phaseSeconds.sorted(by: { $0.key < $1.key }) { measured.append(("phaseSeconds[\(phase)]", t)) }
+        if let bad = measured.first(where: { !($0.value.isFinite && $0.value >= 0) }) {
+            return "\(bad.field) is \(bad.value); expected a finite number, 0 or more"
+        }
+        for (k, p) in runningError.enumerated() where !(p.error.isFinite && (0...100).contains(p.error) && (0...samples).contains(p.samples)) {
+            return "runningError[\(k)] is \(p.error)% after \(p.samples) samples; expected an error in 0...100 after 0...\(samples) samples"
+        }
+        let batchNumbers = [("stability.rejectedBatches", stability.rejectedBatches), ("stability.rolledBackBatches", stability.rolledBackBatches),
+                            ("stability.collapses", stability.collapses.map(\.batch))]
+        for (field, numbers) in batchNumbers {
+            if let b = numbers.first(where: { !(1...max(1, totalBatches)).contains($0) }) {
+                return "\(field) lists batch \(b); the run has batches 1...\(totalBatches)"
+            }
+        }
+        guard (0...samples).contains(stability.samplesWithoutPrediction) else {
+            return "stability.samplesWithoutPrediction is \(stability.samplesWithoutPrediction); the run scored \(samples) samples"
+        }
+        if let c = stability.collapses.first(where: { !($0.share.isFinite && $0.share > 0 && $0.share <= 1 && $0.dominantClass >= 0) }) {
+            return "stability.collapses holds class \(c.dominantClass) with share \(c.share); expected a class, 0 or more, with a share in (0, 1]"
+        }
+        return nil
+    }
+}
+
 /// The whole results file: every run and the configuration that produced them.
 public struct ResultsFile: Sendable, Codable, Equatable {
     public var runs: [RunResult]

@@ -338,7 +338,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         }
         #expect(adaptor.model.store.snapshot() == before)
         // One channel for the fixture WideResNet's three: refused by the shape check, before the NaN check.
-        #expect(throws: AdaptationError("batch has shape [2, 1, 32, 32]; wideresnet-16-1 expects (N, 3, H, W) with N ≥ 1")) {
+        #expect(throws: AdaptationError("batch has shape [2, 1, 32, 32]; wideresnet-16-1 expects (N, 3, H, W) with N, H, W ≥ 1")) {
             try adaptor.adapt(Tensor(shape: [2, 1, 32, 32]))
         }
         #expect(throws: AdaptationError("unknown method 'tennt'; known methods: \(MethodRegistry.names.joined(separator: ", "))")) {

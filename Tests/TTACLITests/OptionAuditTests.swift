@@ -27,7 +27,7 @@ import TTARuntime
             let values: [String]
             switch spec.kind {
             case .number(let range): values = Self.edges(range)
-            case .int(let min): values = ["\(min)"]
+            case .int(let min, let max): values = max < .max ? ["\(min)", "\(max)"] : ["\(min)"]
             default: continue
             }
             for value in values {
