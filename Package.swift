@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "TTAData", dependencies: ["TTATensor"], swiftSettings: common),
         .target(name: "TTAAugment", dependencies: ["TTATensor"], swiftSettings: common),
         .target(name: "TTAModels", dependencies: ["TTAKernels", "TTANN", "TTAData"], swiftSettings: common),
-        .target(name: "TTAAdaptation", dependencies: ["TTAModels"], swiftSettings: common),
+        .target(name: "TTAAdaptation", dependencies: ["TTAModels", "TTAData"], swiftSettings: common),
         .target(name: "TTARuntime", dependencies: ["TTAAdaptation", "TTAAugment", "TTAData", "TTAModels"], swiftSettings: common),
         .executableTarget(name: "tta-bench", dependencies: ["TTAModels", "TTAKernels", "TTARuntime"], path: "benchmarks/tta-bench",
                           swiftSettings: common),

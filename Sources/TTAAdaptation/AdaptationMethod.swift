@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import TTAData
 import TTAModels
 import TTANN
 import TTATensor
@@ -92,19 +93,6 @@ func requireSeveralValuesPerChannel(images: Int, height: Int, width: Int, in mod
                           + (advice.map { ": \($0)" } ?? ""))
 }
 
-/// The number of values a tensor of `shape` holds, or nil when a dimension is negative or the product
-/// overflows `Int`.
-func elementCount(_ shape: [Int]) -> Int? {
-    var n = 1
-    for d in shape {
-        guard d >= 0 else { return nil }
-        let (p, overflow) = n.multipliedReportingOverflow(by: d)
-        if overflow { return nil }
-        n = p
-    }
-    return n
-}
-
 /// Throws unless `x` is a batch `model` takes: `(N, C, H, W)` with the model's C and N, H, W ≥ 1, its storage
 /// holding the values its shape says (both are public fields of `Tensor`: the kernels index by the shape), and
 /// images of the model's required size (a ViT's). `what` names the batch at the start of the message ("batch",
@@ -113,7 +101,7 @@ func requireImageBatch(_ x: Tensor, for model: any ImageClassifier, _ what: Stri
     guard x.rank == 4, x.shape[1] == model.inputChannels, x.shape.allSatisfy({ $0 >= 1 }) else {
         throw AdaptationError("\(what) has shape \(x.shape); \(model.architecture) expects (N, \(model.inputChannels), H, W) with N, H, W ≥ 1")
     }
-    let needed = elementCount(x.shape)
+    let needed = checkedProduct(x.shape)
     guard needed == x.storage.count else {
         throw AdaptationError("\(what) has shape \(x.shape) but holds \(x.storage.count) values; "
                               + (needed.map { "that shape needs \($0)" } ?? "that shape needs more values than an Int counts"))

@@ -1,3 +1,4 @@
+import TTAData
 import TTANN
 import TTATensor
 
@@ -30,7 +31,7 @@ public struct SourceSampler: Sendable {
         guard batches.allSatisfy({ $0.rank == 4 && Array($0.shape.dropFirst()) == Array(first.shape.dropFirst()) }) else {
             throw AdaptationError("source data: batches differ in image shape (first \(first.shape))")
         }
-        for (i, b) in batches.enumerated() where elementCount(b.shape) != b.storage.count {
+        for (i, b) in batches.enumerated() where checkedProduct(b.shape) != b.storage.count {
             throw AdaptationError("source data: batch \(i) has shape \(b.shape) but holds \(b.storage.count) values")
         }
         if !labels.isEmpty {

@@ -64,8 +64,8 @@ package func shapeString(_ shape: [Int]) -> String {
     "[" + shape.map(String.init).joined(separator: ", ") + "]"
 }
 
-/// The product of `dims`, or nil on overflow or a negative factor.
-func checkedProduct(_ dims: [Int]) -> Int? {
+/// The product of `dims` (the values a tensor of that shape holds), or nil on overflow or a negative factor.
+package func checkedProduct(_ dims: [Int]) -> Int? {
     var p = 1
     for d in dims {
         guard d >= 0 else { return nil }

@@ -25,39 +25,29 @@ package typealias BuildGemmKernel = GemmKernel6x8
 package typealias BuildGemmKernel = GemmKernel6x16
 #endif
 
-/// 6 x 16 with fused multiply-add (`addProduct`: one `vfmadd231ps` when the build targets a CPU with FMA,
-/// a call to `fmaf` otherwise). 12 ymm accumulators, 2 B vectors and 1 broadcast A value: 15 of the 16
-/// AVX registers.
-package enum GemmKernel6x16Fused: GemmMicroKernel {
-    package static let nr = 16
-    package static let name = "6x16 FMA"
+/// 6 x 16 with `M`'s multiply-add: fused (`addProduct`: one `vfmadd231ps` when the build targets a CPU with FMA, a
+/// call to `fmaf` otherwise), or separate (the portable arm64 kernel). 12 ymm accumulators, 2 B vectors and 1
+/// broadcast A value: 15 of the 16 AVX registers.
+package enum GemmKernel6x16Of<M: MultiplyAdd>: GemmMicroKernel {
+    package static var nr: Int { 16 }
+    package static var name: String { "6x16 \(M.name)" }
 
     @inline(__always)
     package static func multiply(kc: Int, a: UnsafePointer<Float>, rowStride: Int, step: Int, b: UnsafePointer<Float>,
                                  c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
-        var t = Tile6x16<FusedMultiplyAdd>()
+        var t = Tile6x16<M>()
         t.run(kc: kc, a: a, rowStride: rowStride, step: step, b: b, c: c, ldc: ldc, alpha: alpha, beta: beta)
     }
 }
 
-/// 6 x 16 with separate multiply and add (the portable arm64 kernel).
-package enum GemmKernel6x16: GemmMicroKernel {
-    package static let nr = 16
-    package static let name = "6x16 mul+add"
-
-    @inline(__always)
-    package static func multiply(kc: Int, a: UnsafePointer<Float>, rowStride: Int, step: Int, b: UnsafePointer<Float>,
-                                 c: UnsafeMutablePointer<Float>, ldc: Int, alpha: Float, beta: Float) {
-        var t = Tile6x16<SeparateMultiplyAdd>()
-        t.run(kc: kc, a: a, rowStride: rowStride, step: step, b: b, c: c, ldc: ldc, alpha: alpha, beta: beta)
-    }
-}
+package typealias GemmKernel6x16Fused = GemmKernel6x16Of<FusedMultiplyAdd>
+package typealias GemmKernel6x16 = GemmKernel6x16Of<SeparateMultiplyAdd>
 
 /// 6 x 8 with separate multiply and add: 6 SIMD8 accumulators (12 SSE registers), the portable x86-64
 /// kernel.
 package enum GemmKernel6x8: GemmMicroKernel {
-    package static let nr = 8
-    package static let name = "6x8 mul+add"
+    package static var nr: Int { 8 }
+    package static var name: String { "6x8 \(SeparateMultiplyAdd.name)" }
 
     @inline(__always)
     package static func multiply(kc: Int, a: UnsafePointer<Float>, rowStride rs: Int, step: Int, b: UnsafePointer<Float>,
@@ -92,20 +82,24 @@ package enum GemmKernel6x8: GemmMicroKernel {
 // MARK: - Arithmetic
 
 /// acc += x * y, as one kernel computes it.
-protocol MultiplyAdd {
+package protocol MultiplyAdd: Sendable {
+    /// "FMA" or "mul+add", for the kernel's name.
+    static var name: String { get }
     static func madd(_ acc: inout SIMD8<Float>, _ x: SIMD8<Float>, _ y: SIMD8<Float>)
 }
 
 /// Fused: one rounding.
-enum FusedMultiplyAdd: MultiplyAdd {
+package enum FusedMultiplyAdd: MultiplyAdd {
+    package static var name: String { "FMA" }
     @inline(__always)
-    static func madd(_ acc: inout SIMD8<Float>, _ x: SIMD8<Float>, _ y: SIMD8<Float>) { acc.addProduct(x, y) }
+    package static func madd(_ acc: inout SIMD8<Float>, _ x: SIMD8<Float>, _ y: SIMD8<Float>) { acc.addProduct(x, y) }
 }
 
 /// Separate multiply and add: two roundings, plain SIMD instructions on any CPU.
-enum SeparateMultiplyAdd: MultiplyAdd {
+package enum SeparateMultiplyAdd: MultiplyAdd {
+    package static var name: String { "mul+add" }
     @inline(__always)
-    static func madd(_ acc: inout SIMD8<Float>, _ x: SIMD8<Float>, _ y: SIMD8<Float>) { acc = acc + x * y }
+    package static func madd(_ acc: inout SIMD8<Float>, _ x: SIMD8<Float>, _ y: SIMD8<Float>) { acc = acc + x * y }
 }
 
 /// One output row of a tile: row = alpha * acc (beta == 0, C not read) or alpha * acc + beta * row.
