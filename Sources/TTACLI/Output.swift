@@ -96,10 +96,19 @@ struct ResultsView {
         return lines.map { $0.trailingSpacesRemoved }.joined(separator: "\n") + "\n"
     }
 
-    /// The lines under the tables: the mean error at severity 5 where it is not the mean, then the stability notes.
+    /// The lines under the tables: the mean error at severity 5 where it is not the mean, the errors per corruption
+    /// over its severities of a mixed stream of several severities (as the reference splits them), then the stability
+    /// notes.
     var notes: [String] {
         let five = file.runs.compactMap { r in r.meanErrorAtSeverity5.map { "\(r.method) \(Self.percent($0))" } }
+        let mixed = file.runs.compactMap { r in
+            r.mixedErrorsByCorruption.map { m in
+                "\(r.method): " + m.errors.map { "\($0.name) \(Self.percent($0.error))" }.joined(separator: ", ")
+                    + "; average \(Self.percent(m.average)), over all samples \(Self.percent(r.errorOverAllSamples))"
+            }
+        }
         return (five.isEmpty ? [] : ["mean error at severity 5 (the reference's \"mean error at 5\"): " + five.joined(separator: ", ")])
+            + (mixed.isEmpty ? [] : ["error per corruption over its severities (the reference's split by domain):"] + mixed)
             + stabilityNotes
     }
 

@@ -74,6 +74,25 @@ extension RunResult {
         return five.map(\.error).reduce(0, +) / Double(five.count)
     }
 
+    /// In `mixed_domains` with several severities: each corruption's error over all its severities, in order of first
+    /// appearance, as the reference's `eval_domain_dict` splits the results by domain (the corruption name, severities
+    /// merged), and their plain average ("Average error across all domains"); nil otherwise (with one severity the
+    /// domains already are the corruptions). The error over all samples is `errorOverAllSamples`.
+    public var mixedErrorsByCorruption: (errors: [(name: String, error: Double)], average: Double)? {
+        guard setting == "mixed_domains", Set(domains.map(\.severity)).count > 1 else { return nil }
+        var names: [String] = []
+        var counts: [String: (samples: Int, correct: Int)] = [:]
+        for d in domains {
+            if counts[d.name] == nil { names.append(d.name) }
+            counts[d.name, default: (0, 0)].samples += d.samples
+            counts[d.name, default: (0, 0)].correct += d.correct
+        }
+        let errors = names.map { n in
+            (name: n, error: DomainResult(name: n, severity: 0, samples: counts[n]!.samples, correct: counts[n]!.correct).error)
+        }
+        return (errors, errors.map(\.error).reduce(0, +) / Double(errors.count))
+    }
+
     /// The result with its measured fields (times, throughput, peak memory) zeroed: what two runs of the
     /// same configuration, or a run and its resumption from a checkpoint, have bit for bit in common.
     public var withoutMeasurements: RunResult {

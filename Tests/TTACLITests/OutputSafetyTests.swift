@@ -31,6 +31,34 @@ import TTARuntime
         #expect(sawAnEmptyDomain)
     }
 
+    /// `mixed_domains` over several severities: under the table, each corruption's error over all its severities, their
+    /// average and the error over all samples, as the reference's `eval_domain_dict` prints them (the results split by
+    /// domain name, which is the corruption), recomputed here from the run's per-domain counts.
+    @Test func mixedDomainsOverSeveralSeveritiesAreSplitByCorruption() throws {
+        let tiny = try TinyBenchmark()
+        defer { tiny.cleanup() }
+        let common = tiny.dataOptions + ["--method", "source", "--setting", "mixed_domains", "--severity", "5,3", "--seed", "3"]
+        let json = tta(["run"] + common + ["--format", "json"])
+        #expect(json.code == 0, "\(json.err)")
+        let run = try JSONDecoder().decode(ResultsFile.self, from: Data(json.out.utf8)).runs[0]
+        try #require(Set(run.domains.map(\.severity)) == [5, 3])
+        var names: [String] = []
+        var wrong: [String: Int] = [:], samples: [String: Int] = [:]
+        for d in run.domains {
+            if samples[d.name] == nil { names.append(d.name) }
+            wrong[d.name, default: 0] += d.samples - d.correct
+            samples[d.name, default: 0] += d.samples
+        }
+        let errors = names.map { 100 * Double(wrong[$0]!) / Double(samples[$0]!) }
+        let line = "source: " + zip(names, errors).map { "\($0) \(ResultsView.percent($1))" }.joined(separator: ", ")
+            + "; average \(ResultsView.percent(errors.reduce(0, +) / Double(errors.count)))"
+            + ", over all samples \(ResultsView.percent(run.errorOverAllSamples))"
+        let table = tta(["run"] + common).out
+        #expect(table.contains("\nerror per corruption over its severities (the reference's split by domain):\n" + line + "\n"), "\(table)")
+        // One severity: no such lines (the domains are the corruptions).
+        #expect(!tta(["run"] + tiny.dataOptions + ["--method", "source", "--setting", "mixed_domains"]).out.contains("over its severities"))
+    }
+
     /// `gradual` runs a single severity as 1,…,5,…,1: a lone `--severity` would be ignored and is refused; the
     /// title names the sequence run.
     @Test func gradualNamesTheSeveritiesItRuns() throws {
