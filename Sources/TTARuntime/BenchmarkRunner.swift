@@ -336,10 +336,7 @@ extension RunProgress {
             return "\(bad.field) is \(bad.seconds); expected a finite number of seconds, 0 or more"
         }
         // The running error goes into the results as it is read.
-        for (k, p) in runningError.enumerated() where !(p.error.isFinite && (0...100).contains(p.error) && (0...totalSeen).contains(p.samples)) {
-            return "runningError[\(k)] is \(p.error)% after \(p.samples) samples; expected an error in 0...100 after 0...\(totalSeen) samples (totalSeen)"
-        }
-        return nil
+        return RunningErrorPoint.problem(runningError, samples: totalSeen, total: "totalSeen")
     }
 }
 

@@ -27,6 +27,15 @@ public struct DomainResult: Sendable, Codable, Equatable {
 public struct RunningErrorPoint: Sendable, Codable, Equatable {
     public var samples: Int
     public var error: Double
+
+    /// What is wrong with the first point of `points` read from a file, or nil: each must be an error in 0...100 after
+    /// 0...`samples` samples (`total` names that bound in the message, when it is a field).
+    static func problem(_ points: [RunningErrorPoint], samples: Int, total: String? = nil) -> String? {
+        guard let k = points.firstIndex(where: { !($0.error.isFinite && (0...100).contains($0.error) && (0...samples).contains($0.samples)) })
+        else { return nil }
+        return "runningError[\(k)] is \(points[k].error)% after \(points[k].samples) samples; expected an error in 0...100 after "
+            + "0...\(samples) samples" + (total.map { " (\($0))" } ?? "")
+    }
 }
 
 /// The outcome of one method on one stream. Encodes to the JSON shape the CLI writes.
@@ -165,9 +174,7 @@ extension RunResult {
         if let bad = measured.first(where: { !($0.value.isFinite && $0.value >= 0) }) {
             return "\(bad.field) is \(bad.value); expected a finite number, 0 or more"
         }
-        for (k, p) in runningError.enumerated() where !(p.error.isFinite && (0...100).contains(p.error) && (0...samples).contains(p.samples)) {
-            return "runningError[\(k)] is \(p.error)% after \(p.samples) samples; expected an error in 0...100 after 0...\(samples) samples"
-        }
+        if let problem = RunningErrorPoint.problem(runningError, samples: samples) { return problem }
         let batchNumbers = [("stability.rejectedBatches", stability.rejectedBatches), ("stability.rolledBackBatches", stability.rolledBackBatches),
                             ("stability.collapses", stability.collapses.map(\.batch))]
         for (field, numbers) in batchNumbers {
