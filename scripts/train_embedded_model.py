@@ -12,7 +12,7 @@ statistics of each test batch of 100) and one-pass TENT.
 
 CPU only; torch.set_num_threads(2).  Everything is seeded (--seed).
 
-Usage: python3 scripts/train_embedded_model.py [--depth 10 --widen 2 --epochs 1.5]
+Usage: python3 scripts/train_embedded_model.py [--depth 10 --widen 2 --epochs 1.25]
 """
 
 import argparse
@@ -193,7 +193,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--depth", type=int, default=10)
     ap.add_argument("--widen", type=int, default=2)
-    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--epochs", type=float, default=1.25)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1, help="peak LR of the one-cycle schedule")
     ap.add_argument("--wd", type=float, default=5e-4)

@@ -150,13 +150,7 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         let source = expected.names.contains("source") ? batchesOf8(try expected.tensor("source")) : []
         if method == "rotta" { calibrateRunningStatistics(model, on: try fixture("methods/stream.safetensors").tensor("x")) }
         // The fixtures' deterministic CoTTA augmentation: a horizontal flip.
-        let flip: BatchAugmentation = { x, _ in
-            var y = x
-            let w = x.shape[3]
-            for row in 0..<(x.count / w) { for j in 0..<w { y.storage[row * w + j] = x.storage[row * w + w - 1 - j] } }
-            return y
-        }
-        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: flip,
+        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: horizontalFlip,
                                                                                 sourceBatches: source), seed: 1)
         // UnMix-TNS: the script's draws of the initial component means, per BN layer.
         let unmix = adaptor.method as? UnMixTNSMethod
