@@ -24,7 +24,7 @@ UnMix-TNS (devavratTomar/unmixtns `unmixtns.py`) runs alone (`unmix_tns`) and un
 method trains their affine parameters through them. The initial component draws are saved for Swift.
 
 Run from the repository root: python3 scripts/make_method_fixtures.py [case ...] (or --window: the
-sliding-window cases only, `window_cases()`)
+sliding-window cases only, `window_cases()`; --rotta-sgd: `rotta_sgd_updates()`)
 (with case names, only those cases' files, and the confident model they use, are written).
 """
 import copy
@@ -432,23 +432,13 @@ class CSTU:
         return [i[0] for i in items], [i[2] / self.capacity for i in items]
 
 
-def run_rotta(model, xs, cfg):
-    """RoTTA (mariodoebler `methods/rotta.py`, with the loss called without arguments as intended): robust BN,
-    CSTU memory, teacher EMA; the strong augmentation is replaced by a horizontal flip (see the docstring).
-    The teacher predicts in eval mode, with the running statistics, which the fixture models have from random
-    draws (one class for every image); so first the running statistics are set to the whole stream's (one
-    train-mode pass with momentum 1: unbiased variance), which makes the pseudo-labels diverse.
-    On UnMix-TNS layers (`with_unmix_tns(run_rotta)`) there is no BN left to calibrate or to make robust, as in
-    devavratTomar/unmixtns's RoTTA, whose `configure_model` finds no BN and trains the UnMix-TNS layers' affine
-    parameters."""
-    model.train()
-    unmix = any(isinstance(m, UnMixTNS2d) for m in model.modules())
-    if not unmix:
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum = 1.0
-        with torch.no_grad():
-            model(torch.cat(xs))
+def rotta_learner(model, cfg):
+    """RoTTA's configure and forward_and_adapt (mariodoebler `methods/rotta.py`): every BN becomes a fresh robust BN
+    (a new module, so in train mode until the first step sets eval), only the norm layers' affine parameters train,
+    the teacher is a copy. Returns `adapt(x)`: teacher logits in eval mode, each image into the CSTU memory, and after
+    every `frequency`-th image an update (student and teacher in train mode, the student on the memory's strong
+    augmentation, here a horizontal flip) and the teacher EMA. An update leaves both in train mode, as the
+    reference's loss_calculation does. Also returns the memory and a dict counting the updates."""
     model.requires_grad_(False)
     replace_bn(model, lambda bn, _: RobustBN2d(bn, cfg["alpha"]))
     params = []
@@ -461,8 +451,9 @@ def run_rotta(model, xs, cfg):
     for p in teacher.parameters():
         p.detach_()
     memory = CSTU(cfg["memory"], 10, 1.0, 1.0)
-    outs, inserted, updates = [], 0, 0
-    for x in xs:
+    counts = {"inserted": 0, "updates": 0}
+
+    def adapt(x):
         with torch.no_grad():
             model.eval(); teacher.eval()
             t = teacher(x)
@@ -471,8 +462,8 @@ def run_rotta(model, xs, cfg):
             uncertainty = (-p * torch.log(p + 1e-6)).sum(1)
         for i in range(x.shape[0]):
             memory.add(x[i], labels[i].item(), uncertainty[i].item())
-            inserted += 1
-            if inserted % cfg["frequency"] == 0:
+            counts["inserted"] += 1
+            if counts["inserted"] % cfg["frequency"] == 0:
                 model.train(); teacher.train()
                 images, ages = memory.contents()
                 sup = torch.stack(images)
@@ -486,12 +477,40 @@ def run_rotta(model, xs, cfg):
                 with torch.no_grad():
                     for tp, sp in zip(teacher.parameters(), model.parameters()):
                         tp.data = (1 - cfg["nu"]) * tp.data + cfg["nu"] * sp.data
-                updates += 1
-        outs.append(t.detach())
+                counts["updates"] += 1
+        return t.detach()
+    return adapt, memory, counts
+
+
+def calibrate_running_statistics(model, xs):
+    """Sets every BN's running statistics to those of the whole stream (one train-mode pass with momentum 1:
+    unbiased variance), so that RoTTA's eval-mode teacher predicts diverse classes on the fixture models, whose
+    running statistics are random draws (one class for every image)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0
+    with torch.no_grad():
+        model(torch.cat(xs))
+
+
+def run_rotta(model, xs, cfg):
+    """RoTTA (`rotta_learner`, with the loss called without arguments as intended) on the stream's batches, after
+    `calibrate_running_statistics`.
+    On UnMix-TNS layers (`with_unmix_tns(run_rotta)`) there is no BN left to calibrate or to make robust, as in
+    devavratTomar/unmixtns's RoTTA, whose `configure_model` finds no BN and trains the UnMix-TNS layers' affine
+    parameters."""
+    model.train()
+    if not any(isinstance(m, UnMixTNS2d) for m in model.modules()):
+        calibrate_running_statistics(model, xs)
+    adapt, memory, counts = rotta_learner(model, cfg)
+    outs = []
+    for x in xs:
+        outs.append(adapt(x))
         cfg.get("after_batch", lambda: None)()
-    counts = torch.tensor([len(d) for d in memory.data], dtype=torch.float32)
-    print(f"  rotta: {updates} updates, memory per class {counts.tolist()}")
-    return outs, {"memory_counts": counts}
+    memory_counts = torch.tensor([len(d) for d in memory.data], dtype=torch.float32)
+    print(f"  rotta: {counts['updates']} updates, memory per class {memory_counts.tolist()}")
+    return outs, {"memory_counts": memory_counts}
 
 
 def run_roid(model, xs, cfg):
@@ -787,15 +806,43 @@ def method_cases(only=None):
         print(f"{name}: batch0 argmax {outs[0].argmax(1).tolist()}")
 
 
+def rotta_sgd_updates():
+    """methods/rotta_sgd.safetensors: RoTTA (`rotta_learner`, the `rotta` case's settings) with SGD (lr 0.01, Nesterov
+    momentum 0.9) instead of Adam, whose first steps are nearly lr·sign(gradient) and so blind to the gradient's scale
+    (a 1 % larger lr moves batch 1's outputs here by 2.5e-3). On the confident model after
+    `calibrate_running_statistics`, in batches of 6 with an update every 6 images: one update at the end of each batch,
+    five in all, the robust BNs' running statistics leaving the memory's batch statistics as the domains change. Saves
+    the teacher's output for each batch (`batch<i>`) and the student's BN state after it (`state<i>.<name>`).
+    (PyTorch's float32 run stays within 5e-6 of this float64 one. Runs in other batchings, e.g. 8 with an update every
+    6 images, meet a pre-activation within float32 rounding of 0, whose ReLU gradient then differs between any two
+    float32 implementations.)"""
+    state = load_file(os.path.join(OUT, "model_confident.safetensors"))
+    images = load_file(os.path.join(OUT, "stream.safetensors"))["x"].double()
+    model = WideResNet(depth=16, widen_factor=1, num_classes=10)
+    model.load_state_dict(state)
+    model = model.double()
+    calibrate_running_statistics(model, [images])
+    adapt, memory, counts = rotta_learner(model, dict(CASES["rotta"][1], optimizer="sgd", lr=0.01))
+    tensors = {}
+    for i, x in enumerate(images.split(6)[:5]):
+        tensors[f"batch{i}"] = adapt(x).float().contiguous()
+        tensors.update({f"state{i}.{k}": v.detach().float().clone() for k, v in model.state_dict().items()
+                        if v.is_floating_point() and "bn" in k})
+    tensors["memory_counts"] = torch.tensor([len(d) for d in memory.data], dtype=torch.float32)
+    save_file(tensors, os.path.join(OUT, "rotta_sgd.safetensors"), metadata={"batch_size": "6"})
+    print(f"rotta_sgd: {counts['updates']} updates, memory per class {tensors['memory_counts'].tolist()}")
+
+
 WINDOW = 3
 
 
-def sliding_window(images, window, adapt, predict):
+def sliding_window(images, window, adapt, predict, has_bn=True):
     """The reference's single-sample adaptation (TTAMethod.forward with TEST.WINDOW_LENGTH > 1), for a
     stream of single images: the buffer grows to `window` images, then slot `pointer` is overwritten;
     when slot window-1 is written the method adapts on the whole buffer (`adapt`), otherwise the buffer
     is predicted without an update (`predict`, the reference's forward_sliding_window); the output is
-    row `pointer` either way."""
+    row `pointer` either way. Without BatchNorm2d modules in the configured model (`has_bn` False: RoTTA's
+    robust BNs are not BatchNorm2d) the prediction is of the new image alone."""
     buffer, pointer, outs = None, 0, []
     for x in images.split(1):
         if buffer is None:
@@ -804,8 +851,11 @@ def sliding_window(images, window, adapt, predict):
             buffer = torch.cat([buffer, x], 0)
         else:
             buffer[pointer] = x[0]
-        out = adapt(buffer) if pointer == window - 1 else predict(buffer)
-        outs.append(out[pointer:pointer + 1].detach())
+        if pointer == window - 1 or has_bn:
+            out = adapt(buffer) if pointer == window - 1 else predict(buffer)
+            outs.append(out[pointer:pointer + 1].detach())
+        else:
+            outs.append(predict(x).detach())
         pointer = (pointer + 1) % window
     return outs
 
@@ -813,7 +863,8 @@ def sliding_window(images, window, adapt, predict):
 def window_cases():
     """methods/window_<method>.safetensors: the fixture stream fed one image at a time through a sliding
     window of WINDOW images (`sliding_window`), for tent (Adam, lr 1e-3), norm_test and norm_ema (whose EMA
-    BatchNorm updates the running statistics on every call of the model, forward_sliding_window's too);
+    BatchNorm updates the running statistics on every call of the model, forward_sliding_window's too), RoTTA
+    (`window_rotta`) and TENT on UnMix-TNS (`window_tent_unmix_tns`);
     `image<i>` is the output for image i, `final.*` the BN state after the stream."""
     state = load_file(os.path.join(OUT, "model.safetensors"))
     images = load_file(os.path.join(OUT, "stream.safetensors"))["x"].double()
@@ -853,6 +904,77 @@ def window_cases():
                         if v.is_floating_point() and "bn" in k})
         save_file(tensors, os.path.join(OUT, f"window_{name}.safetensors"), metadata={"window": str(WINDOW)})
         print(f"window_{name}: {len(outs)} images, argmax {[int(o.argmax()) for o in outs[:6]]}")
+    window_rotta(images)
+    window_tent_unmix_tns(images)
+
+
+def window_tent_unmix_tns(images):
+    """methods/window_tent_unmix_tns.safetensors: TENT (SGD, lr 0.01) on UnMix-TNS layers (4 components, B_max 64,
+    the batch size 1 of a single-image stream: eta = 1 − 0.9^(1/64)) through a sliding window of WINDOW images. The
+    layers are not BatchNorm2d, so between updates the reference predicts the new image alone (`has_bn`), which moves
+    the components by that image only; an update is on the whole buffer. Saves `image<i>`, the draws `init.<bn name>`,
+    the final component means `final.<bn name>` and the trained parameters `final.<bn name>.weight` / `.bias`."""
+    state = load_file(os.path.join(OUT, "model.safetensors"))
+    model = WideResNet(depth=16, widen_factor=1, num_classes=10)
+    model.load_state_dict(state)
+    model = model.double()
+    layers, extra = install_unmix_tns(model, [images[:1]], {"components": 4, "batch_size_max": 64})
+    model.train()
+    opt = make_optimizer(bn_affine_only(model), {"optimizer": "sgd", "lr": 0.01})
+
+    def step(x):
+        y = model(x)
+        softmax_entropy(y).mean(0).backward()
+        opt.step(); opt.zero_grad()
+        return y
+
+    def predict(x):
+        with torch.no_grad():
+            return model(x)
+
+    outs = sliding_window(images, WINDOW, step, predict, has_bn=False)
+    tensors = {f"image{i}": o.float().contiguous() for i, o in enumerate(outs)}
+    tensors.update(extra)
+    for name, layer in layers.items():
+        tensors[f"final.{name}"] = layer.means.float().contiguous()
+        tensors[f"final.{name}.weight"] = layer.weight.detach().float().contiguous()
+        tensors[f"final.{name}.bias"] = layer.bias.detach().float().contiguous()
+    save_file(tensors, os.path.join(OUT, "window_tent_unmix_tns.safetensors"), metadata={"window": str(WINDOW)})
+    print(f"window_tent_unmix_tns: {len(outs)} images, argmax {[int(o.argmax()) for o in outs[:6]]}")
+
+
+def window_rotta(images):
+    """methods/window_rotta.safetensors: RoTTA (`rotta_learner`, the `rotta` case's settings: memory 12, an update
+    every 6 images) on the confident model after `calibrate_running_statistics`, in eval mode as RobustBench's
+    load_model returns it, through a sliding window of WINDOW images. Between updates the reference predicts with the
+    student (forward_sliding_window) in whatever mode it was left: its fresh robust BNs start in train mode,
+    forward_and_adapt sets eval, an update leaves train; in train mode a prediction moves the robust BNs' running
+    statistics. And it predicts the new image alone: the configured model has no BatchNorm2d left (`has_bn`).
+    With a window of 3, every second window ends in an update. The memory keeps views `x[i]` of the batch it is given,
+    as the reference's does; under the window that batch is the buffer, written in place once full, so at an update
+    each image taken at a window step is what its slot of the buffer holds then (a quirk SwiftTTA reproduces).
+    Saves `image<i>`, the student's `final.*` BN state
+    and `memory_counts`."""
+    state = load_file(os.path.join(OUT, "model_confident.safetensors"))
+    model = WideResNet(depth=16, widen_factor=1, num_classes=10)
+    model.load_state_dict(state)
+    model = model.double()
+    calibrate_running_statistics(model, [images])
+    model.eval()
+    cfg = dict(CASES["rotta"][1])
+    adapt, memory, counts = rotta_learner(model, cfg)
+
+    def predict(x):
+        with torch.no_grad():
+            return model(x)
+
+    outs = sliding_window(images, WINDOW, adapt, predict, has_bn=False)
+    tensors = {f"image{i}": o.float().contiguous() for i, o in enumerate(outs)}
+    tensors.update({f"final.{k}": v.detach().float().clone() for k, v in model.state_dict().items()
+                    if v.is_floating_point() and "bn" in k})
+    tensors["memory_counts"] = torch.tensor([len(d) for d in memory.data], dtype=torch.float32)
+    save_file(tensors, os.path.join(OUT, "window_rotta.safetensors"), metadata={"window": str(WINDOW)})
+    print(f"window_rotta: {len(outs)} images, {counts['updates']} updates, argmax {[int(o.argmax()) for o in outs[:6]]}")
 
 
 def adam_final_state_sensitivity(eps=1e-7):
@@ -891,5 +1013,7 @@ if __name__ == "__main__":
         adam_final_state_sensitivity()
     elif sys.argv[1:] == ["--window"]:
         window_cases()
+    elif sys.argv[1:] == ["--rotta-sgd"]:
+        rotta_sgd_updates()
     else:
         method_cases(sys.argv[1:] or None)

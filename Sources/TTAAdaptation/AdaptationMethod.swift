@@ -45,8 +45,22 @@ public protocol AdaptationMethod: AnyObject {
     /// The method's prediction for `x` without a gradient update: what the sliding window of a single-image
     /// stream shows between its updates (the reference's `forward_sliding_window`). Default: the model's
     /// forward pass as the method configured it. (norm_ema's updates its BN statistics, as the reference's
-    /// EMA BatchNorm does on every call.)
-    func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor
+    /// EMA BatchNorm does on every call.) `rng` is the adaptor's, for what a method draws at its first forward pass
+    /// (UnMix-TNS's components), which under a window may be a prediction.
+    func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor
+    /// Whether a sliding-window prediction between updates (`predict`) is of the whole window, for its BN statistics,
+    /// or of the new image alone. The reference forwards the window only while the configured model still has
+    /// BatchNorm layers (`has_bn`, checked after `configure_model`): RoTTA's robust BNs replace them, so RoTTA predicts
+    /// the image alone. Default: true (on a model without BN the adaptor predicts the image alone either way).
+    var predictsWithTheWindow: Bool { get }
+    /// The adaptor says whether the coming steps are on its sliding window's buffer (`Adaptor.windowLength`), which, like
+    /// the reference's `input_buffer`, stays one buffer from step to step, written in place slot by slot (RoTTA's memory
+    /// keeps views of it in the reference). Default: ignored.
+    func stepsOnTheWindow(_ on: Bool)
+    /// The memory probe (`MemoryEstimate.probe`) says when it starts and stops: a method whose steps differ in cost
+    /// from batch to batch (RoTTA's update every so many images, on its whole memory) then makes every step as costly
+    /// as its costliest. The probe resets the method afterwards. Default: ignored.
+    func setMemoryProbe(_ on: Bool)
     /// Restores the method's own state (optimizer moments, teacher, anchor, …) to just after `configure`, but
     /// what the reference's reset keeps (SAR's SGD momentum, RMT's place in its source data, RDumb's update
     /// count). The adaptor restores the model itself.
@@ -66,9 +80,12 @@ public protocol AdaptationMethod: AnyObject {
 extension AdaptationMethod {
     public var copiesTheModel: Bool { false }
     public var needsBatchStatistics: Bool { false }
+    public var predictsWithTheWindow: Bool { true }
+    public func stepsOnTheWindow(_ on: Bool) {}
+    public func setMemoryProbe(_ on: Bool) {}
     public func checkBatch(shape: [Int]) throws {}
 
-    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
+    public func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor {
         model.forward(x, .inference)
     }
 }

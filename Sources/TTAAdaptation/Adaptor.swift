@@ -90,8 +90,9 @@ public final class Adaptor {
     /// not full, else written over slot `p`, with p = 0, 1, …, W−1 in turn). When slot W−1 is written the
     /// method adapts on the whole buffer (guarded as above); otherwise the buffer is predicted without
     /// a gradient update (`AdaptationMethod.predict`; norm_ema's moves its BN statistics, guarded likewise),
-    /// so that BN statistics come from W images. Either way the output is row `p`. Batches of several
-    /// images are not windowed.
+    /// so that BN statistics come from W images. Either way the output is row `p`. As in the reference, a method
+    /// whose configured model has no BN in the reference's sense (RoTTA's robust BNs, a ViT) predicts the image
+    /// alone between updates (`AdaptationMethod.predictsWithTheWindow`). Batches of several images are not windowed.
     ///
     /// Refused with an error before any work: a batch that is not `(N, C, H, W)` with the model's C and N, H, W ≥ 1,
     /// whose storage does not hold the values its shape says, of another size than the model requires (a ViT's),
@@ -143,18 +144,23 @@ public final class Adaptor {
         }
         windowPointer = (slot + 1) % windowLength
         let buffer = window!
+        // Between updates, the window's BN statistics, or the image alone (`predictsWithTheWindow`; a model without BN).
+        let predictsAlone = slot != windowLength - 1 && (!method.predictsWithTheWindow || model.batchNorms.isEmpty)
         func row(_ t: Tensor?) -> Tensor? {
             guard let t else { return nil }
+            if predictsAlone { return t }
             let c = t.shape[1]
             return Tensor(shape: [1, c], storage: Array(t.storage[(slot * c)..<((slot + 1) * c)]))
         }
         if slot == windowLength - 1 {
+            method.stepsOnTheWindow(true)
+            defer { method.stepsOnTheWindow(false) }
             let r = try guardedStep(buffer)
             return StepResult(output: row(r.output), outcome: r.outcome)
         }
         // A prediction may move state (norm_ema's statistics): NaN or infinity there is undone as a step's is.
         let saved = model.store.snapshot(entries: adaptableBuffers)
-        let out = try timer.measure(.forward) { try method.predict(buffer, model: model) }
+        let out = try timer.measure(.forward) { try method.predict(predictsAlone ? x : buffer, model: model, rng: &rng) }
         guard model.store.isFinite(entries: adaptableBuffers) else {
             model.store.restore(saved)
             rolledBackSteps += 1

@@ -58,7 +58,7 @@ public final class CoTTAMethod: AdaptationMethod {
     }
 
     /// The teacher's prediction (the reference's `forward_sliding_window`).
-    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
+    public func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor {
         guard let teacher else { throw AdaptationError("cotta: predict before configure") }
         return teacher.forward(x, .inference)
     }

@@ -22,7 +22,7 @@ public final class NormEMAMethod: AdaptationMethod {
 
     /// A sliding window's predictions between updates update the statistics too: the reference's EMA BatchNorm does
     /// both passes on every call of the model (`forward_sliding_window` included).
-    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor { Self.updateAndPredict(x, model) }
+    public func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor { Self.updateAndPredict(x, model) }
 
     private static func updateAndPredict(_ x: Tensor, _ model: any ImageClassifier) -> Tensor {
         model.setBatchNormMode(.batchStatisticsUpdatingRunning)

@@ -164,7 +164,7 @@ public final class RMTMethod: AdaptationMethod {
 
     /// A sliding window's predictions between updates are the student's plus the teacher's logits, as the step's
     /// (the reference's `forward_sliding_window`).
-    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
+    public func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor {
         guard let teacher else { throw AdaptationError("rmt: predict before configure") }
         let (s, t) = (model.forward(x, .inference), teacher.forward(x, .inference))
         return Self.sum(s, t)

@@ -19,6 +19,15 @@ import TTATensor
 /// `θ′ ← (1−ν)·θ′ + ν·θ` over every parameter.
 ///
 /// Works at any batch size, 1 included (the update's batch is the memory).
+///
+/// Under a sliding window (`Adaptor.windowLength`), the predictions between updates are the reference's
+/// `forward_sliding_window`: the student on the new image alone (its robust BNs are not BatchNorm layers, so the
+/// reference's `has_bn` is false), in the mode the student was left in. The fresh robust BNs start in train mode,
+/// each step sets eval, and an update leaves train (`studentInTrainMode`); in train mode a prediction normalises
+/// with the robust mix of the running and the image's statistics and keeps the mix as the running statistics.
+/// And, a quirk of the reference reproduced: its memory keeps views of the window's buffer, which is written in place,
+/// so an image the memory took at a window step is whatever that slot of the buffer holds at the next update
+/// (`CSTUMemory.Item.windowSlot`).
 public final class RoTTAMethod: AdaptationMethod {
     public let name = "rotta"
     /// The teacher: copies of the model.
@@ -36,6 +45,14 @@ public final class RoTTAMethod: AdaptationMethod {
     public private(set) var insertedSamples = 0
     /// The mean teacher (robust BN, same parameters as the student at first).
     public private(set) var teacher: (any ImageClassifier)?
+    /// Whether the reference's student would be in train mode: true after `configure` (fresh robust BN modules) and
+    /// after a step that updated, false after one that did not. Read only by the sliding window's predictions.
+    public private(set) var studentInTrainMode = true
+    public var predictsWithTheWindow: Bool { false }
+    /// Whether the current steps are on the adaptor's window buffer (`stepsOnTheWindow`).
+    private var onTheWindow = false
+    /// Whether the memory probe runs (`setMemoryProbe`): every step then ends in an update on a full memory.
+    private var memoryProbe = false
 
     private var update: GradientUpdate?
     private var sourceState: ParameterStore.Snapshot?
@@ -62,6 +79,7 @@ public final class RoTTAMethod: AdaptationMethod {
         sourceState = model.store.snapshot()
         memory = CSTUMemory(configuration, numClasses: model.numClasses)
         (imageChannels, requiredImageSize) = (model.inputChannels, model.requiredImageSize)
+        studentInTrainMode = true
     }
 
     /// The memory's images are stacked into one batch at each update: a batch whose images are of another shape than
@@ -81,8 +99,18 @@ public final class RoTTAMethod: AdaptationMethod {
         }
     }
 
+    public func stepsOnTheWindow(_ on: Bool) { onTheWindow = on }
+
+    /// An update comes every `rottaUpdateFrequency` images and takes the whole memory, whatever the batch size: a
+    /// probe step on a few images would see neither. While the probe runs, a step without an update ends in one on
+    /// `rottaMemorySize` images (the batch's, repeated), what an update on a full memory costs.
+    public func setMemoryProbe(_ on: Bool) { memoryProbe = on }
+
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
         guard let update, let teacher else { throw AdaptationError("rotta: step before configure") }
+        studentInTrainMode = false
+        // The window's buffer now holds this step's images: the memory's views of it see them.
+        if onTheWindow { memory.refreshWindowImages(from: x) }
         let logits = timer.measure(.forward) {
             teacher.setBatchNormMode(.runningStatistics)
             return teacher.forward(x, .inference)
@@ -91,23 +119,43 @@ public final class RoTTAMethod: AdaptationMethod {
         let labels = logits.argmaxRows()
         let (c, imageSize) = (logits.shape[1], x.count / x.shape[0])
         memoryImageShape = Array(x.shape.dropFirst())
+        var updated = false
         for i in 0..<x.shape[0] {
             let p = probs.storage[(i * c)..<((i + 1) * c)]
             let uncertainty = p.reduce(0.0) { $0 - Double($1) * Foundation.log(Double($1) + 1e-6) }
-            memory.add(Array(x.storage[(i * imageSize)..<((i + 1) * imageSize)]), label: labels[i], uncertainty: uncertainty)
+            memory.add(Array(x.storage[(i * imageSize)..<((i + 1) * imageSize)]), label: labels[i], uncertainty: uncertainty,
+                       windowSlot: onTheWindow ? i : nil)
             insertedSamples += 1
             if insertedSamples % configuration.rottaUpdateFrequency == 0 {
-                adaptOnMemory(imageShape: Array(x.shape.dropFirst()), model: model, teacher: teacher, update: update,
-                              rng: &rng, timer: &timer)
+                let (images, ages) = memory.contents()
+                adapt(on: images, ages: ages, imageShape: Array(x.shape.dropFirst()), model: model, teacher: teacher, update: update,
+                      rng: &rng, timer: &timer)
+                updated = true
             }
+        }
+        if memoryProbe && !updated {
+            let full = (0..<memory.capacity).map { j in
+                let i = j % x.shape[0]
+                return Array(x.storage[(i * imageSize)..<((i + 1) * imageSize)])
+            }
+            adapt(on: full, ages: Array(repeating: 0, count: full.count), imageShape: Array(x.shape.dropFirst()), model: model,
+                  teacher: teacher, update: update, rng: &rng, timer: &timer)
         }
         return logits
     }
 
-    /// One update on the memory's contents.
-    private func adaptOnMemory(imageShape: [Int], model: any ImageClassifier, teacher: any ImageClassifier,
-                               update: GradientUpdate, rng: inout SeededGenerator, timer: inout PhaseTimer) {
-        let (images, ages) = memory.contents()
+    /// The student's prediction, in train mode (`studentInTrainMode`) with its robust BNs mixing in `x`'s statistics.
+    public func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor {
+        guard studentInTrainMode else { return model.forward(x, .inference) }
+        model.setBatchNormMode(.robust(alpha: configuration.rottaAlpha))
+        defer { model.setBatchNormMode(.runningStatistics) }
+        return model.forward(x, .inference)
+    }
+
+    /// One update on the memory's images and their ages (`CSTUMemory.contents`).
+    private func adapt(on images: [[Float]], ages: [Double], imageShape: [Int], model: any ImageClassifier, teacher: any ImageClassifier,
+                       update: GradientUpdate, rng: inout SeededGenerator, timer: inout PhaseTimer) {
+        studentInTrainMode = true   // the reference's loss_calculation sets train mode first, and leaves it
         guard !images.isEmpty else { return }
         let batch = Tensor(shape: [images.count] + imageShape, storage: Array(images.joined()))
         let strong = augment.map { $0(batch, &rng) } ?? batch
@@ -133,10 +181,11 @@ public final class RoTTAMethod: AdaptationMethod {
         memory.removeAll()
         memoryImageShape = nil
         insertedSamples = 0
+        // `studentInTrainMode` stays: the reference's reset loads the state dicts, which keeps the modules' modes.
     }
 
-    /// Optimizer, teacher, the memory's items (per class: images, uncertainties, ages), their shape `(C, H, W)`
-    /// and the insert count.
+    /// Optimizer, teacher, the memory's items (per class: images, uncertainties, ages, and window slots, −1 for none,
+    /// where any item has one), their shape `(C, H, W)`, the insert count and the student's mode.
     public func captureState() -> MethodState {
         var s = MethodState()
         if let update { s.store(update.optimizer.state, as: "optimizer") }
@@ -145,9 +194,13 @@ public final class RoTTAMethod: AdaptationMethod {
             s.tensors["memory.\(k).images"] = Array(items.map(\.image).joined())
             s.numbers["memory.\(k).uncertainty"] = items.map(\.uncertainty)
             s.numbers["memory.\(k).age"] = items.map { Double($0.age) }
+            if items.contains(where: { $0.windowSlot != nil }) {
+                s.numbers["memory.\(k).windowSlot"] = items.map { Double($0.windowSlot ?? -1) }
+            }
         }
         if let memoryImageShape { s.numbers["memory.imageShape"] = memoryImageShape.map(Double.init) }
         s.numbers["insertedSamples"] = [Double(insertedSamples)]
+        s.numbers["studentInTrainMode"] = [studentInTrainMode ? 1 : 0]
         return s
     }
 
@@ -183,6 +236,15 @@ public final class RoTTAMethod: AdaptationMethod {
             if let bad = u.first(where: { !$0.isFinite }) {
                 throw AdaptationError("rotta: state '\(uKey)' holds \(bad); expected finite uncertainties")
             }
+            let sKey = "memory.\(k).windowSlot"
+            let slots = state.numbers[sKey] ?? Array(repeating: -1, count: u.count)
+            guard slots.count == u.count else {
+                throw AdaptationError("rotta: state '\(sKey)' has \(slots.count) values and '\(uKey)' \(u.count); expected one "
+                                      + "window slot (or −1) per memory image")
+            }
+            if let bad = slots.first(where: { !($0 >= -1 && $0 == $0.rounded() && $0 < 1_048_576) }) {
+                throw AdaptationError("rotta: state '\(sKey)' holds \(bad); expected window slots (whole, from 0) or −1 for none")
+            }
             if u.isEmpty && images.isEmpty { continue }
             // Every memory image holds C·H·W values of the model's C (and its required H×W), the same for all.
             let size = u.isEmpty ? 0 : images.count / u.count
@@ -204,7 +266,8 @@ public final class RoTTAMethod: AdaptationMethod {
             }
             imageSize = imageSize ?? (size, iKey)
             classes[k] = u.indices.map { j in
-                CSTUMemory.Item(image: Array(images[(j * size)..<((j + 1) * size)]), uncertainty: u[j], age: Int(a[j]))
+                CSTUMemory.Item(image: Array(images[(j * size)..<((j + 1) * size)]), uncertainty: u[j], age: Int(a[j]),
+                                windowSlot: slots[j] < 0 ? nil : Int(slots[j]))
             }
         }
         let total = classes.reduce(0) { $0 + $1.count }
@@ -212,11 +275,17 @@ public final class RoTTAMethod: AdaptationMethod {
             throw AdaptationError("rotta: the saved memory holds \(total) images; its capacity (rotta-memory-size) is \(memory.capacity)")
         }
         let inserted = try state.count("insertedSamples", of: name)
+        // States saved before the student's mode was kept: train mode only before the first step (see `predict`).
+        let trainMode = state.numbers["studentInTrainMode"] ?? [inserted == 0 ? 1 : 0]
+        guard trainMode == [0] || trainMode == [1] else {
+            throw AdaptationError("rotta: state 'studentInTrainMode' is \(trainMode); expected [0] or [1]")
+        }
         try state.restore(update.optimizer, from: "optimizer", of: name)
         try state.restore(teacher.store, from: "teacher", of: name)
         memory.restore(classes: classes)
         memoryImageShape = shape
         insertedSamples = inserted
+        studentInTrainMode = trainMode == [1]
     }
 }
 
@@ -233,6 +302,14 @@ public struct CSTUMemory: Sendable, Equatable {
         public var image: [Float]
         public var uncertainty: Double
         public var age: Int
+        /// The slot of the adaptor's window buffer the image was taken from at a window step, nil for a batch's image.
+        /// The reference's memory holds views of that buffer, written in place: at each window step the image becomes
+        /// what the slot holds (`refreshWindowImages`).
+        public var windowSlot: Int?
+
+        public init(image: [Float], uncertainty: Double, age: Int, windowSlot: Int? = nil) {
+            (self.image, self.uncertainty, self.age, self.windowSlot) = (image, uncertainty, age, windowSlot)
+        }
     }
 
     public let capacity: Int
@@ -260,10 +337,10 @@ public struct CSTUMemory: Sendable, Equatable {
         lambdaT / (1 + Foundation.exp(-Double(age) / Double(capacity))) + lambdaU * uncertainty / Foundation.log(Double(numClasses))
     }
 
-    public mutating func add(_ image: [Float], label: Int, uncertainty: Double) {
+    public mutating func add(_ image: [Float], label: Int, uncertainty: Double, windowSlot: Int? = nil) {
         precondition(classes.indices.contains(label), "CSTUMemory: class \(label) out of range")
         if makeRoom(for: label, score: score(age: 0, uncertainty: uncertainty)) {
-            classes[label].append(Item(image: image, uncertainty: uncertainty, age: 0))
+            classes[label].append(Item(image: image, uncertainty: uncertainty, age: 0, windowSlot: windowSlot))
         }
         for k in classes.indices { for j in classes[k].indices { classes[k][j].age += 1 } }
     }
@@ -272,6 +349,17 @@ public struct CSTUMemory: Sendable, Equatable {
     public func contents() -> (images: [[Float]], ages: [Double]) {
         let items = classes.joined()
         return (items.map(\.image), items.map { Double($0.age) / Double(capacity) })
+    }
+
+    /// Sets every image taken from the window's buffer to what its slot of `buffer` `(W, C, H, W′)` holds now.
+    public mutating func refreshWindowImages(from buffer: Tensor) {
+        let size = buffer.count / max(1, buffer.shape[0])
+        for k in classes.indices {
+            for j in classes[k].indices {
+                guard let slot = classes[k][j].windowSlot, slot < buffer.shape[0], classes[k][j].image.count == size else { continue }
+                classes[k][j].image = Array(buffer.storage[(slot * size)..<((slot + 1) * size)])
+            }
+        }
     }
 
     public mutating func removeAll() {

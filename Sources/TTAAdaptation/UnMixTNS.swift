@@ -95,12 +95,32 @@ public final class UnMixTNSMethod: AdaptationMethod {
         try host?.checkBatch(shape: shape)
     }
 
-    /// The host's prediction (CoTTA's: its teacher's), for the sliding window between updates.
-    public func predict(_ x: Tensor, model: any ImageClassifier) throws -> Tensor {
-        try host?.predict(x, model: model) ?? model.forward(x, .inference)
+    /// The reference's UnMix-TNS layers are not BatchNorm layers, so its sliding window (`has_bn`) predicts the new
+    /// image alone between updates, which moves the components by that image only.
+    public var predictsWithTheWindow: Bool { false }
+    public func stepsOnTheWindow(_ on: Bool) { host?.stepsOnTheWindow(on) }
+    public func setMemoryProbe(_ on: Bool) { host?.setMemoryProbe(on) }
+
+    /// The host's prediction (CoTTA's: its teacher's), for the sliding window between updates. A window's first images
+    /// are predicted before any step: the components are drawn then (`startLayers`).
+    public func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor {
+        try startLayers(rng: &rng)
+        return try host?.predict(x, model: model, rng: &rng) ?? model.forward(x, .inference)
     }
 
     public func step(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator, timer: inout PhaseTimer) throws -> Tensor {
+        try startLayers(rng: &rng)
+        guard let host else { return timer.measure(.forward) { model.forward(x, .inference) } }
+        let restoresBefore = (host as? RestoresSource)?.sourceRestores
+        let out = try host.step(x, model: model, rng: &rng, timer: &timer)
+        if let restoresBefore, (host as? RestoresSource)?.sourceRestores != restoresBefore {
+            for layer in layers { layer.restart() }
+        }
+        return out
+    }
+
+    /// Before the first forward pass, the components' initial means: `initialMeans`, else drawn from `rng`.
+    private func startLayers(rng: inout SeededGenerator) throws {
         guard !layers.isEmpty else { throw AdaptationError("\(name): step before configure") }
         if layers.contains(where: { $0.initial == nil }) {
             if initialMeans == nil {
@@ -114,13 +134,6 @@ public final class UnMixTNSMethod: AdaptationMethod {
             }
             for (layer, m) in zip(layers, means) { layer.start(means: m) }
         }
-        guard let host else { return timer.measure(.forward) { model.forward(x, .inference) } }
-        let restoresBefore = (host as? RestoresSource)?.sourceRestores
-        let out = try host.step(x, model: model, rng: &rng, timer: &timer)
-        if let restoresBefore, (host as? RestoresSource)?.sourceRestores != restoresBefore {
-            for layer in layers { layer.restart() }
-        }
-        return out
     }
 
     public func reset() {

@@ -100,7 +100,8 @@ public final class BatchNorm2d: Module {
             var y = Tensor(shape: x.shape)
             x.withUnsafeBufferPointer { xp in
                 y.withUnsafeMutableBufferPointer { yp in
-                    sampleNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: stats.mean, invStd: invStd,
+                    sampleNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: stats.mean,
+                                    standardDeviation: stats.variance.map { ($0 + eps).squareRoot() },
                                     gamma: store.pointer(weight), beta: store.pointer(bias), y: yp.baseAddress!)
                 }
             }
@@ -159,7 +160,10 @@ public final class BatchNorm2d: Module {
         let g = store.pointer(weight), b = store.pointer(bias)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
-                batchNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: g, beta: b, y: yp.baseAddress!)
+                // RoTTA's robust BN in the reference's order of operations (see `batchNormApply`).
+                let sd = batchMean == nil ? nil : variance.map { ($0 + eps).squareRoot() }
+                batchNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: g, beta: b, y: yp.baseAddress!,
+                               standardDeviation: sd)
             }
         }
         if ctx.recording {

@@ -68,7 +68,9 @@ public struct MemoryEstimate: Sendable, Codable, Equatable {
         guard ProcessMemory.residentBytes > 0 else { return nil }
         ProcessMemory.setHeapPolicy(.releaseFreed)
         let savedRNG = adaptor.rng, savedTimer = adaptor.timer
+        adaptor.method.setMemoryProbe(true)
         defer {
+            adaptor.method.setMemoryProbe(false)
             ProcessMemory.setHeapPolicy(.keepFreed)
             adaptor.reset()
             adaptor.rng = savedRNG

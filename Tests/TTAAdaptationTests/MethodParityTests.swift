@@ -40,6 +40,17 @@ func calibrateRunningStatistics(_ model: any ImageClassifier, on images: Tensor)
     model.setBatchNormMode(.runningStatistics)
 }
 
+/// The fixture's BN state under `prefix` (`<prefix><bn name>.weight`, `.bias`, `.running_mean`, `.running_var`, all four
+/// of every BN layer) against the model's.
+func expectBatchNormState(_ model: any ImageClassifier, _ expected: SafeTensorsFile, prefix: String, _ label: String) throws {
+    let keys = expected.names.filter { $0.hasPrefix(prefix) }
+    #expect(keys.count == 4 * model.batchNorms.count, "\(label): \(keys.count) BN entries")
+    for key in keys {
+        let p = String(key.dropFirst(prefix.count))
+        expectClose(try #require(model.store.tensor(p)), try expected.tensor(key), "\(label) \(p)")
+    }
+}
+
 /// `(B·8, …)` images cut into batches of 8.
 func batchesOf8(_ x: Tensor) -> [Tensor] {
     (0..<(x.shape[0] / 8)).map { x.slice(($0 * 8)..<(($0 + 1) * 8)) }
@@ -220,6 +231,27 @@ func fixtureConfiguration(_ name: String) -> (method: String, MethodConfiguratio
         }
         let savesFinalState = name.hasPrefix("tent") || name == "norm_test" || name == "norm_ema"  // method_cases()
         #expect((compared > 0) == (savesFinalState && !tookAdamSteps), "\(name): \(compared) final-state entries compared")
+    }
+
+    /// RoTTA with SGD, update by update: Adam's first steps are nearly lr·sign(gradient), blind to the gradient's scale,
+    /// SGD's are not (a 1 % larger lr moves batch 1's outputs by 2.5e-3). Batches of 6 with an update every 6 images:
+    /// after each, the teacher's outputs and the student's BN state (robust running statistics, affine parameters).
+    /// Golden: `rotta_sgd_updates()` in scripts/make_method_fixtures.py.
+    @Test func rottaWithSGDMatchesPyTorchUpdateByUpdate() throws {
+        let expected = try fixture("methods/rotta_sgd.safetensors")
+        var (method, config) = fixtureConfiguration("rotta")
+        config.optimizer = .sgd; config.lr = 0.01
+        let model = try confidentFixtureModel()
+        let x = try fixture("methods/stream.safetensors").tensor("x")
+        calibrateRunningStatistics(model, on: x)
+        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: horizontalFlip), seed: 1)
+        let rotta = try #require(adaptor.method as? RoTTAMethod)
+        for i in 0..<5 {
+            expectClose(try adaptor.adapt(x.slice((6 * i)..<(6 * i + 6))), try expected.tensor("batch\(i)"), "rotta sgd batch \(i)")
+            #expect(rotta.insertedSamples == 6 * (i + 1))
+            try expectBatchNormState(model, expected, prefix: "state\(i).", "rotta sgd batch \(i)")
+        }
+        #expect(rotta.memory.classes.map { Float($0.count) } == (try expected.tensor("memory_counts").storage))
     }
 }
 

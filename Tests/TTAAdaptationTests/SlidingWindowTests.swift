@@ -41,6 +41,89 @@ import TTATestSupport
         }
     }
 
+    /// RoTTA between updates: the student on the new image alone (the reference's `has_bn` is false once robust BNs
+    /// replace the BNs), in the mode the reference leaves it in: train before the first step and after a step that
+    /// updated, when its robust BNs mix in the image's statistics and keep them; eval after a step that did not. With
+    /// a window of 3 and an update every 6 images, every second window ends in an update. The images the memory took at
+    /// window steps are views of the window's buffer, which is written in place (a quirk of the reference, reproduced):
+    /// at an update they are what the buffer holds. The outputs, the student's final BN state and the memory are compared.
+    /// Golden: `window_rotta()` (with `rotta_learner` and `sliding_window(..., has_bn=False)`) in scripts/make_method_fixtures.py.
+    @Test func rottaPredictsTheImageAloneInTheStudentsMode() throws {
+        let expected = try fixture("methods/window_rotta.safetensors")
+        let window = try #require(Int(expected.metadata["window"] ?? ""))
+        let (method, config) = fixtureConfiguration("rotta")
+        #expect(window == 3 && config.rottaUpdateFrequency == 6)
+        let model = try confidentFixtureModel()
+        calibrateRunningStatistics(model, on: try fixture("methods/stream.safetensors").tensor("x"))
+        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make(method, configuration: config, augment: horizontalFlip),
+                                  seed: 1, windowLength: window)
+        let rotta = try #require(adaptor.method as? RoTTAMethod)
+        var modes: [Bool] = []
+        for (i, x) in try singleImages().enumerated() {
+            let r = try adaptor.process(x)
+            modes.append(rotta.studentInTrainMode)
+            expectClose(try #require(r.output), try expected.tensor("image\(i)"), "rotta image \(i)")
+        }
+        // Train mode after images 0-1 (fresh), 5-7 (the update at image 5), 11-13, …; eval after 2-4, 8-10, ….
+        #expect(modes == (0..<32).map { ($0 + 1) / 3 % 2 == 0 })
+        try expectBatchNormState(model, expected, prefix: "final.", "rotta final")
+        #expect(rotta.memory.classes.map { Float($0.count) } == (try expected.tensor("memory_counts").storage))
+        // The student's mode is part of the method's state: a restored state predicts as the original.
+        let saved = rotta.captureState()
+        #expect(saved.numbers["studentInTrainMode"] == [1])
+        let other = RoTTAMethod(config, augment: horizontalFlip)
+        try other.configure(try confidentFixtureModel())
+        var eval = saved
+        eval.numbers["studentInTrainMode"] = [0]
+        try other.restoreState(eval)
+        #expect(!other.studentInTrainMode)
+        try other.restoreState(saved)
+        #expect(other.studentInTrainMode)
+        // So are the memory's views of the window buffer (the images it took at window steps): restored as saved.
+        #expect(other.memory == rotta.memory)
+        let slotKey = try #require(saved.numbers.keys.filter { $0.hasSuffix(".windowSlot") }.sorted().first)
+        #expect(saved.numbers[slotKey]!.allSatisfy { $0 >= 0 && $0 < Double(window) })
+        var badSlot = saved
+        badSlot.numbers[slotKey]![0] = 1.5
+        #expect(throws: AdaptationError("rotta: state '\(slotKey)' holds 1.5; expected window slots (whole, from 0) or −1 for none")) {
+            try other.restoreState(badSlot)
+        }
+        var bad = saved
+        bad.numbers["studentInTrainMode"] = [0.5]
+        #expect(throws: AdaptationError("rotta: state 'studentInTrainMode' is [0.5]; expected [0] or [1]")) { try other.restoreState(bad) }
+        #expect(other.studentInTrainMode)
+    }
+
+    /// UnMix-TNS under a window: its layers are not BatchNorm layers to the reference's window (`has_bn`), so between
+    /// updates the new image is predicted alone and moves the components by itself; an update is on the whole buffer.
+    /// TENT (SGD, lr 0.01) on 4 components at the single-image stream's batch size 1. The outputs, the final component
+    /// means and the trained parameters are compared.
+    /// Golden: `window_tent_unmix_tns()` (with `sliding_window(..., has_bn=False)`) in scripts/make_method_fixtures.py.
+    @Test func unmixTNSPredictsTheImageAlone() throws {
+        let expected = try fixture("methods/window_tent_unmix_tns.safetensors")
+        let window = try #require(Int(expected.metadata["window"] ?? ""))
+        var c = MethodConfiguration.defaults(for: .cifar)
+        c.unmixComponents = 4; c.unmixBatchSizeMax = 64; c.batchSize = 1; c.optimizer = .sgd; c.lr = 0.01
+        let model = try methodFixtureModel()
+        let adaptor = try Adaptor(model: model, method: try MethodRegistry.make("tent+unmix_tns", configuration: c), seed: 1,
+                                  windowLength: window)
+        let unmix = try #require(adaptor.method as? UnMixTNSMethod)
+        #expect(!unmix.predictsWithTheWindow)
+        unmix.initialMeans = try model.batchNorms.map { try expected.tensor("init.\($0.name)").storage }
+        for (i, x) in try singleImages().enumerated() {
+            let r = try adaptor.process(x)
+            #expect(r.outcome == (i % window == window - 1 ? .adapted : .windowed))
+            expectClose(try #require(r.output), try expected.tensor("image\(i)"), "tent+unmix_tns image \(i)")
+        }
+        for (bn, layer) in zip(model.batchNorms, unmix.layers) {
+            expectClose(layer.means, try expected.tensor("final.\(bn.name)").storage, "\(bn.name) means")
+            for p in ["weight", "bias"] {
+                expectClose(try #require(model.store.tensor("\(bn.name).\(p)")), try expected.tensor("final.\(bn.name).\(p)"),
+                            "\(bn.name).\(p)")
+            }
+        }
+    }
+
     /// Between updates RMT shows its student's plus its teacher's prediction of the window, as its step does (the
     /// reference's `forward_sliding_window` override). Before the first update the teacher is the student: twice the
     /// student's logits.

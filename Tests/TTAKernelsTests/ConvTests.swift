@@ -205,6 +205,14 @@ import TTATestSupport
         var yRelu = x
         batchNormApply(x: x, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta, y: &yRelu, relu: true)
         expectClose(yRelu, yRef.map { max($0, 0) }, "apply+relu")
+        // In the Python references' order of operations, (x − μ) / sd · γ + β (RoTTA's robust BN).
+        let sd = variance.map { ($0 + 1e-5).squareRoot() }
+        var yPython = x, yPythonRelu = x
+        batchNormApply(x: x, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta, y: &yPython, standardDeviation: sd)
+        batchNormApply(x: x, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta, y: &yPythonRelu, relu: true,
+                       standardDeviation: sd)
+        expectClose(yPython, yRef, "apply (x − μ) / sd")
+        expectClose(yPythonRelu, yRef.map { max($0, 0) }, "apply (x − μ) / sd + relu")
 
         for batchStatistics in [true, false] {
             var dx = [Float](repeating: 0, count: x.count), dxRef = dx
@@ -246,7 +254,8 @@ import TTATestSupport
         let instanceMean = (0..<rows).map { r in x[(r * hw)..<((r + 1) * hw)].reduce(0, +) / Float(hw) }
         let invStd = variance.map { 1 / ($0 + 1e-5).squareRoot() }
         var y = x, yRef = x
-        sampleNormApply(x: x, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: gamma, beta: beta, y: &y)
+        sampleNormApply(x: x, n: n, c: c, hw: hw, mean: mean, standardDeviation: variance.map { ($0 + 1e-5).squareRoot() },
+                        gamma: gamma, beta: beta, y: &y)
         sampleNormForwardReference(x: x, n: n, c: c, hw: hw, mean: mean, variance: variance, eps: 1e-5, gamma: gamma, beta: beta, y: &yRef)
         expectClose(y, yRef, "apply")
         var dx = [Float](repeating: 0, count: x.count), dxRef = dx

@@ -28,19 +28,27 @@ package func batchNormStatistics(x: UnsafePointer<Float>, n: Int, c: Int, hw: In
 }
 
 /// `y = (x − mean)·invStd·γ + β`, then `max(y, 0)` when `relu`. `y` may alias `x`.
+///
+/// In PyTorch's order of operations, whose float rounding decides the sign of values near 0 and so which a ReLU
+/// after the layer passes: `nn.BatchNorm2d`'s CPU kernel folds the mean into the shift, `x·s + (β − mean·s)` with
+/// `s = invStd·γ`; the references' BN written in Python (RoTTA's robust BN) compute `(x − mean) / sd · γ + β`, taken
+/// when `standardDeviation` (`sd = √(σ² + eps)`, per channel) is given.
 package func batchNormApply(x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
                             mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>,
                             gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
-                            y: UnsafeMutablePointer<Float>, relu: Bool = false) {
+                            y: UnsafeMutablePointer<Float>, relu: Bool = false, standardDeviation: UnsafePointer<Float>? = nil) {
     let xs = SendablePointer(x), ys = SendablePointer(y)
     let rows = n * c
     let ranges = splitRange(rows, parts: KernelThreads.count)
     parallelFor(ranges.count) { r in
         for row in ranges[r] {
             let ch = row % c
-            let scale = invStd[ch] * gamma[ch]
-            let shift = beta[ch] - mean[ch] * scale
-            affineRow(xs.base + row * hw, ys.base + row * hw, hw, scale, shift, relu)
+            if let sd = standardDeviation {
+                normalizeRow(xs.base + row * hw, ys.base + row * hw, hw, mean[ch], sd[ch], gamma[ch], beta[ch], relu)
+            } else {
+                let scale = invStd[ch] * gamma[ch]
+                affineRow(xs.base + row * hw, ys.base + row * hw, hw, scale, beta[ch] - mean[ch] * scale, relu)
+            }
         }
     }
 }
@@ -66,6 +74,27 @@ private func affineRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<
             i += 8
         }
         while i < count { dst[i] = src[i] * scale + shift; i += 1 }
+    }
+}
+
+/// `out[i] = (in[i] − mean) / sd · γ + β` (clamped at 0 when `relu`): the Python references' order of operations.
+@inline(__always)
+private func normalizeRow(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ count: Int,
+                          _ mean: Float, _ sd: Float, _ gamma: Float, _ beta: Float, _ relu: Bool) {
+    let mv = SIMD8<Float>(repeating: mean), dv = SIMD8<Float>(repeating: sd)
+    let gv = SIMD8<Float>(repeating: gamma), bv = SIMD8<Float>(repeating: beta), zero = SIMD8<Float>()
+    let rs = UnsafeRawPointer(src), rd = UnsafeMutableRawPointer(dst)
+    var i = 0
+    while i + 8 <= count {
+        var v = (rs.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self) - mv) / dv * gv + bv
+        if relu { v = v.replacing(with: zero, where: v .< zero) }
+        rd.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < count {
+        let v = (src[i] - mean) / sd * gamma + beta
+        dst[i] = relu ? max(v, 0) : v
+        i += 1
     }
 }
 
@@ -103,9 +132,8 @@ package func batchNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>
             var sdy = 0.0, sdyx = 0.0
             for i in 0..<n {
                 let off = (i * c + ch) * hw
-                let s = vectorSum(dys.base + off, hw)
-                sdy += Double(s)
-                sdyx += Double(vectorDot(dys.base + off, xs.base + off, hw)) - Double(mu) * Double(s)
+                sdy += Double(vectorSum(dys.base + off, hw))
+                sdyx += Double(vectorDotCentered(dys.base + off, xs.base + off, hw, from: mu))
             }
             let sdyxhat = sdyx * Double(istd)
             dbs?.base[ch] += Float(sdy)
@@ -119,36 +147,38 @@ package func batchNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>
                 let a = Float(sdy / m), b = Float(sdyxhat / m)
                 // x̂·b = (x − μ)·istd·b → dx = k·dy − α·k·a − α·k·istd·b·(x − μ_B)
                 let muB = batchMeanS?.base[ch] ?? mu
-                let c1 = k, c2 = -batchWeight * k * istd * b, c0 = -batchWeight * k * a - c2 * muB
+                let c1 = k, c2 = -batchWeight * k * istd * b, c0 = -batchWeight * k * a
                 for i in 0..<n {
                     let off = (i * c + ch) * hw
-                    combineRow(dys.base + off, xs.base + off, dxp + off, hw, c1, c2, c0)
+                    combineRow(dys.base + off, xs.base + off, dxp + off, hw, c1, c2, c0, center: muB)
                 }
             } else {
                 let k = g * istd
                 for i in 0..<n {
                     let off = (i * c + ch) * hw
-                    combineRow(dys.base + off, xs.base + off, dxp + off, hw, k, 0, 0)
+                    combineRow(dys.base + off, xs.base + off, dxp + off, hw, k, 0, 0, center: 0)
                 }
             }
         }
     }
 }
 
-/// `out = c1·dy + c2·x + c0`.
+/// `out = c1·dy + c2·(x − center) + c0`. The centre is subtracted first: with x's offset large against its spread,
+/// `c2·x` and `c2·center` would cancel, and their difference keep few digits.
 @inline(__always)
 private func combineRow(_ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>,
-                        _ count: Int, _ c1: Float, _ c2: Float, _ c0: Float) {
+                        _ count: Int, _ c1: Float, _ c2: Float, _ c0: Float, center: Float) {
     let v1 = SIMD8<Float>(repeating: c1), v2 = SIMD8<Float>(repeating: c2), v0 = SIMD8<Float>(repeating: c0)
+    let vc = SIMD8<Float>(repeating: center)
     let rd = UnsafeRawPointer(dy), rx = UnsafeRawPointer(x), ro = UnsafeMutableRawPointer(out)
     var i = 0
     while i + 8 <= count {
         let a = rd.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
         let b = rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        ro.storeBytes(of: a * v1 + b * v2 + v0, toByteOffset: i * 4, as: SIMD8<Float>.self)
+        ro.storeBytes(of: a * v1 + (b - vc) * v2 + v0, toByteOffset: i * 4, as: SIMD8<Float>.self)
         i += 8
     }
-    while i < count { out[i] = c1 * dy[i] + c2 * x[i] + c0; i += 1 }
+    while i < count { out[i] = c1 * dy[i] + c2 * (x[i] - center) + c0; i += 1 }
 }
 
 // MARK: - Reference twins (Double, direct formulas)
@@ -232,17 +262,17 @@ package func batchNormBackwardReference(dy: UnsafePointer<Float>, x: UnsafePoint
 //
 // Batch statistics are the special case of one "row" per channel spanning the batch, a = c = 1, b = 0.
 
-/// `y = (x − mean_r)·invStd_r·γ_c + β_c` with per-row statistics (`mean`, `invStd`: N·C each). `y` may alias `x`.
+/// `y = (x − mean_r) / sd_r · γ_c + β_c` with per-row statistics (`mean`, `standardDeviation` = √(σ²_r + eps): N·C
+/// each), in the order of operations of the reference's UnMix-TNS layer (Python; see `batchNormApply`). `y` may alias `x`.
 package func sampleNormApply(x: UnsafePointer<Float>, n: Int, c: Int, hw: Int,
-                             mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>,
+                             mean: UnsafePointer<Float>, standardDeviation: UnsafePointer<Float>,
                              gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
     let xs = SendablePointer(x), ys = SendablePointer(y)
     let ranges = splitRange(n * c, parts: KernelThreads.count)
     parallelFor(ranges.count) { r in
         for row in ranges[r] {
             let ch = row % c
-            let scale = invStd[row] * gamma[ch]
-            affineRow(xs.base + row * hw, ys.base + row * hw, hw, scale, beta[ch] - mean[row] * scale, false)
+            normalizeRow(xs.base + row * hw, ys.base + row * hw, hw, mean[row], standardDeviation[row], gamma[ch], beta[ch], false)
         }
     }
 }
@@ -269,17 +299,16 @@ package func sampleNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float
                 let row = i * c + ch, off = row * hw
                 let s = Double(invStd[row])
                 let s1 = Double(vectorSum(dys.base + off, hw))
-                let s2 = Double(vectorDot(dys.base + off, xs.base + off, hw)) - Double(mean[row]) * s1
+                let s2 = Double(vectorDotCentered(dys.base + off, xs.base + off, hw, from: mean[row]))
                 sumDy += s1
                 sumDyXhat += s * s2
                 guard let dxp = dxs?.base else { continue }
                 let dMu = -g * s * s1, dVar = -0.5 * g * s * s * s * s2
                 let dm = Double(meanByMean[row]) * dMu + Double(varianceByMean[row]) * dVar
                 let dv = Double(varianceByVariance[row]) * dVar
-                // dx = c1·dy + c2·x + c0
+                // dx = c1·dy + c2·(x − m_b) + c0
                 let c2 = 2 * dv / m
-                let c0 = dm / m - c2 * Double(instanceMean[row])
-                combineRow(dys.base + off, xs.base + off, dxp + off, hw, Float(g * s), Float(c2), Float(c0))
+                combineRow(dys.base + off, xs.base + off, dxp + off, hw, Float(g * s), Float(c2), Float(dm / m), center: instanceMean[row])
             }
             dbs?.base[ch] += Float(sumDy)
             dgs?.base[ch] += Float(sumDyXhat)
