@@ -117,29 +117,25 @@ public final class RoTTAMethod: AdaptationMethod {
         }
         let probs = logits.softmaxRows()
         let labels = logits.argmaxRows()
-        let (c, imageSize) = (logits.shape[1], x.count / x.shape[0])
-        memoryImageShape = Array(x.shape.dropFirst())
+        let (c, imageSize, imageShape) = (logits.shape[1], x.count / x.shape[0], Array(x.shape.dropFirst()))
+        func image(_ i: Int) -> [Float] { Array(x.storage[(i * imageSize)..<((i + 1) * imageSize)]) }
+        memoryImageShape = imageShape
         var updated = false
         for i in 0..<x.shape[0] {
             let p = probs.storage[(i * c)..<((i + 1) * c)]
             let uncertainty = p.reduce(0.0) { $0 - Double($1) * Foundation.log(Double($1) + 1e-6) }
-            memory.add(Array(x.storage[(i * imageSize)..<((i + 1) * imageSize)]), label: labels[i], uncertainty: uncertainty,
-                       windowSlot: onTheWindow ? i : nil)
+            memory.add(image(i), label: labels[i], uncertainty: uncertainty, windowSlot: onTheWindow ? i : nil)
             insertedSamples += 1
             if insertedSamples % configuration.rottaUpdateFrequency == 0 {
                 let (images, ages) = memory.contents()
-                adapt(on: images, ages: ages, imageShape: Array(x.shape.dropFirst()), model: model, teacher: teacher, update: update,
-                      rng: &rng, timer: &timer)
+                adapt(on: images, ages: ages, imageShape: imageShape, model: model, teacher: teacher, update: update, rng: &rng, timer: &timer)
                 updated = true
             }
         }
         if memoryProbe && !updated {
-            let full = (0..<memory.capacity).map { j in
-                let i = j % x.shape[0]
-                return Array(x.storage[(i * imageSize)..<((i + 1) * imageSize)])
-            }
-            adapt(on: full, ages: Array(repeating: 0, count: full.count), imageShape: Array(x.shape.dropFirst()), model: model,
-                  teacher: teacher, update: update, rng: &rng, timer: &timer)
+            let full = (0..<memory.capacity).map { image($0 % x.shape[0]) }
+            adapt(on: full, ages: Array(repeating: 0, count: full.count), imageShape: imageShape, model: model, teacher: teacher,
+                  update: update, rng: &rng, timer: &timer)
         }
         return logits
     }

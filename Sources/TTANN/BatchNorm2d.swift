@@ -96,12 +96,11 @@ public final class BatchNorm2d: Module {
             precondition([stats.mean, stats.variance, stats.instanceMean, stats.meanByMean, stats.varianceByMean,
                           stats.varianceByVariance].allSatisfy { $0.count == n * c },
                          "BatchNorm2d \(name): per-sample statistics of the wrong size")
-            let invStd = stats.variance.map { 1 / ($0 + eps).squareRoot() }
+            let sd = stats.variance.map { ($0 + eps).squareRoot() }, invStd = sd.map { 1 / $0 }
             var y = Tensor(shape: x.shape)
             x.withUnsafeBufferPointer { xp in
                 y.withUnsafeMutableBufferPointer { yp in
-                    sampleNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: stats.mean,
-                                    standardDeviation: stats.variance.map { ($0 + eps).squareRoot() },
+                    sampleNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: stats.mean, standardDeviation: sd,
                                     gamma: store.pointer(weight), beta: store.pointer(bias), y: yp.baseAddress!)
                 }
             }
@@ -155,15 +154,14 @@ public final class BatchNorm2d: Module {
             }
             if case .alphaMixed = mode { usesBatch = false } else { usesBatch = true }
         }
-        let invStd = variance.map { 1 / ($0 + eps).squareRoot() }
+        let sd = variance.map { ($0 + eps).squareRoot() }, invStd = sd.map { 1 / $0 }
         var y = Tensor(shape: x.shape)
         let g = store.pointer(weight), b = store.pointer(bias)
         x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 // RoTTA's robust BN in the reference's order of operations (see `batchNormApply`).
-                let sd = batchMean == nil ? nil : variance.map { ($0 + eps).squareRoot() }
                 batchNormApply(x: xp.baseAddress!, n: n, c: c, hw: hw, mean: mean, invStd: invStd, gamma: g, beta: b, y: yp.baseAddress!,
-                               standardDeviation: sd)
+                               standardDeviation: batchMean == nil ? nil : sd)
             }
         }
         if ctx.recording {
