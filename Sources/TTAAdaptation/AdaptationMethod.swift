@@ -48,6 +48,13 @@ public protocol AdaptationMethod: AnyObject {
     /// EMA BatchNorm does on every call.) `rng` is the adaptor's, for what a method draws at its first forward pass
     /// (UnMix-TNS's components), which under a window may be a prediction.
     func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor
+    /// What `predict` moves in the method's own state, outside the model's buffers (UnMix-TNS's components, drawn
+    /// and updated by every forward pass), so that the adaptor can undo a sliding-window prediction that left NaN or
+    /// infinity there, as it undoes a step. Captured before each such prediction: only that part, not the whole state
+    /// (which may hold a teacher). Default: nil, a prediction moves nothing of the method's own.
+    func capturePredictionState() -> MethodState?
+    /// Restores what `capturePredictionState()` returned. Default: nothing to restore.
+    func restorePredictionState(_ state: MethodState) throws
     /// Whether a sliding-window prediction between updates (`predict`) is of the whole window, for its BN statistics,
     /// or of the new image alone. The reference forwards the window only while the configured model still has
     /// BatchNorm layers (`has_bn`, checked after `configure_model`): RoTTA's robust BNs replace them, so RoTTA predicts
@@ -84,6 +91,8 @@ extension AdaptationMethod {
     public func stepsOnTheWindow(_ on: Bool) {}
     public func setMemoryProbe(_ on: Bool) {}
     public func checkBatch(shape: [Int]) throws {}
+    public func capturePredictionState() -> MethodState? { nil }
+    public func restorePredictionState(_ state: MethodState) throws {}
 
     public func predict(_ x: Tensor, model: any ImageClassifier, rng: inout SeededGenerator) throws -> Tensor {
         model.forward(x, .inference)

@@ -89,7 +89,8 @@ public final class Adaptor {
     /// single-sample adaptation: the image goes into a buffer of the last W images (appended while it is
     /// not full, else written over slot `p`, with p = 0, 1, …, W−1 in turn). When slot W−1 is written the
     /// method adapts on the whole buffer (guarded as above); otherwise the buffer is predicted without
-    /// a gradient update (`AdaptationMethod.predict`; norm_ema's moves its BN statistics, guarded likewise),
+    /// a gradient update (`AdaptationMethod.predict`; norm_ema's moves its BN statistics and UnMix-TNS its components,
+    /// guarded likewise, the image kept in the window),
     /// so that BN statistics come from W images. Either way the output is row `p`. As in the reference, a method
     /// whose configured model has no BN in the reference's sense (RoTTA's robust BNs, a ViT) predicts the image
     /// alone between updates (`AdaptationMethod.predictsWithTheWindow`). Batches of several images are not windowed.
@@ -158,11 +159,15 @@ public final class Adaptor {
             let r = try guardedStep(buffer)
             return StepResult(output: row(r.output), outcome: r.outcome)
         }
-        // A prediction may move state (norm_ema's statistics): NaN or infinity there is undone as a step's is.
+        // A prediction may move state (norm_ema's statistics, UnMix-TNS's components): NaN or infinity there is undone
+        // as a step's is. The image stays in the window, as in the reference's buffer.
         let saved = model.store.snapshot(entries: adaptableBuffers)
+        let savedMethod = method.capturePredictionState(), savedRNG = rng
         let out = try timer.measure(.forward) { try method.predict(predictsAlone ? x : buffer, model: model, rng: &rng) }
-        guard model.store.isFinite(entries: adaptableBuffers) else {
+        guard model.store.isFinite(entries: adaptableBuffers), method.capturePredictionState()?.isFinite ?? true else {
             model.store.restore(saved)
+            if let savedMethod { try method.restorePredictionState(savedMethod) }
+            rng = savedRNG
             rolledBackSteps += 1
             return StepResult(output: row(out), outcome: .rolledBack)
         }

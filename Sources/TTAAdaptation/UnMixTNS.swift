@@ -148,6 +148,30 @@ public final class UnMixTNSMethod: AdaptationMethod {
     /// initial means and variances (absent before the first batch); the drawn initial means; the host's
     /// state under `host.`.
     public func captureState() -> MethodState {
+        var s = componentsState()
+        if let host { s.store(host.captureState(), as: "host") }
+        return s
+    }
+
+    public func restoreState(_ state: MethodState) throws {
+        try host?.restoreState(state.inner("host"))
+        try restoreComponents(state)
+    }
+
+    /// A prediction moves the components (and what the host's prediction moves), not the rest of the host's state.
+    public func capturePredictionState() -> MethodState? {
+        var s = componentsState()
+        if let inner = host?.capturePredictionState() { s.store(inner, as: "host") }
+        return s
+    }
+
+    public func restorePredictionState(_ state: MethodState) throws {
+        try host?.restorePredictionState(state.inner("host"))
+        try restoreComponents(state)
+    }
+
+    /// The components of every layer and copy, and the drawn initial means (`captureState` without the host's).
+    private func componentsState() -> MethodState {
         var s = MethodState()
         for (i, layer) in layers.enumerated() {
             for (j, l) in layer.family.enumerated() {
@@ -161,12 +185,10 @@ public final class UnMixTNSMethod: AdaptationMethod {
             }
         }
         for (i, m) in (initialMeans ?? []).enumerated() { s.tensors["drawn.\(i)"] = m }
-        if let host { s.store(host.captureState(), as: "host") }
         return s
     }
 
-    public func restoreState(_ state: MethodState) throws {
-        try host?.restoreState(state.inner("host"))
+    private func restoreComponents(_ state: MethodState) throws {
         for (i, layer) in layers.enumerated() {
             for (j, l) in layer.family.enumerated() {
                 let key = Self.stateKey(layer: i, copy: j), kc = l.k * l.c

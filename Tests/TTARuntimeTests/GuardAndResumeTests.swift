@@ -110,6 +110,40 @@ func twoAdaptorsAfterOneBatch(_ method: String) throws -> (guarded: Adaptor, pla
         #expect(sameBits(guarded.captureState(), plain.captureState()))
     }
 
+    /// Under a sliding window, a prediction between updates that overflows (an image of ±3e38 pixels) and leaves NaN in
+    /// what it moves, norm_ema's BN statistics or UnMix-TNS's components, is undone: model, method state and generator
+    /// bit for bit as before. The image stays in the window. UnMix-TNS predicts the image alone and draws its components
+    /// at the window's first prediction: when that one overflows, the draw is undone too, and the next image is
+    /// predicted exactly as by an adaptor that never saw the bad one.
+    @Test(arguments: ["norm_ema", "unmix_tns", "tent+unmix_tns"])
+    func overflowingWindowPredictionIsRolledBack(_ method: String) throws {
+        let images = try TinyBenchmark().stream(.continual).batch(at: 0).images
+        func windowed() throws -> Adaptor {
+            let m = try MethodFactory.make(method, configuration: busyConfiguration(method), imageSize: 8, sourceBatches: [], sourceLabels: [])
+            return try Adaptor(model: TinyBenchmark.model(), method: m, seed: 5, windowLength: 4)
+        }
+        let first = images.slice(0..<1)
+        var huge = images.slice(1..<2)
+        huge.storage = huge.storage.indices.map { i in (i % 2 == 0 ? 3e38 : -3e38) * (0.5 + 0.5 * huge.storage[i]) }
+        #expect(huge.isFinite)
+
+        let a = try windowed()
+        #expect(try a.process(first).outcome == .windowed)
+        let before = a.captureState()
+        #expect(try a.process(huge).outcome == .rolledBack, "\(method)")
+        #expect(a.rolledBackSteps == 1)
+        #expect(sameBits(a.captureState(), before), "\(method): state changed by a rolled-back prediction")
+        #expect(a.captureState().windowPointer == 2, "the image stays in the window")
+
+        guard method.hasSuffix("unmix_tns") else { return }
+        let b = try windowed(), fresh = try windowed()
+        #expect(try b.process(huge).outcome == .rolledBack)
+        let r = try b.process(first), expected = try fresh.process(first)
+        #expect(r.outcome == .windowed)
+        #expect(try #require(r.output).storage.map(\.bitPattern) == (try #require(expected.output)).storage.map(\.bitPattern))
+        #expect(sameBits(b.captureState(), fresh.captureState()))
+    }
+
     /// A learning rate of 1e38 (SGD with an L2 term of 1e3: `lr·(∇ + 1e3·γ)` with γ = 1 is 1e41) takes
     /// TENT's BN weights past float32's range in one step: the step is undone and the model keeps its
     /// source values; the output, computed before the update, is still scored.
