@@ -560,7 +560,7 @@ public struct CheckpointLayout: Sendable {
 
     /// The input normalisation the file stores, `(x - mean) / std` per channel, nil when it stores none. Each buffer
     /// must hold `channels` finite values (shape (1, C, 1, 1), as PyTorch registers them, or (C)); each std must be
-    /// positive.
+    /// positive with a finite reciprocal (the input is divided by it: a subnormal std would give infinity).
     public func inputNormalization(in file: SafeTensorsFile, channels: Int) throws -> (mean: [Float], std: [Float])? {
         guard let (meanKey, stdKey) = normalizationKeys else { return nil }
         func values(_ key: String, positive: Bool) throws -> [Float] {
@@ -570,9 +570,12 @@ public struct CheckpointLayout: Sendable {
                                 message: "expected the input normalisation's shape [1, \(channels), 1, 1] (one value per input channel), found \(shapeString(e.shape))")
             }
             let v = try file.tensor(key).storage
-            guard v.allSatisfy({ $0.isFinite && (!positive || $0 > 0) }) else {
+            guard v.allSatisfy({ $0.isFinite && (!positive || ($0 > 0 && (1 / $0).isFinite)) }) else {
                 throw DataError(file: file.name, key: key,
-                                message: "expected \(positive ? "positive " : "")finite values for the input normalisation, found \(v)")
+                                message: positive
+                                    ? "expected positive finite values with finite reciprocals for the input normalisation "
+                                        + "(the input is divided by them), found \(v)"
+                                    : "expected finite values for the input normalisation, found \(v)")
             }
             return v
         }

@@ -42,8 +42,9 @@ import TTATestSupport
         expectClose(model.forward(try io.tensor("x"), .inference), try io.tensor("eval.logits"), "module.-prefixed logits")
     }
 
-    /// A stored normalisation that cannot be right is refused, naming the key: a zero std, a mean with one value too
-    /// many; and a `normalize.` key the wrapper does not have is unexpected.
+    /// A stored normalisation that cannot be right is refused, naming the key: a zero std, a subnormal std (whose
+    /// reciprocal is infinite), a NaN mean, a mean with one value too many; and a `normalize.` key the wrapper does
+    /// not have is unexpected.
     @Test func badStoredNormalizationIsRefused() throws {
         let file = try fixture("cnn/layout_mu_sigma.safetensors")
         func load(replacing key: String, with tensor: Tensor?, adding extra: [(name: String, tensor: Tensor)] = []) throws {
@@ -51,9 +52,16 @@ import TTATestSupport
             if let tensor { tensors.append((key, tensor)) }
             _ = try ModelZoo.load(SafeTensorsFile(data: SafeTensorsFile.encode(tensors + extra), name: "bad.safetensors"))
         }
-        #expect(throws: DataError(file: "bad.safetensors", key: "sigma",
-                                  message: "expected positive finite values for the input normalisation, found [0.25, 0.0, 0.25]")) {
+        let stdProblem = "expected positive finite values with finite reciprocals for the input normalisation (the input is divided by them), found "
+        #expect(throws: DataError(file: "bad.safetensors", key: "sigma", message: stdProblem + "[0.25, 0.0, 0.25]")) {
             try load(replacing: "sigma", with: Tensor(shape: [1, 3, 1, 1], storage: [0.25, 0, 0.25]))
+        }
+        #expect(throws: DataError(file: "bad.safetensors", key: "sigma", message: stdProblem + "[0.25, 1e-45, 0.25]")) {
+            try load(replacing: "sigma", with: Tensor(shape: [1, 3, 1, 1], storage: [0.25, Float.leastNonzeroMagnitude, 0.25]))
+        }
+        #expect(throws: DataError(file: "bad.safetensors", key: "mu",
+                                  message: "expected finite values for the input normalisation, found [0.5, nan, 0.5]")) {
+            try load(replacing: "mu", with: Tensor(shape: [1, 3, 1, 1], storage: [0.5, .nan, 0.5]))
         }
         #expect(throws: DataError(file: "bad.safetensors", key: "mu",
                                   message: "expected the input normalisation's shape [1, 3, 1, 1] (one value per input channel), found [1, 4, 1, 1]")) {
