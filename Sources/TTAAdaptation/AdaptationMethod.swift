@@ -137,15 +137,35 @@ func requireImageBatch(_ x: Tensor, for model: any ImageClassifier, _ what: Stri
     }
 }
 
-/// Throws unless CoTTA's augmentation pipeline (`CoTTAAugmentation` in TTAAugment, what `MethodRegistry.make`'s
-/// `augment` stands for: CoTTA's, RoTTA's, ROID's variant, RMT's) takes a batch of `shape` `(N, C, H, W)`: square
-/// images of 1 or 3 channels, at least 2×2 (its 5-tap blur reflects inside the padded canvas), and of side
-/// `imageSize` when the augmentation was declared built for one. `method` names the method in the message.
-func requireAugmentable(shape: [Int], method: String, imageSize: Int?) throws {
-    guard MethodRegistry.augmentationProblem(channels: shape[1], height: shape[2], width: shape[3], imageSize: imageSize) != nil else { return }
-    let takes = imageSize.map { "built here for \($0)×\($0) images" } ?? "which takes square images of at least 2×2 pixels"
-    throw AdaptationError("\(method) augments its batches with CoTTA's augmentation pipeline, \(takes) with 1 or 3 channels; "
-                          + "the batch has shape \(shape)")
+/// A method that augments its batches with CoTTA's augmentation pipeline (`CoTTAAugmentation` in TTAAugment, what
+/// `MethodRegistry.make`'s `augment` stands for: CoTTA's, RoTTA's, ROID's variant, RMT's) when it has one and its
+/// configuration uses it (`MethodRegistry.augments`: CoTTA with augmentations above 0, ROID with its consistency loss,
+/// RoTTA and RMT always). Its `checkBatch` refuses a batch the pipeline cannot take before any work, on every batch:
+/// whether a given batch is augmented is only known inside the step (CoTTA's augmented teacher passes run when the
+/// anchor is unconfident, ROID's on the images its certainty filter keeps).
+public protocol AugmentingMethod: AdaptationMethod {
+    var configuration: MethodConfiguration { get }
+    /// Draws one augmentation of a batch (one parameter draw shared by the batch); nil runs the method without.
+    var augment: BatchAugmentation? { get }
+    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch of
+    /// another size is refused before any work, as is one the pipeline cannot take at all.
+    var augmentImageSize: Int? { get }
+}
+
+extension AugmentingMethod {
+    public func checkBatch(shape: [Int]) throws { try checkAugmentable(shape: shape) }
+
+    /// Throws when the method augments (above) and its pipeline cannot take a batch of `shape` `(N, C, H, W)`: it
+    /// takes square images of 1 or 3 channels, at least 2×2 (its 5-tap blur reflects inside the padded canvas), and
+    /// of side `augmentImageSize` when that is known. The message names the method.
+    public func checkAugmentable(shape: [Int]) throws {
+        guard augment != nil, MethodRegistry.augments(name, configuration),
+              MethodRegistry.augmentationProblem(channels: shape[1], height: shape[2], width: shape[3],
+                                                 imageSize: augmentImageSize) != nil else { return }
+        let takes = augmentImageSize.map { "built here for \($0)×\($0) images" } ?? "which takes square images of at least 2×2 pixels"
+        throw AdaptationError("\(name) augments its batches with CoTTA's augmentation pipeline, \(takes) with 1 or 3 channels; "
+                              + "the batch has shape \(shape)")
+    }
 }
 
 /// A method that restores the model to its source state by itself during a step (SAR's model recovery,

@@ -13,7 +13,7 @@ public typealias BatchAugmentation = @Sendable (Tensor, inout SeededGenerator) -
 /// teacher on `x`; loss = soft-target CE (CIFAR) or symmetric CE (ImageNet) of `s` against `t`;
 /// update; teacher EMA; stochastic restore of every trainable element with probability `p`.
 /// Output: `t`, computed before the update. All three models use batch-statistics BN.
-public final class CoTTAMethod: AdaptationMethod {
+public final class CoTTAMethod: AugmentingMethod {
     public let name = "cotta"
     public var needsBatchStatistics: Bool { true }
     /// The teacher and anchor: copies of the model.
@@ -22,9 +22,7 @@ public final class CoTTAMethod: AdaptationMethod {
     public let configuration: MethodConfiguration
     /// Draws one augmentation of a batch (CoTTA's pipeline; one parameter draw shared by the batch).
     public let augment: BatchAugmentation?
-    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch
-    /// of another size is refused before any work (`checkBatch`), as is one CoTTA's pipeline cannot take at all.
-    public let augmentImageSize: Int?
+    public let augmentImageSize: Int?   // see `AugmentingMethod`
     /// When true, all N augmented passes run every batch, as the official CIFAR code does (the extra
     /// passes only cost time; the random draws then match that code's consumption).
     public var alwaysAugment = false
@@ -39,13 +37,6 @@ public final class CoTTAMethod: AdaptationMethod {
         self.augment = augment
         self.augmentImageSize = augmentImageSize
         steps = configuration.steps
-    }
-
-    /// With augmentation on, the batch must suit CoTTA's pipeline (`requireAugmentable`): the augmented teacher
-    /// passes run whenever the anchor is unconfident, which only the step knows.
-    public func checkBatch(shape: [Int]) throws {
-        guard augment != nil && MethodRegistry.augments(name, configuration) else { return }
-        try requireAugmentable(shape: shape, method: name, imageSize: augmentImageSize)
     }
 
     public func configure(_ model: any ImageClassifier) throws {

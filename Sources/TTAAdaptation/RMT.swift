@@ -20,7 +20,7 @@ import TTATensor
 ///
 /// The student runs `feat(x)` twice per batch (once to compute the loss, once recorded for backward),
 /// because the contrastive term couples the two views and a model keeps one recorded forward at a time.
-public final class RMTMethod: AdaptationMethod {
+public final class RMTMethod: AugmentingMethod {
     public let name = "rmt"
     public var needsBatchStatistics: Bool { true }
     /// The teacher: copies of the model.
@@ -29,9 +29,7 @@ public final class RMTMethod: AdaptationMethod {
     public let configuration: MethodConfiguration
     /// CoTTA's augmentation, drawn once per batch (nil: the augmented view is `x` itself).
     public let augment: BatchAugmentation?
-    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch
-    /// of another size is refused before any work (`checkBatch`), as is one CoTTA's pipeline cannot take at all.
-    public let augmentImageSize: Int?
+    public let augmentImageSize: Int?   // see `AugmentingMethod`
 
     /// Where labelled source batches come from (prototypes, warm-up, replay). Runs on across resets, as the
     /// reference's source iterator does.
@@ -69,11 +67,6 @@ public final class RMTMethod: AdaptationMethod {
         (self.configuration, self.augment, self.source, self.cache) = (configuration, augment, source, cache)
         (self.projectorSeed, self.initialProjector, self.augmentImageSize) = (projectorSeed, initialProjector, augmentImageSize)
         steps = configuration.steps
-    }
-
-    /// Every test batch is augmented: it must suit the augmentation (`requireAugmentable`).
-    public func checkBatch(shape: [Int]) throws {
-        if augment != nil { try requireAugmentable(shape: shape, method: name, imageSize: augmentImageSize) }
     }
 
     /// Warm-up steps for this source batch size (`NUM_SAMPLES_WARM_UP // batch_size`).

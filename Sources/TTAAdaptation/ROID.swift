@@ -25,7 +25,7 @@ import TTATensor
 /// correction) without adapting and counted in `skippedBatches`, where the reference would turn the model
 /// into NaN. At batch size 1 the CLI refuses it up front (`run` and `compare` unless `--window-length`
 /// is given, `predict` always) and names the fallbacks.
-public final class ROIDMethod: AdaptationMethod {
+public final class ROIDMethod: AugmentingMethod {
     public let name = "roid"
     public var needsBatchStatistics: Bool { true }
     public let steps: Int
@@ -33,9 +33,7 @@ public final class ROIDMethod: AdaptationMethod {
     /// The consistency loss's augmentation (the reference: CoTTA's colour jitter and affine with reflect
     /// padding, no blur or noise); nil leaves the images as they are.
     public let augment: BatchAugmentation?
-    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch
-    /// of another size is refused before any work (`checkBatch`), as is one CoTTA's pipeline cannot take at all.
-    public let augmentImageSize: Int?
+    public let augmentImageSize: Int?   // see `AugmentingMethod`
     /// The moving average π̄ of the class probabilities; nil until configured.
     public private(set) var classProbabilities: [Double]?
     /// Batches predicted without adapting because their sample weights are undefined (one image, or all equal).
@@ -53,13 +51,6 @@ public final class ROIDMethod: AdaptationMethod {
         self.augment = augment
         self.augmentImageSize = augmentImageSize
         steps = configuration.steps
-    }
-
-    /// With the consistency loss on, the batch must suit the augmentation (`requireAugmentable`): which images its
-    /// certainty filter keeps for the augmented pass only the step knows.
-    public func checkBatch(shape: [Int]) throws {
-        guard augment != nil && MethodRegistry.augments(name, configuration) else { return }
-        try requireAugmentable(shape: shape, method: name, imageSize: augmentImageSize)
     }
 
     public func configure(_ model: any ImageClassifier) throws {

@@ -28,7 +28,7 @@ import TTATensor
 /// And, a quirk of the reference reproduced: its memory keeps views of the window's buffer, which is written in place,
 /// so an image the memory took at a window step is whatever that slot of the buffer holds at the next update
 /// (`CSTUMemory.Item.windowSlot`).
-public final class RoTTAMethod: AdaptationMethod {
+public final class RoTTAMethod: AugmentingMethod {
     public let name = "rotta"
     /// The teacher: copies of the model.
     public var copiesTheModel: Bool { true }
@@ -36,9 +36,7 @@ public final class RoTTAMethod: AdaptationMethod {
     public let configuration: MethodConfiguration
     /// The strong augmentation of the memory batch (CoTTA's pipeline in the reference); nil uses the images as they are.
     public let augment: BatchAugmentation?
-    /// The side of the square images `augment` was built for (`CoTTAAugmentation.imageSize`), when known: a batch
-    /// of another size is refused before any work (`checkBatch`), as is one CoTTA's pipeline cannot take at all.
-    public let augmentImageSize: Int?
+    public let augmentImageSize: Int?   // see `AugmentingMethod`
     /// The category-balanced memory.
     public private(set) var memory: CSTUMemory
     /// Images inserted since the last reset (the reference's `current_instance`).
@@ -84,9 +82,9 @@ public final class RoTTAMethod: AdaptationMethod {
 
     /// The memory's images are stacked into one batch at each update: a batch whose images are of another shape than
     /// those already in the memory (from earlier batches or a restored state) is refused, as is one the augmentation
-    /// cannot take (`requireAugmentable`).
+    /// cannot take (`checkAugmentable`).
     public func checkBatch(shape: [Int]) throws {
-        if augment != nil { try requireAugmentable(shape: shape, method: name, imageSize: augmentImageSize) }
+        try checkAugmentable(shape: shape)
         guard let stored = memory.classes.first(where: { !$0.isEmpty })?.first?.image.count else { return }
         let image = Array(shape.dropFirst())
         if let memoryImageShape, memoryImageShape != image {

@@ -560,7 +560,7 @@ public struct CheckpointLayout: Sendable {
 
     /// The input normalisation the file stores, `(x - mean) / std` per channel, nil when it stores none. Each buffer
     /// must hold `channels` finite values (shape (1, C, 1, 1), as PyTorch registers them, or (C)); each std must be
-    /// positive with a finite reciprocal (the input is divided by it: a subnormal std would give infinity).
+    /// positive with a finite reciprocal (`isUsableStandardDeviation`: the input is divided by it).
     public func inputNormalization(in file: SafeTensorsFile, channels: Int) throws -> (mean: [Float], std: [Float])? {
         guard let (meanKey, stdKey) = normalizationKeys else { return nil }
         func values(_ key: String, positive: Bool) throws -> [Float] {
@@ -570,7 +570,7 @@ public struct CheckpointLayout: Sendable {
                                 message: "expected the input normalisation's shape [1, \(channels), 1, 1] (one value per input channel), found \(shapeString(e.shape))")
             }
             let v = try file.tensor(key).storage
-            guard v.allSatisfy({ $0.isFinite && (!positive || ($0 > 0 && (1 / $0).isFinite)) }) else {
+            guard v.allSatisfy({ positive ? isUsableStandardDeviation($0) : $0.isFinite }) else {
                 throw DataError(file: file.name, key: key,
                                 message: positive
                                     ? "expected positive finite values with finite reciprocals for the input normalisation "
@@ -581,6 +581,13 @@ public struct CheckpointLayout: Sendable {
         }
         return (try values(meanKey, positive: false), try values(stdKey, positive: true))
     }
+}
+
+/// Whether `std` can divide an input normalisation: positive, finite, and with a finite reciprocal (the input is
+/// multiplied by `1 / std`, which is infinite for a std of 2^-128 or less). Shared by the load-time check
+/// (`CheckpointLayout.inputNormalization`) and the model's own (`ImageClassifier.inputNormalizationProblem`).
+public func isUsableStandardDeviation(_ std: Float) -> Bool {
+    std > 0 && std.isFinite && (1 / std).isFinite
 }
 
 /// Loads the tensors a model expects from `file`, strictly.

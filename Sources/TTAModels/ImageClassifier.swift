@@ -1,3 +1,4 @@
+import TTAData
 import TTANN
 import TTATensor
 
@@ -113,7 +114,7 @@ extension ImageClassifier {
         if let c = mean.indices.first(where: { !mean[$0].isFinite }) {
             return prefix + "the mean of channel \(c) is \(mean[c]); expected a finite number"
         }
-        if let c = std.indices.first(where: { !(std[$0] > 0 && std[$0].isFinite && (1 / std[$0]).isFinite) }) {
+        if let c = std.indices.first(where: { !isUsableStandardDeviation(std[$0]) }) {
             return prefix + "the standard deviation of channel \(c) is \(std[c]); expected a positive finite number with a finite "
                 + "reciprocal (the input is divided by it)"
         }

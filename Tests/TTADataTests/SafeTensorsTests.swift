@@ -389,6 +389,17 @@ struct SafeTensorsTests {
         #expect(sd.count == 1 && sd["bn.weight"]?.storage == [1, 2])
     }
 
+    /// The std predicate both normalisation checks share. Its boundary, 2^-128, sits inside the subnormals: 2^-127 passes
+    /// (its reciprocal 2^127 is finite), 2^-128 does not (2^128 overflows float32); nor do zero, negatives, infinity, NaN.
+    @Test func usableStandardDeviations() {
+        for s: Float in [1, 0.229, .leastNormalMagnitude, Float(bitPattern: 0x0040_0000), .greatestFiniteMagnitude] {
+            #expect(isUsableStandardDeviation(s), "\(s)")
+        }
+        for s: Float in [0, -0.0, -1, .leastNonzeroMagnitude, Float(bitPattern: 0x0020_0000), .infinity, .nan] {
+            #expect(!isUsableStandardDeviation(s), "\(s)")
+        }
+    }
+
     @Test func stateDictShapeMismatchMessage() throws {
         let data = try SafeTensorsFile.encode([("block1.layer.0.bn1.weight", Tensor(shape: [16]))])
         let file = try SafeTensorsFile(data: data, name: "model.safetensors")
