@@ -48,6 +48,9 @@ What runs, per method (as the reference's test_time.py does):
     drop_last=False, num_workers=0: the iterator draws its base seed from the torch RNG, as the
     reference's loader does) over the reference's own robustbench/loaders.CustomCifarDataset
     (transform=None: `torch.tensor(x.transpose(2, 0, 1))`), loaded by file path.
+  * --setting correlated: after the shuffle, the samples sorted by label (`samples.sort(key=lambda x: x[1])`),
+    or with --dirichlet d > 0 put in the reference's own `sort_by_dirichlet(d, samples)` order (taken out of
+    datasets/data_loading.py, whose imports need more than this script installs), as get_test_loader does.
   * continual: `model.reset()` before the first domain only; error per domain = 1 - accuracy of
     `output.argmax(1)` where output is what the method returns for the batch (utils/eval_utils
     get_accuracy); for CoTTA that is the teacher's (augmentation-averaged) prediction.
@@ -229,6 +232,12 @@ def import_reference():
     return conf, ADAPTATION_REGISTRY
 
 
+def reference_function(reference_dir, name):
+    """A function of the reference's datasets/data_loading.py (scripts/make_dirichlet_fixtures.py reads it out)."""
+    from make_dirichlet_fixtures import reference_function as read_function
+    return read_function(reference_dir, name)
+
+
 def load_reference_file(cls_dir, relpath, name):
     """Imports one file of the reference by path (robustbench/__init__.py pulls in requests, tqdm, ...)."""
     import importlib.util
@@ -274,7 +283,7 @@ def make_cfg(conf, cls_dir, method, args):
     conf.merge_from_file(os.path.join(cls_dir, "cfgs", "cifar10_c", METHOD_YAML[method]))
     cfg.merge_from_list(["TEST.BATCH_SIZE", args.batch_size, "RNG_SEED", args.seed,
                          "CORRUPTION.TYPE", args.corruptions, "CORRUPTION.SEVERITY", [args.severity],
-                         "SETTING", "continual", "TEST.NUM_WORKERS", 0])
+                         "SETTING", args.setting, "TEST.DELTA_DIRICHLET", args.dirichlet, "TEST.NUM_WORKERS", 0])
     # RMT caches its prototypes and warm-up under CKPT_DIR, keyed by dataset and architecture only: a fresh
     # folder per run, so that no cache from another model or source set is read.
     cfg.merge_from_list(["CKPT_DIR", args.ckpt_dir])
@@ -366,6 +375,11 @@ def run_method(method, args, conf, registry, cls_dir, labels, log):
             samples = load_domain(args.data_dir, corruption, severity, labels)
             if args.order == "shuffled":
                 random.shuffle(samples)
+            if "correlated" in cfg.SETTING:
+                if cfg.TEST.DELTA_DIRICHLET > 0.:
+                    samples = reference_function(args.reference_dir, "sort_by_dirichlet")(cfg.TEST.DELTA_DIRICHLET, samples=samples)
+                else:
+                    samples.sort(key=lambda x: x[1])
             loader = torch.utils.data.DataLoader(loaders.CustomCifarDataset(samples), batch_size=cfg.TEST.BATCH_SIZE,
                                                  shuffle=False, num_workers=0, drop_last=False)
             # utils/eval_utils.get_accuracy
@@ -418,11 +432,15 @@ def state_digest(module):
 
 
 def run_identity(args):
-    """What must match to resume a checkpoint: the stream, the data and the weights (paths may differ)."""
-    return {"weights": sha256(args.weights), "labels": sha256(os.path.join(args.data_dir, "labels.npy")),
-            "corruptions": args.corruptions, "severity": args.severity, "batch_size": args.batch_size,
-            "order": args.order, "seed": args.seed, "method_seed": args.method_seed,
-            "augmentations": args.augmentations}
+    """What must match to resume a checkpoint: the stream, the data and the weights (paths may differ). The
+    setting is named only when it is not continual, so that checkpoints written before --setting existed resume."""
+    identity = {"weights": sha256(args.weights), "labels": sha256(os.path.join(args.data_dir, "labels.npy")),
+                "corruptions": args.corruptions, "severity": args.severity, "batch_size": args.batch_size,
+                "order": args.order, "seed": args.seed, "method_seed": args.method_seed,
+                "augmentations": args.augmentations}
+    if args.setting != "continual":
+        identity.update(setting=args.setting, dirichlet=args.dirichlet)
+    return identity
 
 
 def check_augmentations():
@@ -455,6 +473,9 @@ def main():
     p.add_argument("--batch-size", type=int, default=CLI_DEFAULTS["batch_size"])
     p.add_argument("--order", choices=["shuffled", "file"], default=CLI_DEFAULTS["order"])
     p.add_argument("--seed", type=int, default=CLI_DEFAULTS["seed"])
+    p.add_argument("--setting", choices=["continual", "correlated"], default=CLI_DEFAULTS["setting"],
+                   help="correlated: each domain ordered by label, or by --dirichlet (SETTING, TEST.DELTA_DIRICHLET)")
+    p.add_argument("--dirichlet", type=float, default=0.0, help="Dirichlet δ of the correlated order (0: sorted by label)")
     p.add_argument("--window-length", type=int, default=None,
                    help="TEST.WINDOW_LENGTH: the sliding window of single-sample adaptation (with --batch-size 1), as tta's --window-length")
     p.add_argument("--augmentations", type=int, default=None, help="CoTTA TEST.N_AUGMENTATIONS (default: cfg, 32)")
@@ -481,6 +502,8 @@ def main():
                  f"(their whole state is modules and an optimizer); got --methods {','.join(methods)}")
     if args.checkpoint_every < 1:
         sys.exit(f"--checkpoint-every takes a positive number of batches, got {args.checkpoint_every}")
+    if args.dirichlet < 0 or (args.dirichlet > 0 and args.setting != "correlated"):
+        sys.exit(f"--dirichlet takes a δ ≥ 0 and applies to --setting correlated only; got {args.dirichlet} with --setting {args.setting}")
     if args.resume and not os.path.isfile(args.resume):
         sys.exit(f"--resume {args.resume}: no such file")
     torch.set_num_threads(args.threads)
@@ -506,7 +529,8 @@ def main():
         # RobustBench takes labels[:K] for every severity; SwiftTTA reads them row for row.
         log("warning: labels.npy differs across severity blocks; the reference uses labels[:K] for every severity")
     log(f"reference: {args.reference_dir}; data {args.data_dir}; weights {args.weights} (sha256 {sha256(args.weights)[:16]}); batch {args.batch_size}, "
-        f"order {args.order}, seed {args.seed}, severity {args.severity}, continual; torch {torch.__version__}, "
+        f"order {args.order}, seed {args.seed}, severity {args.severity}, {args.setting}"
+        f"{f' (Dirichlet δ {args.dirichlet})' if args.dirichlet > 0 else ''}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads")
     runs = [run_method(m, args, conf, registry, cls_dir, labels, log) for m in methods]
     log(f"CUDA guard calls (P3): {CUDA_CALLS}")
@@ -529,7 +553,8 @@ def main():
                           "weightsSha256": sha256(args.weights),
                           "batchSize": args.batch_size, "windowLength": args.window_length, "order": args.order, "seed": args.seed,
                           "methodSeed": args.seed if args.method_seed is None else args.method_seed,
-                          "severities": [args.severity], "setting": "continual", "corruptions": args.corruptions,
+                          "severities": [args.severity], "setting": args.setting, "dirichletDelta": args.dirichlet,
+                          "corruptions": args.corruptions,
                           "sourceData": SOURCE_DATA["dir"] and os.path.abspath(SOURCE_DATA["dir"]),
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "cudaGuardCalls": CUDA_CALLS}}

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import TTATensor
 
@@ -168,9 +169,9 @@ public struct StreamBatch: Sendable {
 ///   `random.sample(k = N · corruptions.count)` (its `NUM_EX` is a total for the mixed list; per-domain
 ///   counts then vary). With `.file` order the first N rows of each block are mixed instead.
 /// - `correlated` with δ = 0 is exact (a stable sort by label of the shuffled list, as Python's
-///   `list.sort`). With δ > 0 the procedure is the same but the draws come from `SeededGenerator`, not
-///   `np.random`, so the order differs from the reference (same statistics); it gives up after
-///   `dirichletMaxAttempts` attempts instead of 120 s.
+///   `list.sort`). With δ > 0 it is exact too: `dirichletOrder` runs `sort_by_dirichlet` on numpy's
+///   legacy generator (`NumpyRandomState`) seeded as `np.random.seed(seed)`; it gives up after 120 s
+///   as the reference does (or `dirichletMaxAttempts` attempts), and refuses a δ whose draws turn NaN.
 /// - Differences: with several severities, `reset_each_shift` here resets at every (corruption,
 ///   severity) domain (as the original Tent protocol), while mariodoebler resets only when the
 ///   corruption changes; with the default single severity both are the same. Labels are read row for
@@ -195,8 +196,11 @@ public final class BenchmarkStream {
 
     /// Samples in each chunk the Dirichlet ordering must reach (mariodoebler's `min_size_thresh`).
     public static let dirichletMinChunkSize = 10
-    /// Attempts of the Dirichlet ordering before giving up (mariodoebler stops after 120 s instead).
-    public static let dirichletMaxAttempts = 1000
+    /// Attempts of the Dirichlet ordering before giving up, unless `dirichletTimeLimit` comes first. Small domains
+    /// can need thousands (one seed of 120 samples in 10 classes at δ 0.1 takes 2,705 in the reference too).
+    public static let dirichletMaxAttempts = 1_000_000
+    /// Seconds the Dirichlet ordering tries before giving up: mariodoebler's `time_duration`.
+    public static let dirichletTimeLimit = 120.0
     /// The most classes (chunks) the Dirichlet ordering takes: ImageNet-C's 1000, the most of the benchmarks
     /// `tta` reads (CIFAR-10-C 10, CIFAR-100-C 100, Tiny-ImageNet-C 200). Its work and memory grow with the
     /// square of the class count.
@@ -243,6 +247,9 @@ public final class BenchmarkStream {
         }
         if cfg.dirichletDelta > 0 && cfg.setting != .correlated {
             throw fail("dirichletDelta", "\(cfg.dirichletDelta) only applies to the correlated setting (setting is \(cfg.setting.rawValue)); use 0")
+        }
+        if cfg.dirichletDelta > 0 && cfg.seed > UInt64(UInt32.max) {
+            throw fail("seed", Self.dirichletSeedMessage(cfg.seed))
         }
 
         // Domains and per-domain orders.
@@ -396,26 +403,36 @@ public final class BenchmarkStream {
 
     // MARK: Dirichlet ordering
 
-    /// A temporally correlated order of `labels` (a permutation of `0..<labels.count`), the
-    /// NOTE / mariodoebler `sort_by_dirichlet` algorithm with SwiftTTA's `SeededGenerator(seed:)`:
+    static func dirichletSeedMessage(_ seed: UInt64) -> String {
+        "the Dirichlet ordering seeds numpy's generator as the reference does (np.random.seed), which takes seeds up to 2^32 − 1 = 4294967295; got \(seed)"
+    }
+
+    /// A temporally correlated order of `labels` (a permutation of `0..<labels.count`): mariodoebler's
+    /// `sort_by_dirichlet` (after NOTE), with numpy's legacy generator after `np.random.seed(seed)` as its
+    /// `get_test_loader` seeds it, so the order is the reference's to the sample:
     ///
     /// 1. `K` = largest label + 1 chunks; `N` = `labels.count`.
-    /// 2. For each class `k` in order: shuffle its positions; draw proportions ~ Dir(δ·1_K); chunks
-    ///    already holding ≥ N/K samples get proportion 0; renormalise; split the shuffled positions
-    ///    at `Int(cumsum(p) · n_k)` into the chunks.
-    /// 3. Repeat from 1 until every chunk holds at least `dirichletMinChunkSize` samples (at most
-    ///    `dirichletMaxAttempts` times).
-    /// 4. Output chunk by chunk; within a chunk its classes follow in a shuffled order, each class
-    ///    a contiguous run in its shuffled order.
+    /// 2. For each class `k` in order: shuffle its positions (`np.random.shuffle`); draw proportions
+    ///    `np.random.dirichlet(δ·1_K)`; chunks already holding ≥ N/K samples get proportion 0; divide by their
+    ///    sum (numpy's pairwise `sum`); split the shuffled positions at `int(cumsum(p) · n_k)` into the chunks.
+    /// 3. Repeat from 1, the draws continuing, until every chunk holds at least `dirichletMinChunkSize` samples.
+    ///    The reference gives up after 120 s; here after `timeLimit` seconds (the same 120 s by default) or
+    ///    `maxAttempts` attempts, whichever comes first. Neither changes an order that is found.
+    /// 4. Output chunk by chunk; within a chunk its classes follow in a shuffled order (`np.random.shuffle`),
+    ///    each class a contiguous run in its shuffled order.
     ///
-    /// The random draws are not numpy's (mariodoebler uses `np.random`), so the order is not the
-    /// reference's; the procedure and its statistics are. Dirichlet draws are computed from Gamma
-    /// variates in log space, so tiny δ (e.g. 0.01) cannot underflow to 0/0.
-    public static func dirichletOrder(labels: [Int], delta: Double, seed: UInt64) throws -> [Int] {
+    /// Where numpy's draws become NaN (a δ so small that every Gamma draw of a class underflows to 0, or every
+    /// chunk still open got proportion 0), the reference goes on with garbage split points; here that is an error
+    /// that names δ. numpy's seed must be below 2^32 (`np.random.seed` refuses larger ones).
+    public static func dirichletOrder(labels: [Int], delta: Double, seed: UInt64, maxAttempts: Int = dirichletMaxAttempts,
+                                      timeLimit: Double = dirichletTimeLimit) throws -> [Int] {
         let n = labels.count
-        guard delta > 0, delta.isFinite else {
-            throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                            message: "must be > 0 for the Dirichlet ordering, got \(delta)")
+        func fail(_ message: String) -> DataError {
+            DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option", message: message)
+        }
+        guard delta > 0, delta.isFinite else { throw fail("must be > 0 for the Dirichlet ordering, got \(delta)") }
+        guard let numpySeed = UInt32(exactly: seed) else {
+            throw DataError(file: "stream configuration", key: "seed", keyKind: "option", message: dirichletSeedMessage(seed))
         }
         guard n > 0 else { return [] }
         if let label = labels.first(where: { $0 < 0 }) {
@@ -428,37 +445,38 @@ public final class BenchmarkStream {
         let (needed, neededOverflow) = minChunk.multipliedReportingOverflow(by: k)
         guard !kOverflow, !neededOverflow, n >= needed else {
             let chunks = kOverflow ? "\(Int.max) + 1" : "\(k)", total = kOverflow || neededOverflow ? "more than \(Int.max)" : "\(needed)"
-            throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                            message: "the Dirichlet ordering needs at least \(minChunk) samples in each of the \(chunks) chunks (one per class), i.e. ≥ \(total) samples, but the domain has \(n); use more samples per domain, or a Dirichlet δ of 0 (each domain sorted by label)")
+            throw fail("the Dirichlet ordering needs at least \(minChunk) samples in each of the \(chunks) chunks (one per class), i.e. ≥ \(total) samples, but the domain has \(n); use more samples per domain, or a Dirichlet δ of 0 (each domain sorted by label)")
         }
         // The chunks hold a list per class each (k × k lists) and every class draws k proportions per attempt: past
         // ImageNet-C's 1000 classes (labels go up to 99,999) that is tens of gigabytes and hours, so it is refused.
         guard k <= dirichletMaxClasses else {
-            throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                            message: "the Dirichlet ordering takes at most \(dirichletMaxClasses) classes (ImageNet-C's), one chunk each, "
-                                + "but the domain's labels go up to \(k - 1) (\(k) classes); use a Dirichlet δ of 0 (each domain sorted by label)")
+            throw fail("the Dirichlet ordering takes at most \(dirichletMaxClasses) classes (ImageNet-C's), one chunk each, "
+                       + "but the domain's labels go up to \(k - 1) (\(k) classes); use a Dirichlet δ of 0 (each domain sorted by label)")
         }
         var byClass = [[Int]](repeating: [], count: k)
         for (i, l) in labels.enumerated() { byClass[l].append(i) }
-        var g = SeededGenerator(seed: seed)
+        var rng = NumpyRandomState(seed: numpySeed)
         let cap = Double(n) / Double(k)
+        let alpha = [Double](repeating: delta, count: k)
+        let started = DispatchTime.now().uptimeNanoseconds
+        var attempts = 0
 
-        for _ in 0..<dirichletMaxAttempts {
+        // As the reference's loop: an attempt, then the clock (so at least one attempt is made).
+        repeat {
+            attempts += 1
             var chunkSize = [Int](repeating: 0, count: k)
             var chunkClass = [[[Int]]](repeating: [[Int]](repeating: [], count: k), count: k)  // [chunk][class]
             for cls in 0..<k {
                 var idx = byClass[cls]
-                shuffle(&idx, &g)
-                var logp = (0..<k).map { _ in logGamma(shape: delta, &g) }
-                for j in 0..<k where !(Double(chunkSize[j]) < cap) { logp[j] = -.infinity }
-                // Finite while some chunk is below N/K, unless δ is so small that log(U)/δ overflows for every chunk.
-                guard let mx = logp.max(), mx.isFinite else {
-                    throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                                    message: "δ \(delta) is too small for the Dirichlet draw in double precision (log U / δ overflows); use a δ of at least 1e-300, or 0 to sort each domain by label")
-                }
-                var p = logp.map { $0 == -.infinity ? 0 : Foundation.exp($0 - mx) }
-                let sum = p.reduce(0, +)
+                rng.shuffle(&idx)
+                var p = rng.dirichlet(alpha)
+                for j in 0..<k where !(Double(chunkSize[j]) < cap) { p[j] *= 0 }  // numpy's p * False: NaN stays NaN
+                let sum = numpySum(p)
                 for j in 0..<k { p[j] /= sum }
+                guard p.allSatisfy(\.isFinite) else {
+                    throw fail("δ \(delta) is too small for numpy's Dirichlet draw: class \(cls)'s proportions underflow to 0 on every chunk still open, "
+                               + "so they cannot be normalised (the reference goes on with NaN split points); use a larger δ, or 0 to sort each domain by label")
+                }
                 var cum = 0.0, start = 0
                 for j in 0..<k {
                     let end: Int
@@ -478,56 +496,12 @@ public final class BenchmarkStream {
             out.reserveCapacity(n)
             for chunk in chunkClass {
                 var classOrder = Array(0..<k)
-                shuffle(&classOrder, &g)
+                rng.shuffle(&classOrder)
                 for cls in classOrder { out += chunk[cls] }
             }
             return out
-        }
-        throw DataError(file: "stream configuration", key: "dirichletDelta", keyKind: "option",
-                        message: "no Dirichlet ordering with every chunk ≥ \(minChunk) samples found in \(dirichletMaxAttempts) attempts (δ \(delta), \(n) samples, \(k) classes); try another Dirichlet δ or more samples per domain")
-    }
-
-    /// Fisher-Yates with an unbiased bounded draw from `g`.
-    static func shuffle<T>(_ x: inout [T], _ g: inout SeededGenerator) {
-        guard x.count > 1 else { return }
-        for i in stride(from: x.count - 1, through: 1, by: -1) {
-            x.swapAt(i, uniformIndex(below: i + 1, &g))
-        }
-    }
-
-    /// A uniform integer in `0..<n` by rejection (no modulo bias).
-    static func uniformIndex(below n: Int, _ g: inout SeededGenerator) -> Int {
-        let bound = UInt64(n)
-        let limit = UInt64.max - UInt64.max % bound  // accept draws below a multiple of n
-        while true {
-            let r = g.next()
-            if r < limit { return Int(r % bound) }
-        }
-    }
-
-    /// A uniform double in (0, 1).
-    static func openUniform(_ g: inout SeededGenerator) -> Double {
-        (Double(g.next() >> 11) + 0.5) * (1.0 / 9_007_199_254_740_992.0)
-    }
-
-    /// log of a Gamma(shape, 1) draw: Marsaglia-Tsang for shape ≥ 1, and for shape < 1 the boost
-    /// `Gamma(a) = Gamma(a + 1) · U^(1/a)` taken in log space.
-    static func logGamma(shape a: Double, _ g: inout SeededGenerator) -> Double {
-        if a < 1 {
-            return logGamma(shape: a + 1, &g) + Foundation.log(openUniform(&g)) / a
-        }
-        let d = a - 1.0 / 3.0, c = 1.0 / (9 * d).squareRoot()
-        while true {
-            // Box-Muller normal.
-            let u1 = openUniform(&g), u2 = openUniform(&g)
-            let x = (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
-            let t = 1 + c * x
-            guard t > 0 else { continue }
-            let v = t * t * t
-            let u = openUniform(&g)
-            if Foundation.log(u) < 0.5 * x * x + d - d * v + d * Foundation.log(v) {
-                return Foundation.log(d * v)
-            }
-        }
+        } while attempts < maxAttempts && Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 <= timeLimit
+        throw fail("no Dirichlet ordering with every chunk ≥ \(minChunk) samples found in \(attempts) attempts "
+                   + "(δ \(delta), \(n) samples, \(k) classes); try another Dirichlet δ or more samples per domain")
     }
 }

@@ -32,12 +32,7 @@ public struct PythonRandom: Sendable, Equatable {
     public init(key: [UInt32]) {
         precondition(!key.isEmpty, "PythonRandom: init_by_array needs at least one key word")
         let n = Self.n
-        var mt = [UInt32](repeating: 0, count: n)
-        // init_genrand(19650218)
-        mt[0] = 19_650_218
-        for i in 1..<n {
-            mt[i] = 1_812_433_253 &* (mt[i - 1] ^ (mt[i - 1] >> 30)) &+ UInt32(i)
-        }
+        var mt = Self.initGenrand(19_650_218)
         var i = 1, j = 0
         for _ in 0..<max(n, key.count) {
             mt[i] = (mt[i] ^ ((mt[i - 1] ^ (mt[i - 1] >> 30)) &* 1_664_525)) &+ key[j] &+ UInt32(truncatingIfNeeded: j)
@@ -53,6 +48,23 @@ public struct PythonRandom: Sendable, Equatable {
         mt[0] = 0x8000_0000
         state = mt
         index = n
+    }
+
+    /// The generator after MT19937's `init_genrand(seed)`: the seeding of numpy's legacy `np.random.seed(n)`
+    /// (`RandomState`), where CPython's `random.seed` goes through `init_by_array`. `NumpyRandomState` draws from it.
+    public init(genrandSeed seed: UInt32) {
+        state = Self.initGenrand(seed)
+        index = Self.n
+    }
+
+    /// MT19937's `init_genrand`: the state words from one 32-bit seed.
+    private static func initGenrand(_ seed: UInt32) -> [UInt32] {
+        var mt = [UInt32](repeating: 0, count: n)
+        mt[0] = seed
+        for i in 1..<n {
+            mt[i] = 1_812_433_253 &* (mt[i - 1] ^ (mt[i - 1] >> 30)) &+ UInt32(i)
+        }
+        return mt
     }
 
     private mutating func twist() {

@@ -56,6 +56,10 @@ import TTATensor
 
     @Test func incompatibleAndMissingOptions() throws {
         expectError(tta(["compare", "--dirichlet", "0.1"]), "--dirichlet applies only to --setting correlated (the setting is continual)", code: 64)
+        // The Dirichlet order seeds numpy's legacy generator, as the reference does; np.random.seed takes 32 bits.
+        expectError(tta(["compare", "--setting", "correlated", "--dirichlet", "0.1", "--seed", "4294967296"]),
+                    "--seed: the Dirichlet ordering seeds numpy's generator as the reference does (np.random.seed), "
+                        + "which takes seeds up to 2^32 − 1 = 4294967295; got 4294967296", code: 64)
         expectError(tta(["compare", "--dataset", "cifar10-c"]), "--dataset cifar10-c needs --data-dir (the CIFAR-10-C folder or its parent)", code: 64)
         let tiny = try TinyBenchmark()
         defer { tiny.cleanup() }

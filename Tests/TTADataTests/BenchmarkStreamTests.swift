@@ -8,27 +8,30 @@ import TTATensor
 // produced it, and each test below names the function whose data it compares against.
 // Benchmarks are small CIFAR-C-layout folders written at test time (`CBFixture`).
 
-/// Reads `Tests/Fixtures/stream/python_random.json`.
+/// Reads the JSON files of `Tests/Fixtures/stream/`: `python_random.json` (scripts/make_stream_fixtures.py) and
+/// `numpy_dirichlet.json` (scripts/make_dirichlet_fixtures.py).
 enum StreamFixtures {
-    static let url = URL(fileURLWithPath: #filePath)
+    static let directory = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent()  // TTADataTests
         .deletingLastPathComponent()  // Tests
-        .appendingPathComponent("Fixtures/stream/python_random.json")
+        .appendingPathComponent("Fixtures/stream")
+    static let files = ["python_random.json", "numpy_dirichlet.json"]
 
-    nonisolated(unsafe) static let json: [String: Any] = {
-        guard let data = try? Data(contentsOf: url),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return [:] }
-        return object
-    }()
+    nonisolated(unsafe) static let json: [String: [String: Any]] = Dictionary(uniqueKeysWithValues: files.map { name in
+        guard let data = try? Data(contentsOf: directory.appendingPathComponent(name)),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return (name, [:]) }
+        return (name, object)
+    })
 
-    /// The `cases` of the section written by script function `function`.
-    static func section(_ function: String) -> Any? {
-        guard let s = json[function] as? [String: Any], s["function"] as? String == function else { return nil }
+    /// The `cases` of the section written by script function `function` into `file`.
+    static func section(_ function: String, in file: String = files[0]) -> Any? {
+        guard let s = json[file]?[function] as? [String: Any], s["function"] as? String == function else { return nil }
         return s["cases"]
     }
 
-    static func cases(_ function: String) throws -> [[String: Any]] {
-        let c = try #require(section(function) as? [[String: Any]], "missing section \(function) in \(url.path)")
+    static func cases(_ function: String, in file: String = files[0]) throws -> [[String: Any]] {
+        let c = try #require(section(function, in: file) as? [[String: Any]],
+                             "missing section \(function) in \(directory.appendingPathComponent(file).path)")
         #expect(!c.isEmpty)
         return c
     }
@@ -430,9 +433,9 @@ struct BenchmarkStreamTests {
         let small = try BenchmarkStream.dirichletOrder(labels: labels, delta: 0.01, seed: 3).map { labels[$0] }
         let changes = zip(small, small.dropFirst()).filter { $0 != $1 }.count
         #expect(changes < 40, "δ 0.01 gives \(changes) label changes")
-        // A δ so small that log(U)/δ overflows for every chunk is an error naming the option, not a trap.
+        // A δ so small that numpy's draws underflow (its proportions turn NaN) is an error naming the option, not a trap.
         let error = #expect(throws: DataError.self) { try BenchmarkStream.dirichletOrder(labels: labels, delta: 1e-320, seed: 11) }
-        #expect(error.map { "\($0)".contains("dirichletDelta") && "\($0)".contains("too small for the Dirichlet draw") } == true)
+        #expect(error.map { "\($0)".contains("dirichletDelta") && "\($0)".contains("too small for numpy's Dirichlet draw") } == true)
         // A negative class index is refused by name; a huge one (Int.max overflowed the class count) asks for more
         // samples than there are, as too many classes for the samples do.
         #expect(throws: DataError(file: "stream configuration", key: "labels", keyKind: "argument",
