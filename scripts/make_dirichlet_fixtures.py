@@ -14,7 +14,6 @@ polynomial hash (as scripts/make_stream_fixtures.py).
 """
 import argparse
 import ast
-import json
 import os
 import random
 import sys
@@ -22,19 +21,10 @@ import time
 
 import numpy as np
 
+from make_stream_fixtures import HEAD, digest, write_fixture  # the same digests and layout as python_random.json
+
 OUT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                     "..", "Tests", "Fixtures", "stream", "numpy_dirichlet.json"))
-HEAD = 50
-
-
-def digest(values):
-    """Full-list check values: sum(i * v) and h = (h * 1000003 + v + 1) mod (2**31 - 1) from h = 0."""
-    h = 0
-    for v in values:
-        h = (h * 1000003 + v + 1) % 2147483647
-    return {"count": len(values), "head": list(values[:HEAD]),
-            "sum_iv": sum(i * v for i, v in enumerate(values)), "poly": h,
-            "full": list(values) if len(values) <= HEAD else None}
 
 
 def hexes(xs):
@@ -154,15 +144,9 @@ def main():
     data = {"generator": "scripts/make_dirichlet_fixtures.py", "python": sys.version.split()[0], "numpy": np.__version__}
     counting = CountingNumpy()
     sort_by_dirichlet = reference_function(args.reference_dir, "sort_by_dirichlet", counting)
-    for fn, call in [(legacy_draw_cases, legacy_draw_cases), (dirichlet_cases, dirichlet_cases),
-                     (pairwise_sum_cases, pairwise_sum_cases),
-                     (sort_by_dirichlet_cases, lambda: sort_by_dirichlet_cases(sort_by_dirichlet, counting))]:
-        data[fn.__name__] = {"function": fn.__name__, "doc": " ".join(fn.__doc__.split()), "cases": call()}
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
-        json.dump(data, f, indent=None, separators=(",", ":"), sort_keys=True)
-        f.write("\n")
-    print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes)")
+    write_fixture(OUT, data, [(legacy_draw_cases, legacy_draw_cases), (dirichlet_cases, dirichlet_cases),
+                              (pairwise_sum_cases, pairwise_sum_cases),
+                              (sort_by_dirichlet_cases, lambda: sort_by_dirichlet_cases(sort_by_dirichlet, counting))])
 
 
 if __name__ == "__main__":

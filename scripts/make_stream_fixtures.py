@@ -154,14 +154,20 @@ def nchw_reference():
 def main():
     data = {"generator": "scripts/make_stream_fixtures.py",
             "python": sys.version.split()[0], "numpy": np.__version__}
-    for fn in [shuffle_cases, sample_cases, doebler_domain_order, doebler_mixed_order,
-               getrandbits_cases, randbelow_cases, random_cases, nchw_reference]:
-        data[fn.__name__] = {"function": fn.__name__, "doc": " ".join(fn.__doc__.split()), "cases": fn()}
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    with open(OUT, "w") as f:
+    write_fixture(OUT, data, [(fn, fn) for fn in [shuffle_cases, sample_cases, doebler_domain_order, doebler_mixed_order,
+                                                  getrandbits_cases, randbelow_cases, random_cases, nchw_reference]])
+
+
+def write_fixture(path, data, sections):
+    """Writes `data` plus one section per (function, call) pair: the function's name and docstring and the cases
+    call() returns (scripts/make_dirichlet_fixtures.py writes its file through this too)."""
+    for fn, call in sections:
+        data[fn.__name__] = {"function": fn.__name__, "doc": " ".join(fn.__doc__.split()), "cases": call()}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
         json.dump(data, f, indent=None, separators=(",", ":"), sort_keys=True)
         f.write("\n")
-    print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes)")
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 
 if __name__ == "__main__":
