@@ -299,6 +299,8 @@ def run_method(method, args, conf, registry, cls_dir, labels, log):
     import contextlib
     loaders = load_reference_file(cls_dir, "robustbench/loaders.py", "reference_loaders")
     cfg = make_cfg(conf, cls_dir, method, args)
+    # Read out of the reference once per method, not once per domain.
+    sort_by_dirichlet = reference_function(args.reference_dir, "sort_by_dirichlet") if cfg.TEST.DELTA_DIRICHLET > 0. else None
     # conf.load_cfg_from_args: seeding before the model is created (--method-seed: another torch seed,
     # the only generator the four methods draw from; the stream's random/np.random stay RNG_SEED)
     torch.manual_seed(cfg.RNG_SEED if args.method_seed is None else args.method_seed)
@@ -377,7 +379,7 @@ def run_method(method, args, conf, registry, cls_dir, labels, log):
                 random.shuffle(samples)
             if "correlated" in cfg.SETTING:
                 if cfg.TEST.DELTA_DIRICHLET > 0.:
-                    samples = reference_function(args.reference_dir, "sort_by_dirichlet")(cfg.TEST.DELTA_DIRICHLET, samples=samples)
+                    samples = sort_by_dirichlet(cfg.TEST.DELTA_DIRICHLET, samples=samples)
                 else:
                     samples.sort(key=lambda x: x[1])
             loader = torch.utils.data.DataLoader(loaders.CustomCifarDataset(samples), batch_size=cfg.TEST.BATCH_SIZE,

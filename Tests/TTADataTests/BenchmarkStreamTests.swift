@@ -40,18 +40,19 @@ enum StreamFixtures {
     static func u64(_ v: Any?) -> UInt64? { (v as? String).flatMap { UInt64($0) } ?? (v as? NSNumber)?.uint64Value }
     static func ints(_ v: Any?) -> [Int]? { (v as? [Any])?.compactMap { int($0) } }
 
+    /// The scripts' `digest` hash: h = (h * 1000003 + v + 1) mod (2^31 - 1) from h = 0.
+    static func polyHash(_ values: [Int]) -> Int {
+        values.reduce(0) { ($0 * 1_000_003 + $1 + 1) % 2_147_483_647 }
+    }
+
     /// Checks `values` against a case's digest: count, head, sum(i·v), polynomial hash, and `full` when stored.
     static func expectDigest(_ values: [Int], _ c: [String: Any], _ label: String,
                              sourceLocation: SourceLocation = #_sourceLocation) {
         #expect(values.count == int(c["count"]), "\(label): count", sourceLocation: sourceLocation)
         #expect(Array(values.prefix(50)) == ints(c["head"]), "\(label): first 50", sourceLocation: sourceLocation)
-        var sum = 0, h = 0
-        for (i, v) in values.enumerated() {
-            sum += i * v
-            h = (h * 1_000_003 + v + 1) % 2_147_483_647
-        }
+        let sum = values.enumerated().reduce(0) { $0 + $1.offset * $1.element }
         #expect(sum == int(c["sum_iv"]), "\(label): sum(i*v)", sourceLocation: sourceLocation)
-        #expect(h == int(c["poly"]), "\(label): polynomial hash", sourceLocation: sourceLocation)
+        #expect(polyHash(values) == int(c["poly"]), "\(label): polynomial hash", sourceLocation: sourceLocation)
         if let full = ints(c["full"]) {
             #expect(values == full, "\(label): full list", sourceLocation: sourceLocation)
         }
